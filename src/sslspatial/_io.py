@@ -1,0 +1,338 @@
+"""The one adapter between AnnData / SpatialData and the rest of the package.
+
+Every ``pp`` / ``tl`` function goes through these helpers to find the table, the coordinates and the section of each
+observation, and the image of a section with its pixel <-> coordinate transformation; results are written back in
+memory, and to the zarr store only through :func:`persist`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._constants import Key, check_key
+from ._validate import check_coordinates
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+DataLike = Any  # AnnData | SpatialData (spatialdata is imported lazily)
+
+
+def is_spatialdata(data: Any) -> bool:
+    """Return whether ``data`` is a :class:`spatialdata.SpatialData` (without importing spatialdata eagerly)."""
+    return type(data).__name__ == "SpatialData" and hasattr(data, "tables")
+
+
+def get_table(data: DataLike, table_key: str = Key.DEFAULT_TABLE) -> AnnData:
+    """Return the table of ``data`` (the object itself for AnnData), checked to be non-empty.
+
+    Parameters
+    ----------
+    data
+        An AnnData, or a SpatialData holding the table under ``table_key``.
+    table_key
+        Name of the table in ``data.tables`` (ignored for AnnData).
+
+    Returns
+    -------
+    The table itself (not a copy): writing into it writes into ``data``.
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> sdata = ss.datasets.synthetic_tissue(n_cells=500)
+    >>> ss._io.get_table(sdata, "table").n_obs
+    500
+    """
+    if isinstance(data, AnnData):
+        table = data
+    elif is_spatialdata(data):
+        if table_key not in data.tables:
+            available = ", ".join(repr(k) for k in data.tables) or "none"
+            raise KeyError(f"table_key={table_key!r} is not a table of this SpatialData; available tables: {available}.")
+        table = data.tables[table_key]
+    else:
+        raise TypeError(f"Expected an AnnData or a SpatialData, got {type(data).__name__}.")
+    if table.n_obs == 0:
+        raise ValueError("The table is empty (0 observations): there is nothing to compute on.")
+    if table.n_vars == 0:
+        raise ValueError("The table has no variables (0 genes / features).")
+    return table
+
+
+def table_attrs(table: AnnData) -> dict[str, Any]:
+    """Return the SpatialData annotation of a table (``region``, ``region_key``, ``instance_key``), or ``{}``."""
+    attrs = table.uns.get("spatialdata_attrs", {})
+    return dict(attrs) if attrs else {}
+
+
+def annotated_regions(table: AnnData) -> list[str]:
+    """Return the names of the spatial elements a table annotates (empty for a plain AnnData)."""
+    region = table_attrs(table).get("region")
+    if region is None:
+        return []
+    return [region] if isinstance(region, str) else list(region)
+
+
+def get_coordinates(
+    data: DataLike,
+    table_key: str = Key.DEFAULT_TABLE,
+    spatial_key: str = Key.SPATIAL,
+    coordinate_system: str | None = None,
+) -> np.ndarray:
+    """Return the 2-D coordinates of the table's observations, writing them to ``obsm[spatial_key]`` if derived.
+
+    Coordinates are read from ``obsm[spatial_key]`` when present. Otherwise, for a SpatialData table, they are the
+    centroids of the shapes / points / labels instances the table annotates, transformed into
+    ``coordinate_system`` through the elements' spatialdata transformations, and stored in ``obsm[spatial_key]`` so
+    squidpy finds them.
+
+    Parameters
+    ----------
+    data
+        AnnData or SpatialData.
+    table_key
+        Table of a SpatialData.
+    spatial_key
+        Key in ``obsm`` holding (or receiving) the coordinates.
+    coordinate_system
+        Target coordinate system for derived centroids; defaults to the first coordinate system of each element.
+
+    Returns
+    -------
+    Array of shape ``(n_obs, 2)``, float64, x then y.
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> sdata = ss.datasets.synthetic_tissue(n_cells=500)
+    >>> ss._io.get_coordinates(sdata).shape
+    (500, 2)
+    """
+    table = get_table(data, table_key)
+    if spatial_key in table.obsm:
+        coords = np.asarray(table.obsm[spatial_key])
+        check_coordinates(coords, f"obsm[{spatial_key!r}]")
+        return np.asarray(coords[:, :2], dtype=np.float64)
+    if not is_spatialdata(data) or not annotated_regions(table):
+        raise KeyError(
+            f"No coordinates: obsm[{spatial_key!r}] is missing. Store the (n_obs, 2) cell / spot positions there, "
+            "or pass a SpatialData whose table annotates a shapes, points or labels element."
+        )
+    coords = _centroids_of_annotated_elements(data, table, coordinate_system)
+    check_coordinates(coords, f"centroids of {annotated_regions(table)}")
+    table.obsm[check_key(spatial_key, "spatial_key")] = coords
+    return coords
+
+
+def _centroids_of_annotated_elements(sdata: SpatialData, table: AnnData, coordinate_system: str | None) -> np.ndarray:
+    from spatialdata import get_centroids
+    from spatialdata.transformations import get_transformation
+
+    attrs = table_attrs(table)
+    region_key, instance_key = attrs["region_key"], attrs["instance_key"]
+    coords = np.full((table.n_obs, 2), np.nan)
+    regions = table.obs[region_key].astype(str).to_numpy()
+    for region in annotated_regions(table):
+        if region not in sdata:
+            raise KeyError(f"The table annotates element {region!r}, which is not in the SpatialData.")
+        element = sdata[region]
+        systems = list(get_transformation(element, get_all=True))
+        cs = coordinate_system or systems[0]
+        if cs not in systems:
+            raise ValueError(f"Element {region!r} has no transformation to coordinate system {cs!r} (it has {systems}).")
+        centroids = get_centroids(element, coordinate_system=cs)
+        centroids = centroids.compute() if hasattr(centroids, "compute") else centroids
+        rows = np.flatnonzero(regions == region)
+        ids = table.obs[instance_key].to_numpy()[rows]
+        lookup = centroids.reindex(pd.Index(ids))
+        coords[rows] = lookup[["x", "y"]].to_numpy(dtype=np.float64)
+    return coords
+
+
+def get_sections(data: DataLike, table_key: str = Key.DEFAULT_TABLE, library_key: str | None = None) -> pd.Categorical:
+    """Return the section (library) of each observation.
+
+    The section is ``obs[library_key]`` when given; otherwise, for a SpatialData table annotating several regions,
+    the region column; otherwise every observation belongs to one section ``"0"``.
+
+    Parameters
+    ----------
+    data
+        AnnData or SpatialData.
+    table_key
+        Table of a SpatialData.
+    library_key
+        Column of ``obs`` naming the section of each observation.
+
+    Returns
+    -------
+    A categorical of length ``n_obs``.
+
+    Examples
+    --------
+    >>> import anndata, numpy as np, pandas as pd
+    >>> adata = anndata.AnnData(np.ones((3, 1)), obs=pd.DataFrame({"s": ["a", "b", "a"]}, index=list("xyz")))
+    >>> list(get_sections(adata, library_key="s").categories)
+    ['a', 'b']
+    """
+    table = get_table(data, table_key)
+    key = section_key(table, library_key)
+    if key is None:
+        return pd.Categorical(np.repeat("0", table.n_obs))
+    return pd.Categorical(table.obs[key].astype(str))
+
+
+def section_key(table: AnnData, library_key: str | None) -> str | None:
+    """Return the ``obs`` column naming sections: ``library_key``, else a multi-valued region column, else None."""
+    if library_key is not None:
+        if library_key not in table.obs:
+            cols = ", ".join(map(repr, table.obs.columns[:20]))
+            raise KeyError(f"library_key={library_key!r} is not a column of obs (columns: {cols}).")
+        if table.obs[library_key].isna().any():
+            raise ValueError(f"obs[{library_key!r}] has missing values; every observation needs a section.")
+        return library_key
+    region_key = table_attrs(table).get("region_key")
+    if region_key is not None and region_key in table.obs and table.obs[region_key].nunique() > 1:
+        return region_key
+    return None
+
+
+@dataclass
+class SectionImage:
+    """An image of a section and its affine map from coordinates to pixels.
+
+    Attributes
+    ----------
+    image
+        Array of shape ``(channels, height, width)`` (lazy xarray/dask is allowed).
+    coords_to_pixels
+        3x3 affine matrix mapping homogeneous ``(x, y, 1)`` coordinates to ``(col, row, 1)`` pixel positions.
+    """
+
+    image: Any
+    coords_to_pixels: np.ndarray
+
+    def to_pixels(self, coords: np.ndarray) -> np.ndarray:
+        """Map ``(n, 2)`` coordinates (x, y) to ``(n, 2)`` pixel positions (col, row)."""
+        coords = np.asarray(coords, dtype=np.float64)
+        homogeneous = np.c_[coords, np.ones(len(coords))]
+        return (homogeneous @ self.coords_to_pixels.T)[:, :2]
+
+    @property
+    def pixels_per_unit(self) -> float:
+        """Mean linear scale from coordinate units to pixels."""
+        return float(np.sqrt(abs(np.linalg.det(self.coords_to_pixels[:2, :2]))))
+
+
+def get_image(sdata: SpatialData, image_key: str, coordinate_system: str) -> SectionImage:
+    """Return an image (highest resolution) and the affine map from ``coordinate_system`` to its pixels.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData holding the image.
+    image_key
+        Name of the image element.
+    coordinate_system
+        The coordinate system the spots / cells live in.
+
+    Returns
+    -------
+    The image and its coordinates-to-pixels transformation.
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> sdata = ss.datasets.synthetic_tissue(n_cells=500)
+    >>> img = ss._io.get_image(sdata, "he", "global")
+    >>> img.image.shape[0]
+    3
+    """
+    from spatialdata.transformations import get_transformation
+
+    if image_key not in sdata.images:
+        available = ", ".join(map(repr, sdata.images)) or "none"
+        raise KeyError(f"image_key={image_key!r} is not an image of this SpatialData; available images: {available}.")
+    element = sdata.images[image_key]
+    transformations = get_transformation(element, get_all=True)
+    if coordinate_system not in transformations:
+        raise ValueError(
+            f"Image {image_key!r} has no transformation to coordinate system {coordinate_system!r} "
+            f"(it has {sorted(transformations)}). Add one with spatialdata.transformations.set_transformation."
+        )
+    pixels_to_coords = transformations[coordinate_system].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+    if hasattr(element, "children") and "scale0" in getattr(element, "children", {}):  # multiscale DataTree
+        element = element["scale0"].ds["image"] if "image" in element["scale0"].ds else next(iter(element["scale0"].ds.values()))
+    return SectionImage(image=element, coords_to_pixels=np.linalg.inv(np.asarray(pixels_to_coords, dtype=np.float64)))
+
+
+def persist(sdata: SpatialData, element_names: str | list[str]) -> None:
+    """Write elements of an in-memory SpatialData to its zarr store without ever losing the previous version.
+
+    A new element is simply written. An element that already exists on disk is first written in full under a
+    temporary name; only then is the old directory moved aside, the new one moved into place (two renames), and the
+    old one deleted. If writing fails at any point, the store still reads back with the old element intact.
+
+    Parameters
+    ----------
+    sdata
+        A SpatialData backed by a zarr store (``sdata.path`` is set, e.g. after ``sdata.write`` or ``read_zarr``).
+    element_names
+        Element(s) to write.
+
+    Examples
+    --------
+    >>> sdata.write("tissue.zarr")  # doctest: +SKIP
+    >>> ss.pp.build_graph(sdata, method="knn")  # doctest: +SKIP
+    >>> ss._io.persist(sdata, "table")  # doctest: +SKIP
+    """
+    names = [element_names] if isinstance(element_names, str) else list(element_names)
+    if sdata.path is None:
+        raise ValueError("This SpatialData is not backed by a zarr store: call `sdata.write(path)` first.")
+    for name in names:
+        _persist_one(sdata, name)
+
+
+def _element_dir(sdata: SpatialData, name: str) -> tuple[str, Path]:
+    for element_type, element_name, _ in sdata.gen_elements():
+        if element_name == name:
+            return element_type, Path(sdata.path) / element_type / name
+    raise KeyError(f"Element {name!r} is not in the SpatialData.")
+
+
+def _persist_one(sdata: SpatialData, name: str) -> None:
+    element_type, target = _element_dir(sdata, name)
+    if not target.exists():
+        sdata.write_element(name)
+        return
+    tmp_name = f"{name}.tmp-{uuid.uuid4().hex[:8]}"
+    element = sdata[name]
+    getattr(sdata, element_type)[tmp_name] = element
+    try:
+        sdata.write_element(tmp_name)
+    except BaseException:
+        _forget(sdata, element_type, tmp_name)
+        shutil.rmtree(target.parent / tmp_name, ignore_errors=True)
+        raise
+    _forget(sdata, element_type, tmp_name)
+    backup = target.parent / f"{name}.old-{uuid.uuid4().hex[:8]}"
+    target.rename(backup)
+    (target.parent / tmp_name).rename(target)
+    shutil.rmtree(backup, ignore_errors=True)
+    if sdata.has_consolidated_metadata():
+        sdata.write_consolidated_metadata()
+
+
+def _forget(sdata: SpatialData, element_type: str, name: str) -> None:
+    container = getattr(sdata, element_type)
+    if name in container:
+        del container[name]

@@ -1,0 +1,95 @@
+"""Input checks with actionable messages, raised before any work starts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def check_choice(value: Any, choices: Iterable[str], name: str) -> str:
+    """Raise a ``ValueError`` naming the valid options if ``value`` is not one of ``choices``.
+
+    Examples
+    --------
+    >>> check_choice("knn", ["knn", "radius"], "method")
+    'knn'
+    """
+    choices = list(choices)
+    if value not in choices:
+        raise ValueError(f"Unknown {name}={value!r}; choose one of {', '.join(map(repr, choices))}.")
+    return value
+
+
+def check_coordinates(coords: Any, where: str = "coordinates") -> None:
+    """Raise if coordinates are not a finite numeric ``(n, >=2)`` array."""
+    arr = np.asarray(coords)
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise ValueError(f"{where} must have shape (n_obs, 2), got {arr.shape}.")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{where} must be numeric, got dtype {arr.dtype}. Convert them with `.astype(float)`.")
+    bad = ~np.isfinite(arr[:, :2]).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{where} has {int(bad.sum())} observations with NaN or infinite coordinates (first at row "
+            f"{int(np.flatnonzero(bad)[0])}). Drop them, e.g. `adata = adata[np.isfinite(adata.obsm['spatial']).all(1)]`."
+        )
+
+
+def _values(x: Any) -> np.ndarray:
+    return x.data if sp.issparse(x) else np.asarray(x)
+
+
+def check_finite(x: Any, where: str = "X") -> None:
+    """Raise if a dense or sparse matrix holds NaN or infinite values."""
+    values = _values(x)
+    if not np.isfinite(values).all():
+        n_bad = int((~np.isfinite(values)).sum())
+        raise ValueError(f"{where} contains {n_bad} NaN or infinite values; remove or impute them before training.")
+
+
+def check_counts(x: Any, where: str = "X", likelihood: str = "nb") -> None:
+    """Raise if a matrix is not non-negative integer counts, as a count likelihood requires.
+
+    Examples
+    --------
+    >>> check_counts(np.array([[0.0, 2.0]]))
+    >>> check_counts(np.array([[0.5, 2.0]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: X holds non-integer values (e.g. 0.5) but likelihood='nb' models counts. ...
+    """
+    check_finite(x, where)
+    values = _values(x)
+    if values.size == 0:
+        return
+    if values.min() < 0:
+        raise ValueError(
+            f"{where} holds negative values (min {values.min():.3g}) but likelihood={likelihood!r} models counts. "
+            "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian'."
+        )
+    frac = values[np.abs(values - np.round(values)) > 1e-6]
+    if frac.size:
+        raise ValueError(
+            f"{where} holds non-integer values (e.g. {frac[0]:.3g}) but likelihood={likelihood!r} models counts. "
+            "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian' for log-normalised data."
+        )
+
+
+def check_obs_column(table: Any, key: str, what: str = "column") -> None:
+    """Raise if ``key`` is not a column of ``table.obs``, listing the columns that exist."""
+    if key not in table.obs:
+        cols = ", ".join(map(repr, list(table.obs.columns)[:20])) or "none"
+        raise KeyError(f"{what} {key!r} is not a column of obs (columns: {cols}).")
+
+
+def check_graph(table: Any, connectivity_key: str) -> None:
+    """Raise if the spatial graph is missing, naming the call that builds it."""
+    if connectivity_key not in table.obsp:
+        raise KeyError(
+            f"No spatial graph: obsp[{connectivity_key!r}] is missing. Build one first with "
+            "`ss.pp.build_graph(data, method='radius', radius=...)` (or method='knn' / 'delaunay' / 'grid'), "
+            "or use encoder='mlp' to train without a graph."
+        )

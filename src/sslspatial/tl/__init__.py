@@ -1,0 +1,3 @@
+"""Tools: self-supervised pretraining, annotation, histology-to-expression, super-resolution."""
+
+__all__: list[str] = []
