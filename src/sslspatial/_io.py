@@ -57,7 +57,9 @@ def get_table(data: DataLike, table_key: str = Key.DEFAULT_TABLE) -> AnnData:
     elif is_spatialdata(data):
         if table_key not in data.tables:
             available = ", ".join(repr(k) for k in data.tables) or "none"
-            raise KeyError(f"table_key={table_key!r} is not a table of this SpatialData; available tables: {available}.")
+            raise KeyError(
+                f"table_key={table_key!r} is not a table of this SpatialData; available tables: {available}."
+            )
         table = data.tables[table_key]
     else:
         raise TypeError(f"Expected an AnnData or a SpatialData, got {type(data).__name__}.")
@@ -148,7 +150,9 @@ def _centroids_of_annotated_elements(sdata: SpatialData, table: AnnData, coordin
         systems = list(get_transformation(element, get_all=True))
         cs = coordinate_system or systems[0]
         if cs not in systems:
-            raise ValueError(f"Element {region!r} has no transformation to coordinate system {cs!r} (it has {systems}).")
+            raise ValueError(
+                f"Element {region!r} has no transformation to coordinate system {cs!r} (it has {systems})."
+            )
         centroids = get_centroids(element, coordinate_system=cs)
         centroids = centroids.compute() if hasattr(centroids, "compute") else centroids
         rows = np.flatnonzero(regions == region)
@@ -269,9 +273,13 @@ def get_image(sdata: SpatialData, image_key: str, coordinate_system: str) -> Sec
             f"Image {image_key!r} has no transformation to coordinate system {coordinate_system!r} "
             f"(it has {sorted(transformations)}). Add one with spatialdata.transformations.set_transformation."
         )
-    pixels_to_coords = transformations[coordinate_system].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
-    if hasattr(element, "children") and "scale0" in getattr(element, "children", {}):  # multiscale DataTree
-        element = element["scale0"].ds["image"] if "image" in element["scale0"].ds else next(iter(element["scale0"].ds.values()))
+    pixels_to_coords = transformations[coordinate_system].to_affine_matrix(
+        input_axes=("x", "y"), output_axes=("x", "y")
+    )
+    if not hasattr(element, "dims") or "scale0" in getattr(element, "children", {}):  # multiscale: full resolution
+        from spatialdata._utils import get_pyramid_levels
+
+        element = get_pyramid_levels(element, n=0)
     return SectionImage(image=element, coords_to_pixels=np.linalg.inv(np.asarray(pixels_to_coords, dtype=np.float64)))
 
 

@@ -42,7 +42,9 @@ def test_matches_brute_force_and_pyg(k, symmetric):
     got = {(sub.nodes[s], sub.nodes[t]): w for s, t, w in zip(*sub.edge_index, sub.edge_weight, strict=True)}
     node_set = set(sub.nodes.tolist())
     coo = adj.tocoo()
-    expected = {(j, i): w for i, j, w in zip(coo.row, coo.col, coo.data, strict=True) if i in node_set and j in node_set}
+    expected = {
+        (j, i): w for i, j, w in zip(coo.row, coo.col, coo.data, strict=True) if i in node_set and j in node_set
+    }
     assert got == pytest.approx(expected)
     # PyG: edge_index rows are (source=j, target=i) with flow source_to_target
     pyg_edges = torch.as_tensor(np.vstack([coo.col, coo.row]), dtype=torch.long)

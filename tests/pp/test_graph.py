@@ -15,7 +15,8 @@ def _random_sections(n=300, n_sections=3, seed=0, overlap=True):
     coords = rng.uniform(0, 100, size=(n, 2))  # sections overlap in space: only the section column separates them
     sections = rng.integers(0, n_sections, size=n).astype(str)
     adata = ad.AnnData(
-        np.ones((n, 3), dtype=np.float32), obs=pd.DataFrame({"sample": pd.Categorical(sections)}, index=[f"c{i}" for i in range(n)])
+        np.ones((n, 3), dtype=np.float32),
+        obs=pd.DataFrame({"sample": pd.Categorical(sections)}, index=[f"c{i}" for i in range(n)]),
     )
     adata.obsm["spatial"] = coords
     return adata
@@ -49,9 +50,7 @@ def test_matches_brute_force_per_section(method):
     ss.pp.build_graph(adata, method=method, library_key="sample", **kwargs)
     got = adata.obsp["spatial_connectivities"]
     sections = adata.obs["sample"].to_numpy()
-    expected = _brute_force(
-        adata.obsm["spatial"], sections, radius=kwargs.get("radius"), k=kwargs.get("n_neighs")
-    )
+    expected = _brute_force(adata.obsm["spatial"], sections, radius=kwargs.get("radius"), k=kwargs.get("n_neighs"))
     assert (got != got.T).nnz == 0, "graph must be symmetric"
     assert ((got > 0).astype(int) != expected.astype(int)).nnz == 0
     r, c = got.nonzero()

@@ -61,7 +61,9 @@ def khop_subgraph(adjacency: sp.spmatrix, seeds: np.ndarray, n_hops: int) -> Sub
     """
     if n_hops < 0:
         raise ValueError(f"n_hops must be >= 0, got {n_hops}.")
-    adjacency = adjacency if sp.isspmatrix_csr(adjacency) or isinstance(adjacency, sp.csr_array) else sp.csr_matrix(adjacency)
+    adjacency = (
+        adjacency if sp.isspmatrix_csr(adjacency) or isinstance(adjacency, sp.csr_array) else sp.csr_matrix(adjacency)
+    )
     n = adjacency.shape[0]
     seeds = np.asarray(seeds, dtype=np.int64).ravel()
     if seeds.size and (seeds.min() < 0 or seeds.max() >= n):

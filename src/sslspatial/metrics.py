@@ -1,0 +1,141 @@
+"""Evaluation metrics shared by benchmarks, tests and the ``tl`` functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def _dense(x) -> np.ndarray:
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+
+
+def pearson_per_gene(truth, prediction) -> np.ndarray:
+    """Pearson correlation between truth and prediction for each column (gene).
+
+    Columns where either side is constant get ``NaN``; average with :func:`numpy.nanmean`.
+
+    Parameters
+    ----------
+    truth, prediction
+        Arrays (dense or sparse) of shape ``(n_obs, n_genes)``.
+
+    Returns
+    -------
+    Array of shape ``(n_genes,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    >>> pearson_per_gene(t, 2 * t + 1)
+    array([ 1., nan])
+    """
+    t, p = _dense(truth), _dense(prediction)
+    if t.shape != p.shape:
+        raise ValueError(f"truth {t.shape} and prediction {p.shape} must have the same shape.")
+    t = t - t.mean(0)
+    p = p - p.mean(0)
+    denom = np.sqrt((t**2).sum(0) * (p**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (t * p).sum(0) / denom
+    r[denom <= 1e-12 * max(1.0, float(denom.max(initial=0.0)))] = np.nan
+    return r
+
+
+def rmse_per_gene(truth, prediction) -> np.ndarray:
+    """Root mean squared error per column (gene).
+
+    Examples
+    --------
+    >>> rmse_per_gene(np.zeros((2, 1)), np.array([[3.0], [4.0]])).round(3)
+    array([3.536])
+    """
+    t, p = _dense(truth), _dense(prediction)
+    return np.sqrt(((t - p) ** 2).mean(0))
+
+
+def ssim(image_a: np.ndarray, image_b: np.ndarray, data_range: float | None = None, window: int = 3) -> float:
+    """Structural similarity of two 2-D maps (e.g. a gene's sub-spot map), with a uniform ``window`` x ``window`` filter.
+
+    NaN pixels (outside the tissue) are filled with the mean of the valid pixels of each map.
+
+    Examples
+    --------
+    >>> a = np.random.default_rng(0).random((8, 8))
+    >>> round(ssim(a, a), 6)
+    1.0
+    """
+    from scipy.ndimage import uniform_filter
+
+    a, b = (np.asarray(x, dtype=np.float64).copy() for x in (image_a, image_b))
+    for arr in (a, b):
+        arr[~np.isfinite(arr)] = np.nanmean(arr) if np.isfinite(arr).any() else 0.0
+    if data_range is None:
+        data_range = max(a.max() - a.min(), b.max() - b.min(), 1e-12)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = uniform_filter(a, window), uniform_filter(b, window)
+    var_a = uniform_filter(a * a, window) - mu_a**2
+    var_b = uniform_filter(b * b, window) - mu_b**2
+    cov = uniform_filter(a * b, window) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
+def classification_report(y_true, y_pred, probabilities=None, classes=None) -> dict[str, float]:
+    """Macro-F1, balanced accuracy, accuracy, Cohen's kappa and (with probabilities) one-vs-rest AUROC / AUPRC.
+
+    Classes absent from ``y_true`` are left out of AUROC / AUPRC rather than raising.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        Labels.
+    probabilities
+        Optional ``(n, n_classes)`` class probabilities, columns in the order of ``classes``.
+    classes
+        Class names of the probability columns.
+
+    Returns
+    -------
+    Dictionary of metric name to value.
+
+    Examples
+    --------
+    >>> classification_report(["a", "b", "a"], ["a", "b", "b"])["accuracy"]
+    0.6666666666666666
+    """
+    from sklearn import metrics as skm
+
+    y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
+    out = {
+        "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "cohen_kappa": float(skm.cohen_kappa_score(y_true, y_pred)),
+    }
+    if probabilities is not None and classes is not None:
+        probabilities = np.asarray(probabilities)
+        classes = np.asarray(classes).astype(str)
+        present = [i for i, c in enumerate(classes) if (y_true == c).any() and (y_true != c).any()]
+        if present:
+            onehot = np.stack([(y_true == classes[i]) for i in present], 1).astype(int)
+            out["auroc"] = float(skm.roc_auc_score(onehot, probabilities[:, present], average="macro"))
+            out["auprc"] = float(skm.average_precision_score(onehot, probabilities[:, present], average="macro"))
+    return out
+
+
+def clustering_report(labels_true, labels_pred) -> dict[str, float]:
+    """Adjusted Rand index and normalised mutual information.
+
+    Examples
+    --------
+    >>> clustering_report([0, 0, 1, 1], [1, 1, 0, 0])["ari"]
+    1.0
+    """
+    from sklearn import metrics as skm
+
+    return {
+        "ari": float(skm.adjusted_rand_score(labels_true, labels_pred)),
+        "nmi": float(skm.normalized_mutual_info_score(labels_true, labels_pred)),
+    }
