@@ -79,3 +79,12 @@ def check_unique_ignoring_case(keys: list[str], new_key: str, what: str = "key")
                 f"{what} {new_key!r} clashes with existing {existing!r} (they differ only by case, which "
                 "spatialdata refuses on write). Choose another name."
             )
+
+
+class DomainKey:
+    """Keys written by ``ss.pp.aggregate_neighbors`` and ``ss.tl.domains``."""
+
+    NHOOD = "X_nhood"
+    PCA = "X_pca"
+    DOMAINS = "domains"
+    PRETRAIN_MASK = "X_pretrain_mask"

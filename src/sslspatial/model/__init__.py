@@ -1,1 +1,9 @@
 """model."""
+
+from ._superres import SUPERRES
+
+__all__ = [*globals().get("__all__", []), "SUPERRES"]
+
+from ._pretrain import SpatialPretrainModel  # noqa: E402
+
+__all__ = [*globals().get("__all__", []), "SpatialPretrainModel"]

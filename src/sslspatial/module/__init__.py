@@ -1,1 +1,5 @@
 """module."""
+
+from ._pretrain import SpatialPretrainModule  # noqa: E402
+
+__all__ = [*globals().get("__all__", []), "SpatialPretrainModule"]

@@ -1,1 +1,5 @@
-"""nn."""
+"""Building blocks shared by modules: graph encoders, projection heads."""
+
+from ._graph_encoders import ENCODERS, GraphEncoder, MLPHead
+
+__all__ = ["ENCODERS", "GraphEncoder", "MLPHead"]

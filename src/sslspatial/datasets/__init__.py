@@ -1,0 +1,3 @@
+"""Synthetic tissue with ground truth, and readers of real public datasets."""
+
+__all__: list[str] = []

@@ -1,0 +1,249 @@
+"""scvi-tools model for histology -> expression (Hist2ST re-implementation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField, NumericalObsField
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+
+from .._validate import check_counts
+from ..data._patch_loader import PatchSource, PatchWindowSplitter, WindowDataset, window_loader
+from ..module._hist2expr import Hist2ExprModule
+
+_LIBRARY = "library_size"
+
+
+class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
+    """Predict spot expression from H&E patches (ConvMixer + Transformer + GraphSAGE, Hist2ST).
+
+    The table holds raw counts of the genes to predict; the images travel separately in a
+    :class:`~sslspatial.data._patch_loader.PatchSource` (set with :meth:`set_patch_source`), so patches are cut per
+    minibatch window. Most users call :func:`sslspatial.tl.hist2expr`.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    patch_px
+        Side of the patches fed to the encoder (crops are resampled to it).
+    likelihood
+        ``"zinb"`` (default), ``"nb"``, ``"poisson"``, ``"gaussian"`` or ``"none"``.
+    mse_weight, likelihood_weight, distill_weight
+        Loss weights (0 switches a term off).
+    **module_kwargs
+        Further :class:`~sslspatial.module._hist2expr.Hist2ExprModule` arguments (``dim``, ``transformer_depth``, ...).
+
+    Examples
+    --------
+    >>> Hist2Expr.setup_anndata(adata)  # doctest: +SKIP
+    >>> model = Hist2Expr(adata, patch_px=64)  # doctest: +SKIP
+    >>> model.set_patch_source(source)  # doctest: +SKIP
+    >>> model.train(max_epochs=20)  # doctest: +SKIP
+    """
+
+    _module_cls = Hist2ExprModule
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        patch_px: int = 64,
+        likelihood: str = "zinb",
+        mse_weight: float = 1.0,
+        likelihood_weight: float = 0.25,
+        distill_weight: float = 0.5,
+        **module_kwargs: Any,
+    ):
+        super().__init__(adata)
+        if likelihood not in ("gaussian", "none") and adata is not None:
+            check_counts(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), "the training counts", likelihood)
+        self.module = self._module_cls(
+            self.summary_stats.n_vars,
+            patch_px=patch_px,
+            likelihood=likelihood,
+            mse_weight=mse_weight,
+            likelihood_weight=likelihood_weight,
+            distill_weight=distill_weight,
+            **module_kwargs,
+        )
+        self.patch_source: PatchSource | None = None
+        self._model_summary_string = (
+            f"Hist2Expr: {self.summary_stats.n_vars} genes, {patch_px} px patches, likelihood {likelihood}, "
+            f"weights mse {mse_weight} / likelihood {likelihood_weight} / distill {distill_weight}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None, library_key: str | None = None, **kwargs):
+        """Register the raw counts (``X`` or ``layer``) and optionally the library size column.
+
+        Parameters
+        ----------
+        adata
+            Table of the training spots (genes to predict as variables).
+        layer
+            Layer with raw counts (default ``X``).
+        library_key
+            ``obs`` column with each spot's total counts over the whole transcriptome (targets are
+            ``log1p(x / total * 1e4)``); default: the sum over the registered genes.
+
+        Examples
+        --------
+        >>> Hist2Expr.setup_anndata(adata, library_key="total_counts")  # doctest: +SKIP
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        if library_key is None:
+            x = adata.layers[layer] if layer else adata.X
+            adata.obs[_LIBRARY] = np.asarray(x.sum(1)).ravel().astype(np.float64)
+            library_key = _LIBRARY
+        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), NumericalObsField("library", library_key)]
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    def set_patch_source(self, source: PatchSource) -> None:
+        """Attach the images and spots (rows index the registered AnnData) used for training and prediction."""
+        if not isinstance(source, PatchSource):
+            raise TypeError(f"Expected a PatchSource, got {type(source).__name__}.")
+        if source.patch_px != self.module.patch_px:
+            raise ValueError(f"The source gives {source.patch_px} px patches; this model expects {self.module.patch_px}.")
+        self.patch_source = source
+
+    def _require_source(self, source: PatchSource | None) -> PatchSource:
+        source = source or self.patch_source
+        if source is None:
+            raise ValueError("No images attached: call model.set_patch_source(source) (ss.tl.hist2expr does this).")
+        return source
+
+    def train(
+        self,
+        max_epochs: int = 30,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        validation_sections: list[str] | tuple[str, ...] = (),
+        window_size: int = 1024,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        early_stopping: bool = False,
+        plan_kwargs: dict | None = None,
+        seed: int = 0,
+        **trainer_kwargs: Any,
+    ):
+        """Train on the attached sections, windows of ``window_size`` spots per step.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training windows.
+        lr, weight_decay
+            Adam(W) settings.
+        validation_sections
+            Sections held out for validation (needed for ``early_stopping``).
+        window_size
+            Maximum spots per minibatch window (attention spans one window).
+        accelerator, devices
+            Lightning device settings (``accelerator="gpu"`` uses a GPU).
+        early_stopping
+            Stop when ``validation_loss`` stops improving (needs ``validation_sections``).
+        plan_kwargs
+            Extra :class:`~scvi.train.TrainingPlan` arguments (e.g. loss-weight overrides ``mse_weight``).
+        seed
+            Seed of the random windows.
+        **trainer_kwargs
+            Passed to :class:`~scvi.train.Trainer`.
+        """
+        source = self._require_source(None)
+        if early_stopping and not validation_sections:
+            raise ValueError("early_stopping needs validation_sections (a section held out for validation).")
+        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        library = np.asarray(self.adata_manager.get_from_registry("library")).ravel()
+        if not self.is_trained_:  # start the gene head at the mean training target (faster, stabler start)
+            x = counts[np.concatenate([s.rows for s in source.sections])]
+            x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+            rows = np.concatenate([s.rows for s in source.sections])
+            target = np.log1p(x / np.maximum(library[rows, None], 1e-8) * self.module.target_sum)
+            with torch.no_grad():
+                self.module.gene_head.bias.copy_(torch.as_tensor(target.mean(0), dtype=torch.float32))
+        splitter = PatchWindowSplitter(source, counts, library, validation_sections, window_size, seed=seed)
+        plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
+        if not validation_sections:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", None)
+        return super().train(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            early_stopping=early_stopping,
+            datamodule=splitter,
+            plan_kwargs=plan,
+            **trainer_kwargs,
+        )
+
+    @torch.inference_mode()
+    def _run(self, source: PatchSource, what: str, window_size: int, tta: bool) -> list[np.ndarray]:
+        self.module.eval()
+        device = self.device
+        out = []
+        for section in source.sections:
+            single = PatchSource([section], source.patch_px)
+            ds = WindowDataset(single, window_size=window_size)
+            values = None
+            for item in range(len(ds)):
+                _, idx = ds.fixed[item]
+                batch = {k: v.to(device) for k, v in ds[item].items()}
+                views = range(8) if tta else range(1)
+                acc = 0
+                for c in views:
+                    p = torch.rot90(batch["patches"], c % 4, dims=(2, 3))
+                    batch_v = {**batch, "patches": torch.flip(p, dims=(3,)) if c >= 4 else p}
+                    z = self.module.inference(**self.module._get_inference_input(batch_v))["z"]
+                    acc = acc + (z if what == "z" else self.module.generative(z)["y_hat"])
+                res = (acc / len(views)).cpu().numpy()
+                if values is None:
+                    values = np.zeros((len(section), res.shape[1]), np.float32)
+                values[idx] = res
+            out.append(values)
+        return out
+
+    def predict(
+        self, source: PatchSource | None = None, window_size: int = 1024, tta: bool = False
+    ) -> np.ndarray | list[np.ndarray]:
+        """Predicted log-normalised expression ``log1p(x / total * 1e4)``.
+
+        Parameters
+        ----------
+        source
+            Spots to predict (any sections, with or without measurements); default: the attached source.
+        window_size
+            Maximum spots per window.
+        tta
+            Average over the 8 rotations / flips of the patches.
+
+        Returns
+        -------
+        With the attached source: ``(n_obs, n_genes)`` in the registered table's order (NaN for rows without a
+        spot). With another source: one ``(n_spots, n_genes)`` array per section.
+        """
+        return self._gather(source, "y_hat", window_size, tta)
+
+    def get_latent_representation(
+        self, source: PatchSource | None = None, window_size: int = 1024, tta: bool = False
+    ) -> np.ndarray | list[np.ndarray]:
+        """Spot representations before the gene head (same layout as :meth:`predict`)."""
+        return self._gather(source, "z", window_size, tta)
+
+    def _gather(self, source, what, window_size, tta):
+        own = source is None
+        source = self._require_source(source)
+        per_section = self._run(source, what, window_size, tta)
+        if not own:
+            return per_section
+        out = np.full((self.adata.n_obs, per_section[0].shape[1]), np.nan, np.float32)
+        for section, values in zip(source.sections, per_section, strict=True):
+            keep = section.rows >= 0
+            out[section.rows[keep]] = values[keep]
+        return out

@@ -1,0 +1,408 @@
+"""scvi-tools model for self-supervised pretraining on spatial graphs (AnnData plumbing, train, save / load, get_*)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+from lightning.pytorch.callbacks import Callback
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField, NumericalObsField
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+
+from .._constants import Key
+from .._validate import check_choice, check_counts, check_finite, check_graph
+from .._warnings import quiet_dependencies
+from ..data._loaders import SubgraphDataLoader, SubgraphDataSplitter
+from ..module._pretrain import SpatialPretrainModule
+from ..nn import ENCODERS
+from ..objectives import LIKELIHOODS, OBJECTIVES
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Silence Lightning's banner and dependency warnings during training (our own warnings stay)."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        quiet_dependencies()
+        warnings.filterwarnings("ignore", message=".*(number of training batches|LeafSpec|litlogger).*")
+        for name in names:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+class _AfterStep(Callback):
+    """Run the module's post-optimiser-step hook (BYOL's EMA target update) after every training batch."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pl_module.module.after_optimizer_step()
+
+
+class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
+    """Self-supervised pretraining of a graph (or MLP) encoder of cells on a spatial neighbour graph.
+
+    Minibatches are seed cells plus their closed k-hop neighbourhood, cut from ``obsp[connectivity_key]`` by the
+    data loader; losses and latents are per seed, so ``get_latent_representation`` of a subset equals the rows of
+    the full run. Objectives: masked reconstruction (``"mask"``: cells, entries, gene programmes or a cell type, scored
+    on masked targets only), ``"barlow"`` (Barlow Twins), ``"byol"`` (EMA target), ``"pseudolabel"`` (k-means
+    multi-task, scPretrain) and ``"classify"`` (supervised head, used for fine-tuning).
+
+    Parameters
+    ----------
+    adata
+        AnnData set up with :meth:`setup_anndata`.
+    encoder
+        ``"gat"``, ``"gcn"``, ``"sage"``, ``"transformer"`` or ``"mlp"`` (no graph).
+    n_latent, n_hidden, n_layers, dropout, norm, heads
+        Encoder size (``n_layers`` message-passing layers = hops of context).
+    likelihood
+        ``"nb"``, ``"zinb"``, ``"poisson"`` (raw counts) or ``"gaussian"`` (log-normalised values).
+    objective, objective_kwargs
+        Objective name and its keyword arguments (plain values, see :mod:`sslspatial.objectives`).
+    gene_present
+        Per-gene flags; ``False`` = gene missing from this data (set by :meth:`load_query_data`).
+    target_sum
+        Counts are scaled to this library size before ``log1p`` at the encoder input.
+
+    Examples
+    --------
+    >>> ss.pp.build_graph(adata, method="radius", radius=30.0)  # doctest: +SKIP
+    >>> SpatialPretrainModel.setup_anndata(adata)  # doctest: +SKIP
+    >>> model = SpatialPretrainModel(adata, encoder="gat", objective="mask")  # doctest: +SKIP
+    >>> model.train(max_epochs=20)  # doctest: +SKIP
+    >>> adata.obsm["X_pretrain_mask"] = model.get_latent_representation()  # doctest: +SKIP
+    """
+
+    _module_cls = SpatialPretrainModule
+    _data_loader_cls = SubgraphDataLoader
+    _data_splitter_cls = SubgraphDataSplitter
+
+    def __init__(
+        self,
+        adata: AnnData,
+        encoder: str = "gat",
+        n_latent: int = 32,
+        n_hidden: int = 128,
+        n_layers: int = 2,
+        dropout: float = 0.1,
+        norm: str = "layer",
+        heads: int = 4,
+        likelihood: str = "nb",
+        objective: str = "mask",
+        objective_kwargs: dict | None = None,
+        gene_present: list[bool] | None = None,
+        target_sum: float = 1e4,
+    ):
+        super().__init__(adata)
+        check_choice(encoder, ENCODERS, "encoder")
+        check_choice(likelihood, LIKELIHOODS, "likelihood")
+        check_choice(objective, OBJECTIVES, "objective")
+        kwargs = dict(objective_kwargs or {})
+        if objective == "mask" and encoder == "mlp" and kwargs.get("strategy", "cells") in ("cells", "celltype"):
+            raise ValueError(
+                "Masking whole cells needs neighbours to reconstruct them from: use a graph encoder "
+                "(encoder='gat', 'gcn', 'sage' or 'transformer') or mask='entries' / 'programmes' with encoder='mlp'."
+            )
+        self._check_data(self.adata, encoder, likelihood)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            encoder=encoder,
+            dropout=dropout,
+            norm=norm,
+            heads=heads,
+            likelihood=likelihood,
+            objective=objective,
+            objective_kwargs=kwargs,
+            gene_present=gene_present,
+            target_sum=target_sum,
+        )
+        self._model_summary_string = (
+            f"SpatialPretrainModel: encoder={encoder} ({n_layers} layers, {n_hidden} hidden, latent {n_latent}), "
+            f"objective={objective}, likelihood={likelihood}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------ setup / checks
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        connectivity_key: str | None = Key.CONNECTIVITIES,
+        **kwargs,
+    ) -> None:
+        """Register the expression (``layer`` or ``X``) and the spatial graph key of ``adata``.
+
+        Parameters
+        ----------
+        adata
+            The table (an AnnData, e.g. ``sdata.tables["table"]``).
+        layer
+            Layer with the expression (raw counts for a count likelihood); ``None`` uses ``X``.
+        connectivity_key
+            ``obsp`` key of the spatial graph (built by ``ss.pp.build_graph``); ignored by ``encoder='mlp'``.
+        **kwargs
+            Passed to :meth:`~scvi.data.AnnDataManager.register_fields`.
+
+        Examples
+        --------
+        >>> SpatialPretrainModel.setup_anndata(adata, layer="counts")  # doctest: +SKIP
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        adata.obs[Key.INDICES] = np.arange(adata.n_obs)
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            NumericalObsField(REGISTRY_KEYS.INDICES_KEY, Key.INDICES),
+        ]
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    def _check_data(self, adata: AnnData, encoder: str, likelihood: str) -> None:
+        manager = self.get_anndata_manager(adata, required=True)
+        x = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        where = self._layer_name(manager)
+        if likelihood == "gaussian":
+            check_finite(x, where)
+        else:
+            check_counts(x, where, likelihood)
+        if encoder != "mlp":
+            key = manager.registry["setup_args"].get("connectivity_key")
+            if key is None:
+                raise ValueError(
+                    f"encoder={encoder!r} needs a spatial graph but setup_anndata got connectivity_key=None: pass "
+                    "the obsp key built by `ss.pp.build_graph(data, ...)`, or use encoder='mlp'."
+                )
+            check_graph(adata, key)
+
+    @staticmethod
+    def _layer_name(manager) -> str:
+        layer = manager.registry["setup_args"].get("layer")
+        return "X" if layer is None else f"layers[{layer!r}]"
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        train_indices: np.ndarray | None = None,
+        validation_indices: np.ndarray | None = None,
+        targets: dict[str, np.ndarray] | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        early_stopping: bool = False,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train on minibatches of seed cells with their k-hop subgraphs.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs; default ``clip(200_000 / n_train, 1, 200)``.
+        batch_size
+            Seed cells per minibatch (the subgraph adds their neighbours).
+        lr, weight_decay
+            AdamW settings.
+        train_indices, validation_indices
+            Cells whose losses are scored (seeds) in training / validation; default all cells / none. Use
+            :mod:`sslspatial.data` splits for honest evaluation.
+        targets
+            Per-cell arrays the objective needs (``"pseudolabels"``, ``"labels"``, ``"celltype"``).
+        accelerator, devices
+            Lightning device arguments. Multi-GPU training uses Lightning's DDP: ``devices=4, strategy="ddp"``
+            (plus ``num_nodes=M`` across machines); each process gets a shard of the seed cells and cuts subgraphs
+            from the same CPU-side graph, so memory per device stays bounded by the batch.
+        early_stopping
+            Stop on the validation loss (needs ``validation_indices``).
+        plan_kwargs
+            Extra :class:`~scvi.train.TrainingPlan` arguments.
+        **trainer_kwargs
+            Passed to the Lightning trainer (e.g. ``strategy="ddp"``, ``num_nodes``, ``callbacks``).
+
+        Examples
+        --------
+        >>> model.train(max_epochs=10, batch_size=512)  # doctest: +SKIP
+        >>> model.train(max_epochs=10, accelerator="gpu", devices=4, strategy="ddp")  # doctest: +SKIP
+        """
+        n_obs = self.adata.n_obs
+        train_idx = np.arange(n_obs) if train_indices is None else np.asarray(train_indices, dtype=np.int64)
+        val_idx = np.array([], dtype=np.int64) if validation_indices is None else np.asarray(validation_indices)
+        if train_idx.size < batch_size:
+            raise ValueError(
+                f"Fewer training cells ({train_idx.size}) than batch_size={batch_size}: pass a smaller batch_size "
+                f"(e.g. batch_size={max(2, train_idx.size // 4)})."
+            )
+        if max_epochs is None:
+            max_epochs = int(np.clip(round(200_000 / train_idx.size), 1, 200))
+        plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
+        callbacks = list(trainer_kwargs.pop("callbacks", []) or []) + [_AfterStep()]
+        if val_idx.size:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        datasplitter_kwargs = {
+            "external_indexing": [train_idx, val_idx, np.array([], dtype=np.int64)],
+            "n_hops": self.module.n_hops,
+            "targets": targets,
+        }
+        if early_stopping:
+            trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
+        trainer_kwargs.setdefault("enable_progress_bar", False)
+        trainer_kwargs.setdefault("log_every_n_steps", 1)
+        with _quiet_lightning():
+            return super().train(
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                batch_size=batch_size,
+                early_stopping=early_stopping,
+                datasplitter_kwargs=datasplitter_kwargs,
+                plan_kwargs=plan,
+                callbacks=callbacks,
+                **trainer_kwargs,
+            )
+
+    # ------------------------------------------------------------------ outputs
+    def _loader(self, adata: AnnData | None, indices, batch_size: int, targets=None):
+        if adata is not None:
+            adata.obs[Key.INDICES] = np.arange(adata.n_obs)  # re-index: a subset's row ids changed
+        adata = self._validate_anndata(adata)
+        manager = self.get_anndata_manager(adata, required=True)
+        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        return SubgraphDataLoader(
+            manager, n_hops=self.module.n_hops, targets=targets, indices=indices, batch_size=batch_size, shuffle=False
+        )
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self, adata: AnnData | None = None, indices: np.ndarray | None = None, batch_size: int = 1024
+    ) -> np.ndarray:
+        """Embedding of every requested cell (computed on its k-hop subgraph, identical to the full-graph value).
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the training data (default: the model's).
+        indices
+            Rows to embed (default all).
+        batch_size
+            Seeds per minibatch.
+
+        Returns
+        -------
+        ``(n_cells, n_latent)`` array.
+
+        Examples
+        --------
+        >>> z = model.get_latent_representation()  # doctest: +SKIP
+        """
+        self._check_if_trained(warn=False)
+        self.module.eval()
+        out = []
+        for tensors in self._loader(adata, indices, batch_size):
+            tensors = {k: v.to(self.device) for k, v in tensors.items()}
+            out.append(self.module.inference(**self.module._get_inference_input(tensors))["qzm"].cpu())
+        return torch.cat(out).numpy()
+
+    @torch.inference_mode()
+    def predict_proba(
+        self, adata: AnnData | None = None, indices: np.ndarray | None = None, batch_size: int = 1024
+    ) -> np.ndarray:
+        """Class probabilities ``(n_cells, n_classes)`` of a model with objective ``"classify"``.
+
+        Examples
+        --------
+        >>> proba = finetuned.predict_proba()  # doctest: +SKIP
+        """
+        self._check_if_trained(warn=False)
+        self.module.eval()
+        out = []
+        for tensors in self._loader(adata, indices, batch_size):
+            tensors = {k: v.to(self.device) for k, v in tensors.items()}
+            out.append(self.module.classify(tensors).cpu())
+        return torch.cat(out).numpy()
+
+    # ------------------------------------------------------------------ derived models
+    def derive(self, adata: AnnData | None = None, gene_present: list[bool] | None = None, **overrides):
+        """A new model with this model's encoder settings and weights (encoder and mask token), e.g. with
+        ``objective="classify"`` for fine-tuning, on ``adata`` (default: the same data)."""
+        params = dict(self.init_params_["non_kwargs"])
+        params.update(overrides)
+        if gene_present is not None:
+            params["gene_present"] = gene_present
+        model = type(self)(self.adata if adata is None else adata, **params)
+        state = {k: v for k, v in self.module.state_dict().items() if k.startswith(("encoder.", "mask_token"))}
+        if params.get("objective") == self.init_params_["non_kwargs"]["objective"] and params.get(
+            "objective_kwargs"
+        ) == self.init_params_["non_kwargs"].get("objective_kwargs"):
+            state = self.module.state_dict()
+        model.module.load_state_dict(state, strict=False)
+        return model
+
+    @classmethod
+    def load_query_data(cls, adata: AnnData, reference: SpatialPretrainModel, layer: str | None = None):
+        """Apply a pretrained model to another dataset with an overlapping gene panel (like scvi's
+        ``load_query_data``): genes are aligned to the reference panel by name; reference genes missing from the
+        query are treated as masked (replaced by the mask token at the input, never scored).
+
+        Parameters
+        ----------
+        adata
+            Query table with raw values in ``X`` (or ``layer``), ``var_names`` gene names and (for a graph
+            encoder) the same ``obsp`` graph key as the reference.
+        reference
+            A trained :class:`SpatialPretrainModel`.
+        layer
+            Query layer with the expression.
+
+        Returns
+        -------
+        A model on an aligned copy of the query (same obs / obsm / obsp, reference genes as var), marked as trained.
+
+        Examples
+        --------
+        >>> query_model = SpatialPretrainModel.load_query_data(query, reference)  # doctest: +SKIP
+        >>> z = query_model.get_latent_representation()  # doctest: +SKIP
+        """
+        ref_genes = reference.adata.var_names
+        query_genes = adata.var_names
+        position = ref_genes.get_indexer(query_genes)
+        keep = position >= 0
+        if not keep.any():
+            raise ValueError(
+                f"No gene overlap between the query ({', '.join(map(str, query_genes[:5]))}, ...) and the reference "
+                f"panel ({', '.join(map(str, ref_genes[:5]))}, ...): transfer needs genes with the same names "
+                "(check the species and the identifier type, e.g. symbols vs Ensembl ids)."
+            )
+        x = adata.X if layer is None else adata.layers[layer]
+        x = sp.csr_matrix(x)[:, np.flatnonzero(keep)].tocoo()
+        aligned_x = sp.csr_matrix(
+            (x.data.astype(np.float32), (x.row, position[keep][x.col])), shape=(adata.n_obs, ref_genes.size)
+        )
+        aligned = AnnData(aligned_x, obs=adata.obs.copy(), obsm=dict(adata.obsm), obsp=dict(adata.obsp))
+        aligned.var_names = ref_genes.copy()
+        setup = reference.adata_manager.registry["setup_args"]
+        cls.setup_anndata(aligned, layer=None, connectivity_key=setup.get("connectivity_key"))
+        present = np.zeros(ref_genes.size, dtype=bool)
+        present[position[keep]] = True
+        model = reference.derive(adata=aligned, gene_present=present.tolist())
+        model.module.load_state_dict(reference.module.state_dict())
+        model.is_trained_ = True
+        return model

@@ -1,0 +1,197 @@
+"""Hist2ST-style module: image patches of a window of spots -> log-normalised expression (+ count likelihood).
+
+Loss per spot (each term switchable, for ablations):
+
+``mse_weight * MSE(y_hat, y) + likelihood_weight * NLL(x | mu, ...) / G + distill_weight * MSE(y_hat, sg(y_teacher))``
+
+with ``y = log1p(x / library * target_sum)``, the count mean ``mu = softmax(count head) * sum_g x`` (scaled by the
+spot's size), and the teacher ``y_teacher`` the average prediction over ``n_views`` randomly rotated / flipped /
+colour-jittered copies of the patches, under stop-gradient (Hist2ST's teacher has no stop-gradient, METHODS.md §3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scvi.distributions import NegativeBinomial, Normal, Poisson, ZeroInflatedNegativeBinomial
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from torch import nn
+
+from ..data._patch_loader import COUNTS_KEY, EDGE_INDEX_KEY, LIBRARY_KEY, PATCHES_KEY, POSITIONS_KEY
+from ..nn._hist2st import ConvMixerEncoder, SpotContext
+
+LIKELIHOODS = ("zinb", "nb", "poisson", "gaussian", "none")
+
+
+def augment_patches(patches: torch.Tensor, generator: torch.Generator | None = None, jitter: float = 0.1):
+    """Random dihedral transform (rot90 x flip) and brightness / contrast jitter, independently per patch."""
+    n = patches.shape[0]
+    out = torch.empty_like(patches)
+    code = torch.randint(0, 8, (n,), generator=generator, device="cpu").to(patches.device)
+    for c in range(8):
+        sel = code == c
+        if sel.any():
+            p = torch.rot90(patches[sel], c % 4, dims=(2, 3))
+            out[sel] = torch.flip(p, dims=(3,)) if c >= 4 else p
+    if jitter > 0:
+        shape = (n, 1, 1, 1)
+        scale = 1 + jitter * (2 * torch.rand(shape, generator=generator).to(patches.device) - 1)
+        shift = jitter / 2 * (2 * torch.rand(shape, generator=generator).to(patches.device) - 1)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = ((out - mean) * scale + mean + shift).clamp(0, 1)
+    return out
+
+
+def log_normalize(counts: torch.Tensor, library: torch.Tensor, target_sum: float) -> torch.Tensor:
+    """``log1p(counts / library * target_sum)`` with ``library`` of shape ``(n, 1)``."""
+    return torch.log1p(counts / library.clamp_min(1e-8) * target_sum)
+
+
+class Hist2ExprModule(BaseModuleClass):
+    """ConvMixer + Transformer + GraphSAGE/JK model of spot expression from H&E patches (scvi-tools module).
+
+    Parameters
+    ----------
+    n_genes
+        Number of predicted genes.
+    patch_px, embed_kernel, channels, convmixer_depth, mixer_kernel, down_channels
+        :class:`~sslspatial.nn._hist2st.ConvMixerEncoder` settings.
+    dim, n_pos, transformer_depth, heads, gnn_depth, jk
+        :class:`~sslspatial.nn._hist2st.SpotContext` settings.
+    dropout
+        Dropout rate.
+    likelihood
+        Count likelihood: ``"zinb"``, ``"nb"``, ``"poisson"``, ``"gaussian"`` (on the log-normalised target) or
+        ``"none"``.
+    mse_weight, likelihood_weight, distill_weight
+        Weights of the three loss terms (0 switches a term off).
+    n_views
+        Augmented views averaged into the distillation teacher.
+    augment
+        Randomly rotate / flip / jitter the training patches.
+    target_sum
+        Library size the targets are normalised to.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        patch_px: int = 64,
+        embed_kernel: int = 8,
+        channels: int = 32,
+        convmixer_depth: int = 2,
+        mixer_kernel: int = 5,
+        down_channels: int = 4,
+        dim: int = 128,
+        n_pos: int = 64,
+        transformer_depth: int = 2,
+        heads: int = 4,
+        gnn_depth: int = 2,
+        jk: str = "lstm",
+        dropout: float = 0.1,
+        likelihood: str = "zinb",
+        mse_weight: float = 1.0,
+        likelihood_weight: float = 0.25,
+        distill_weight: float = 0.5,
+        n_views: int = 2,
+        augment: bool = True,
+        target_sum: float = 1e4,
+    ):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}.")
+        if mse_weight <= 0 and (likelihood == "none" or likelihood_weight <= 0):
+            raise ValueError("With mse_weight=0 a likelihood term is needed: every supervised loss term is off.")
+        self.patch_px = patch_px
+        self.likelihood, self.target_sum, self.augment, self.n_views = likelihood, target_sum, augment, n_views
+        self.mse_weight, self.likelihood_weight, self.distill_weight = mse_weight, likelihood_weight, distill_weight
+        self.encoder = ConvMixerEncoder(patch_px, embed_kernel, channels, convmixer_depth, mixer_kernel,
+                                        down_channels, dropout)  # fmt: skip
+        self.context = SpotContext(self.encoder.out_dim, dim, n_pos, transformer_depth, heads, gnn_depth, jk, dropout)
+        self.gene_head = nn.Linear(self.context.out_dim, n_genes)
+        if likelihood in ("zinb", "nb", "poisson"):
+            self.count_head = nn.Linear(self.context.out_dim, n_genes)
+        if likelihood in ("zinb", "nb"):
+            self.log_theta = nn.Parameter(torch.zeros(n_genes))
+        if likelihood == "zinb":
+            self.zi_head = nn.Linear(self.context.out_dim, n_genes)
+        if likelihood == "gaussian":
+            self.log_sigma = nn.Parameter(torch.zeros(n_genes))
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: tensors[k] for k in (PATCHES_KEY, POSITIONS_KEY, EDGE_INDEX_KEY)}
+
+    def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
+        return {"z": inference_outputs["z"]}
+
+    @auto_move_data
+    def inference(self, patches: torch.Tensor, positions: torch.Tensor, edge_index: torch.Tensor) -> dict:
+        """Spot representations ``z`` ``(n, d)`` of a window (patches augmented when training)."""
+        if self.training and self.augment:
+            patches = augment_patches(patches)
+        return {"z": self.context(self.encoder(patches), positions, edge_index)}
+
+    @auto_move_data
+    def generative(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predicted log-normalised expression ``y_hat`` and count-distribution parameters."""
+        out = {"y_hat": self.gene_head(z)}
+        if hasattr(self, "count_head"):
+            out["rate"] = torch.softmax(self.count_head(z), dim=-1)
+        if hasattr(self, "zi_head"):
+            out["zi_logits"] = self.zi_head(z)
+        return out
+
+    def count_distribution(self, generative_outputs: dict, counts: torch.Tensor, target: torch.Tensor):
+        """The likelihood of the counts (or of the log-normalised target for ``"gaussian"``) under the model."""
+        if self.likelihood == "gaussian":
+            return Normal(generative_outputs["y_hat"], self.log_sigma.exp()), target
+        mu = generative_outputs["rate"] * counts.sum(-1, keepdim=True).clamp_min(1.0)
+        if self.likelihood == "poisson":
+            return Poisson(mu), counts
+        theta = self.log_theta.exp()
+        if self.likelihood == "nb":
+            return NegativeBinomial(mu=mu, theta=theta), counts
+        return ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=generative_outputs["zi_logits"]), counts
+
+    def teacher(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Average prediction over ``n_views`` augmented copies of the window (no gradient)."""
+        with torch.no_grad():
+            preds = []
+            for _ in range(self.n_views):
+                patches = augment_patches(tensors[PATCHES_KEY])
+                z = self.context(self.encoder(patches), tensors[POSITIONS_KEY], tensors[EDGE_INDEX_KEY])
+                preds.append(self.gene_head(z))
+            return torch.stack(preds).mean(0)
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict,
+        generative_outputs: dict,
+        mse_weight: float | None = None,
+        likelihood_weight: float | None = None,
+        distill_weight: float | None = None,
+        **kwargs,
+    ) -> LossOutput:
+        """Per-spot MSE + weighted NLL (mean over genes) + distillation; ``extra_metrics`` report each term."""
+        w_mse = self.mse_weight if mse_weight is None else mse_weight
+        w_lik = self.likelihood_weight if likelihood_weight is None else likelihood_weight
+        w_dis = self.distill_weight if distill_weight is None else distill_weight
+        counts, library = tensors[COUNTS_KEY], tensors[LIBRARY_KEY]
+        target = log_normalize(counts, library, self.target_sum)
+        y_hat = generative_outputs["y_hat"]
+        mse = F.mse_loss(y_hat, target, reduction="none").mean(-1)
+        zero = torch.zeros_like(mse)
+        nll = zero
+        if self.likelihood != "none" and w_lik > 0:
+            dist, value = self.count_distribution(generative_outputs, counts, target)
+            nll = -dist.log_prob(value).mean(-1)
+        distill = zero
+        if self.training and w_dis > 0 and self.n_views > 0:
+            distill = F.mse_loss(y_hat, self.teacher(tensors), reduction="none").mean(-1)
+        total = w_mse * mse + w_lik * nll + w_dis * distill
+        return LossOutput(
+            loss=total.mean(),
+            reconstruction_loss={"mse": w_mse * mse, "nll": w_lik * nll, "distill": w_dis * distill},
+            extra_metrics={"mse": mse.mean().detach(), "nll": nll.mean().detach(), "distill": distill.mean().detach()},
+        )

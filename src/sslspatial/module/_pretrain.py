@@ -1,0 +1,175 @@
+"""The torch module of :class:`sslspatial.model.SpatialPretrainModel`: a pluggable encoder over k-hop subgraphs and a
+pluggable objective (no AnnData in here).
+
+A minibatch (built by :class:`sslspatial.data.SubgraphCollate`) holds the raw features ``x`` of every node of the
+subgraph (seeds first), ``edge_index``, ``n_seeds`` and the full-graph ``degree``. Inputs are log1p-normalised counts
+(``log1p(target_sum * x / library)``) for count likelihoods and the values as given for ``gaussian``; masked entries
+(and genes missing from a transferred dataset) are replaced by a learned per-gene mask token. Latents and losses are
+per seed.
+"""
+
+from __future__ import annotations
+
+import torch
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from torch import nn
+
+from ..nn import GraphEncoder
+from ..objectives import (
+    BYOL,
+    LIKELIHOODS,
+    OBJECTIVES,
+    BarlowTwins,
+    Classification,
+    MaskedReconstruction,
+    PseudoLabelHeads,
+)
+from ..objectives._base import seed_slice
+
+
+class SpatialPretrainModule(BaseModuleClass):
+    """Encoder + objective.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_latent, n_hidden, n_layers, encoder, dropout, norm, heads
+        Encoder settings (see :class:`sslspatial.nn.GraphEncoder`).
+    likelihood
+        ``"nb"``, ``"zinb"``, ``"poisson"`` (counts) or ``"gaussian"`` (log-normalised values as given).
+    objective
+        ``"mask"``, ``"barlow"``, ``"byol"``, ``"pseudolabel"`` or ``"classify"``.
+    objective_kwargs
+        Keyword arguments of the objective class (plain values).
+    gene_present
+        Boolean per gene; ``False`` marks genes missing from the data (always masked, never scored).
+    target_sum
+        Library size counts are scaled to before ``log1p``.
+
+    Examples
+    --------
+    >>> module = SpatialPretrainModule(20, n_latent=4, n_hidden=8, encoder="mlp", objective="mask",
+    ...                                objective_kwargs={"strategy": "entries"})
+    >>> module.n_hops
+    0
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_latent: int = 32,
+        n_hidden: int = 128,
+        n_layers: int = 2,
+        encoder: str = "gat",
+        dropout: float = 0.1,
+        norm: str = "layer",
+        heads: int = 4,
+        likelihood: str = "nb",
+        objective: str = "mask",
+        objective_kwargs: dict | None = None,
+        gene_present: list[bool] | None = None,
+        target_sum: float = 1e4,
+    ):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"Unknown likelihood={likelihood!r}; choose one of {', '.join(map(repr, LIKELIHOODS))}.")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"Unknown objective={objective!r}; choose one of {', '.join(map(repr, OBJECTIVES))}.")
+        self.likelihood = likelihood
+        self.objective_name = objective
+        self.target_sum = float(target_sum)
+        self.encoder = GraphEncoder(n_input, n_latent, n_hidden, n_layers, encoder, dropout, norm, heads)
+        self.mask_token = nn.Parameter(torch.zeros(n_input))
+        present = torch.ones(n_input, dtype=torch.bool) if gene_present is None else torch.as_tensor(gene_present)
+        self.register_buffer("gene_present", present.bool(), persistent=False)
+        kwargs = dict(objective_kwargs or {})
+        if objective == "mask":
+            kwargs.setdefault("n_hidden", n_hidden)
+            self.objective = MaskedReconstruction(n_latent, n_input, likelihood=likelihood, **kwargs)
+        elif objective == "barlow":
+            self.objective = BarlowTwins(n_latent, **kwargs)
+        elif objective == "byol":
+            self.objective = BYOL(self.encoder, n_latent, **kwargs)
+        elif objective == "pseudolabel":
+            self.objective = PseudoLabelHeads(n_latent, **kwargs)
+        else:
+            self.objective = Classification(n_latent, **kwargs)
+
+    @property
+    def n_hops(self) -> int:
+        """Hops of graph context the encoder needs."""
+        return self.encoder.n_hops
+
+    def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the encoder input and the observed library size ``(n, 1)`` (over present genes)."""
+        present = self.gene_present
+        x = torch.where(present, x, torch.zeros_like(x))
+        library = x.sum(-1, keepdim=True)
+        if self.likelihood == "gaussian":
+            return x, library
+        x_t = torch.log1p(self.target_sum * x / library.clamp(min=1.0))
+        return x_t, library.clamp(min=1.0)
+
+    def encode(
+        self,
+        x_t: torch.Tensor,
+        edge_index: torch.Tensor,
+        degree: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        encoder: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Embed every node of a subgraph from transformed inputs; ``mask`` entries (and missing genes) are replaced
+        by the mask token."""
+        hidden = ~self.gene_present if mask is None else (mask | ~self.gene_present)
+        x_in = torch.where(hidden, self.mask_token.to(x_t.dtype).expand_as(x_t), x_t)
+        return (encoder or self.encoder)(x_in, edge_index, degree)
+
+    def _get_inference_input(self, tensors: dict, **kwargs) -> dict:
+        return {
+            "x": tensors["x"],
+            "edge_index": tensors["edge_index"],
+            "n_seeds": tensors["n_seeds"],
+            "degree": tensors.get("degree"),
+        }
+
+    @auto_move_data
+    def inference(self, x, edge_index, n_seeds, degree=None) -> dict:
+        """Transform the inputs and, unless a masked objective is training, embed the seeds (``qzm`` / ``z``)."""
+        x_t, library = self.transform(x)
+        out = {"x_t": x_t, "library": library, "edge_index": edge_index, "n_seeds": n_seeds, "degree": degree}
+        if not self.training or self.objective.uses_clean_latent:
+            z = seed_slice(self.encode(x_t, edge_index, degree), n_seeds)
+            out.update({"z": z, "qzm": z, "qzv": torch.zeros_like(z)})
+        return out
+
+    def _get_generative_input(self, tensors: dict, inference_outputs: dict, **kwargs) -> dict:
+        return {}
+
+    def generative(self) -> dict:
+        """Nothing to generate outside the objectives (decoders live in the masked objective)."""
+        return {}
+
+    def loss(self, tensors: dict, inference_outputs: dict, generative_outputs: dict) -> LossOutput:
+        """The objective's loss; the per-observation loss is per seed."""
+        out = self.objective(self, tensors, inference_outputs)
+        return LossOutput(
+            loss=out.loss, reconstruction_loss=out.per_seed, extra_metrics=out.extras, n_obs_minibatch=out.per_seed.numel()
+        )
+
+    def after_optimizer_step(self) -> None:
+        """Hook run after every optimiser step (BYOL's EMA target update)."""
+        if isinstance(self.objective, BYOL):
+            self.objective.update_target(self.encoder)
+
+    @torch.inference_mode()
+    def classify(self, tensors: dict) -> torch.Tensor:
+        """Class probabilities of the seeds (objective ``"classify"``)."""
+        if not isinstance(self.objective, Classification):
+            raise TypeError("This model has no classification head; fine-tune it with ss.tl.annotate first.")
+        z = self.inference(**self._get_inference_input(tensors))["z"]
+        return torch.softmax(self.objective.head(z), dim=-1)
+
+    def sample(self, *args, **kwargs):
+        """Not a generative model."""
+        raise NotImplementedError("SpatialPretrainModule does not sample.")

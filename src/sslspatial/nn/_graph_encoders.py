@@ -1,0 +1,175 @@
+"""Graph (and MLP) encoders over k-hop subgraphs: GAT, GCN, GraphSAGE, graph Transformer, MLP.
+
+Every encoder maps node features ``(n_nodes, n_input)`` and a subgraph ``edge_index`` (messages flow from row 0 into
+row 1, PyG's ``source_to_target``) to node embeddings ``(n_nodes, n_latent)``. ``n_layers`` message-passing layers
+need the closed ``n_layers``-hop neighbourhood of the seeds (:attr:`GraphEncoder.n_hops`); on that subgraph the seeds
+get exactly the embeddings they would get on the full graph. GCN's symmetric normalisation uses the *full-graph*
+degree of every node (passed as ``degree``), because boundary nodes of a subgraph lose neighbours; the other layers
+only normalise over the incoming edges of a node, which are complete for every node that reaches a seed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ENCODERS = ("gat", "gcn", "sage", "transformer", "mlp")
+NORMS = ("layer", "batch", "none")
+
+
+def _norm(kind: str, width: int) -> nn.Module:
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    if kind == "batch":
+        return nn.BatchNorm1d(width)
+    return nn.Identity()
+
+
+def _conv(kind: str, width: int, heads: int) -> nn.Module:
+    from torch_geometric.nn import GATConv, GCNConv, SAGEConv, TransformerConv
+
+    if kind == "gat":
+        return GATConv(width, width // heads, heads=heads, concat=True)
+    if kind == "gcn":
+        # normalisation done by the encoder with full-graph degrees (see module docstring)
+        return GCNConv(width, width, normalize=False, add_self_loops=False)
+    if kind == "sage":
+        return SAGEConv(width, width, aggr="mean")
+    if kind == "transformer":
+        return TransformerConv(width, width // heads, heads=heads, concat=True)
+    return nn.Linear(width, width)
+
+
+class GraphEncoder(nn.Module):
+    """Input projection, ``n_layers`` residual message-passing (or dense) blocks and a linear latent head.
+
+    Parameters
+    ----------
+    n_input
+        Number of input features (genes).
+    n_latent
+        Dimension of the embedding.
+    n_hidden
+        Width of the hidden layers (must be divisible by ``heads`` for ``gat`` / ``transformer``).
+    n_layers
+        Number of message-passing layers (dense layers for ``mlp``); a graph encoder needs the ``n_layers``-hop
+        neighbourhood of its seeds.
+    kind
+        One of ``"gat"``, ``"gcn"``, ``"sage"``, ``"transformer"``, ``"mlp"``.
+    dropout
+        Dropout rate after every block.
+    norm
+        ``"layer"`` (default; per node, so a subset's embedding equals the full run), ``"batch"`` or ``"none"``.
+    heads
+        Attention heads of ``gat`` / ``transformer``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> enc = GraphEncoder(10, n_latent=4, n_hidden=8, n_layers=2, kind="gat", heads=2)
+    >>> edge_index = torch.tensor([[1, 0, 2, 1], [0, 1, 1, 2]])
+    >>> enc(torch.randn(3, 10), edge_index).shape
+    torch.Size([3, 4])
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_latent: int = 32,
+        n_hidden: int = 128,
+        n_layers: int = 2,
+        kind: str = "gat",
+        dropout: float = 0.1,
+        norm: str = "layer",
+        heads: int = 4,
+    ):
+        super().__init__()
+        if kind not in ENCODERS:
+            raise ValueError(f"Unknown encoder={kind!r}; choose one of {', '.join(map(repr, ENCODERS))}.")
+        if norm not in NORMS:
+            raise ValueError(f"Unknown norm={norm!r}; choose one of {', '.join(map(repr, NORMS))}.")
+        if kind in ("gat", "transformer") and n_hidden % heads:
+            raise ValueError(f"n_hidden={n_hidden} must be divisible by heads={heads} for encoder={kind!r}.")
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}.")
+        self.kind = kind
+        self.n_layers = n_layers
+        self.input = nn.Linear(n_input, n_hidden)
+        self.input_norm = _norm(norm, n_hidden)
+        self.convs = nn.ModuleList([_conv(kind, n_hidden, heads) for _ in range(n_layers)])
+        self.norms = nn.ModuleList([_norm(norm, n_hidden) for _ in range(n_layers)])
+        self.output = nn.Linear(n_hidden, n_latent)
+        self.activation = nn.ELU()
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def n_hops(self) -> int:
+        """Number of hops of context the seeds need (0 for ``mlp``)."""
+        return 0 if self.kind == "mlp" else self.n_layers
+
+    def forward(
+        self, x: torch.Tensor, edge_index: torch.Tensor | None = None, degree: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Embed every node of the subgraph.
+
+        Parameters
+        ----------
+        x
+            ``(n_nodes, n_input)`` node features.
+        edge_index
+            ``(2, n_edges)`` local edges (ignored by ``mlp``).
+        degree
+            ``(n_nodes,)`` full-graph in-degree of every node (``gcn`` only; defaults to the subgraph degree).
+
+        Returns
+        -------
+        ``(n_nodes, n_latent)`` embeddings.
+        """
+        h = self.dropout(self.activation(self.input_norm(self.input(x))))
+        extra = {}
+        if self.kind != "mlp":
+            if edge_index is None:
+                raise ValueError(f"encoder={self.kind!r} needs an edge_index (use kind='mlp' without a graph).")
+            if self.kind == "gcn":
+                edge_index, extra = self._gcn_weights(edge_index, degree, h.shape[0])
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            out = conv(h) if self.kind == "mlp" else conv(h, edge_index, **extra)
+            h = h + self.dropout(self.activation(norm(out)))
+        return self.output(h)
+
+    @staticmethod
+    def _gcn_weights(edge_index: torch.Tensor, degree: torch.Tensor | None, n_nodes: int):
+        """Add self-loops and symmetric weights ``1 / sqrt((d_i + 1)(d_j + 1))`` from full-graph degrees."""
+        if degree is None:
+            degree = torch.bincount(edge_index[1], minlength=n_nodes)
+        deg = degree.to(torch.float32) + 1.0
+        loops = torch.arange(n_nodes, device=edge_index.device)
+        edge_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
+        inv_sqrt = deg.rsqrt()
+        weight = inv_sqrt[edge_index[0]] * inv_sqrt[edge_index[1]]
+        return edge_index, {"edge_weight": weight}
+
+
+class MLPHead(nn.Module):
+    """A small MLP (``n_in -> n_hidden -> ... -> n_out``) with batch norm and ReLU, used for projectors / predictors.
+
+    Examples
+    --------
+    >>> import torch
+    >>> MLPHead(4, 8, 3)(torch.randn(5, 4)).shape
+    torch.Size([5, 3])
+    """
+
+    def __init__(self, n_in: int, n_hidden: int, n_out: int, n_layers: int = 2, batch_norm: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_in
+        for _ in range(n_layers - 1):
+            layers += [nn.Linear(width, n_hidden), nn.BatchNorm1d(n_hidden) if batch_norm else nn.Identity(), nn.ReLU()]
+            width = n_hidden
+        layers.append(nn.Linear(width, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the MLP."""
+        return self.net(x)

@@ -1,0 +1,355 @@
+"""Image feature vectors around arbitrary centres: cheap colour / texture statistics, or a pretrained backbone.
+
+The backbone path imports torchvision / timm lazily (neither is needed for the default), takes weights from a local
+file, and also accepts any ``torch.nn.Module`` (or a factory registered with :func:`register_backbone`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .._constants import check_key
+from .._io import SectionImage, get_coordinates, get_image, get_table, is_spatialdata
+from ._patches import obs_regions, resolve_region_images, section_patches, size_in_pixels
+
+# Ruifrok & Johnston H&E(+DAB) stain vectors (optical density per RGB channel), rows: haematoxylin, eosin, residual
+_STAINS = np.array([[0.650, 0.704, 0.286], [0.072, 0.990, 0.105], [0.268, 0.570, 0.776]])
+_STAINS = _STAINS / np.linalg.norm(_STAINS, axis=1, keepdims=True)
+_UNMIX = np.linalg.inv(_STAINS).astype(np.float32)  # OD (rgb) @ _UNMIX -> stain concentrations
+_IMAGENET = (np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32))
+
+STATS_FEATURE_NAMES: tuple[str, ...] = tuple(
+    [f"{c}_{s}" for s in ("mean", "std", "q10", "q50", "q90") for c in "rgb"]
+    + ["od_r", "od_g", "od_b", "haem_mean", "haem_std", "eosin_mean", "eosin_std", "haem_q90"]
+    + ["background_frac", "dark_frac", "grad_mean", "grad_std", "laplace_mean", "local_contrast"]
+    + ["centre_r", "centre_g", "centre_b", "centre_haem", "centre_eosin"]
+)
+
+
+@dataclass
+class Backbone:
+    """A feature extractor: a factory building the torch module, its input size and input normalisation."""
+
+    factory: Callable[[], Any]
+    input_px: int = 224
+    mean: np.ndarray = field(default_factory=lambda: _IMAGENET[0].copy())
+    std: np.ndarray = field(default_factory=lambda: _IMAGENET[1].copy())
+
+
+_REGISTRY: dict[str, Backbone] = {}
+
+
+def register_backbone(
+    name: str,
+    factory: Callable[[], Any],
+    *,
+    input_px: int = 224,
+    mean: tuple[float, float, float] = tuple(_IMAGENET[0]),
+    std: tuple[float, float, float] = tuple(_IMAGENET[1]),
+) -> None:
+    """Register a feature backbone under ``name`` so ``image_features(method=name)`` uses it.
+
+    Parameters
+    ----------
+    name
+        Method name.
+    factory
+        Callable returning a ``torch.nn.Module`` mapping ``(n, 3, input_px, input_px)`` to ``(n, d)`` (or more dims,
+        which are averaged).
+    input_px
+        Patch side fed to the backbone.
+    mean, std
+        Per-channel input normalisation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> register_backbone("tiny", lambda: torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()))
+    """
+    _REGISTRY[name] = Backbone(factory, int(input_px), np.asarray(mean, np.float32), np.asarray(std, np.float32))
+
+
+def stats_features(patches: np.ndarray) -> np.ndarray:
+    """Colour and texture statistics of ``(n, 3, s, s)`` float patches in ``[0, 1]`` (see STATS_FEATURE_NAMES).
+
+    Parameters
+    ----------
+    patches
+        RGB patches scaled to ``[0, 1]``.
+
+    Returns
+    -------
+    ``(n, 34)`` float32.
+
+    Examples
+    --------
+    >>> stats_features(np.full((2, 3, 8, 8), 0.5, np.float32))[:, 0].tolist()
+    [0.5, 0.5]
+    """
+    x = np.asarray(patches, dtype=np.float32)
+    n, _, h, w = x.shape
+    flat = x.reshape(n, 3, -1)
+    q = np.quantile(flat, [0.1, 0.5, 0.9], axis=-1)  # (3, n, 3)
+    colour = [flat.mean(-1), flat.std(-1), q[0], q[1], q[2]]
+    od = -np.log(np.clip(flat, 1 / 255, 1.0))  # (n, 3, p)
+    stains = np.einsum("ncp,cs->nsp", od, _UNMIX)
+    haem, eosin = stains[:, 0], stains[:, 1]
+    grey = x.mean(1)
+    brightness = flat.mean(1)
+    gy, gx = np.diff(grey, axis=1)[:, :, :-1], np.diff(grey, axis=2)[:, :-1, :]
+    grad = np.sqrt(gx**2 + gy**2).reshape(n, -1)
+    lap = np.abs(4 * grey[:, 1:-1, 1:-1] - grey[:, :-2, 1:-1] - grey[:, 2:, 1:-1] - grey[:, 1:-1, :-2] - grey[:, 1:-1, 2:])
+    b = max(h // 4, 1)
+    blocks = grey[:, : (h // b) * b, : (w // b) * b].reshape(n, h // b, b, w // b, b)
+    local = blocks.std(axis=(2, 4)).reshape(n, -1).mean(1)
+    r0, r1, c0, c1 = h // 4, h - h // 4, w // 4, w - w // 4
+    centre = x[:, :, r0:r1, c0:c1].reshape(n, 3, -1)
+    centre_od = -np.log(np.clip(centre, 1 / 255, 1.0))
+    centre_st = np.einsum("ncp,cs->nsp", centre_od, _UNMIX).mean(-1)
+    columns = colour + [
+        od.mean(-1),
+        np.stack([haem.mean(-1), haem.std(-1), eosin.mean(-1), eosin.std(-1), np.quantile(haem, 0.9, axis=-1)], 1),
+        np.stack([(brightness > 0.85).mean(-1), (brightness < 0.35).mean(-1), grad.mean(1), grad.std(1)], 1),
+        np.stack([lap.reshape(n, -1).mean(1), local], 1),
+        centre.mean(-1),
+        centre_st[:, :2],
+    ]
+    return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+def _load_backbone(name: str, weights: str | None) -> tuple[Any, Backbone]:
+    """Build a backbone by name: registered, ``torchvision:<name>``, ``timm:<name>``, or a bare name (tries both)."""
+    import torch
+
+    if name in _REGISTRY:
+        spec = _REGISTRY[name]
+        module = spec.factory()
+    else:
+        source, _, arch = name.partition(":") if ":" in name else ("", "", name)
+        if arch == "cnn":
+            arch = "resnet18"
+        if weights is None:
+            raise ValueError(
+                f"method={name!r} needs weights: pass weights=<path to a local state-dict file>, weights='hub' to let "
+                "the library download its default pretrained weights, or weights='random' (untrained; for tests)."
+            )
+        module = None
+        errors = []
+        for lib in [source] if source else ["torchvision", "timm"]:
+            try:
+                module = _build_from_library(lib, arch, weights)
+                break
+            except ImportError as err:
+                errors.append(f"{lib}: {err}")
+        if module is None:
+            raise ImportError(
+                f"Backbone {name!r} needs torchvision or timm, which could not be imported ({'; '.join(errors)}). "
+                "Install one of them (pip install timm), use method='stats', or pass a torch.nn.Module as method."
+            )
+        spec = Backbone(lambda: module)
+        if weights not in ("hub", "random"):
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            missing, _ = module.load_state_dict(state, strict=False)
+            if missing and len(missing) == len(list(module.state_dict())):
+                raise ValueError(f"None of the weights in {weights!r} match backbone {name!r}; check the file.")
+    return module, spec
+
+
+def _build_from_library(lib: str, arch: str, weights: str) -> Any:
+    import torch
+
+    if lib == "timm":
+        import timm  # noqa: PLC0415 (optional dependency)
+
+        return timm.create_model(arch, pretrained=weights == "hub", num_classes=0)
+    if lib == "torchvision":
+        import torchvision.models as tvm  # noqa: PLC0415 (optional dependency)
+
+        model = tvm.get_model(arch, weights="DEFAULT" if weights == "hub" else None)
+        for attr in ("fc", "classifier", "head", "heads"):
+            if hasattr(model, attr):
+                setattr(model, attr, torch.nn.Identity())
+        return model
+    raise ValueError(f"Unknown backbone library {lib!r}: use 'torchvision:<name>' or 'timm:<name>'.")
+
+
+def backbone_features(
+    patches: np.ndarray, module: Any, spec: Backbone | None = None, *, batch_size: int = 64, device: str = "cpu"
+) -> np.ndarray:
+    """Run a torch module over ``(n, 3, s, s)`` patches in ``[0, 1]`` (resized + normalised per ``spec``)."""
+    import torch
+    import torch.nn.functional as F
+
+    spec = spec or Backbone(lambda: module)
+    module = module.to(device).eval()
+    mean = torch.as_tensor(spec.mean).view(1, 3, 1, 1).to(device)
+    std = torch.as_tensor(spec.std).view(1, 3, 1, 1).to(device)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(patches), batch_size):
+            x = torch.as_tensor(np.ascontiguousarray(patches[start : start + batch_size]), dtype=torch.float32)
+            x = x.to(device)
+            if x.shape[-1] != spec.input_px:
+                x = F.interpolate(x, size=(spec.input_px,) * 2, mode="bilinear", antialias=True, align_corners=False)
+            y = module((x - mean) / std)
+            y = y[0] if isinstance(y, tuple | list) else y
+            out.append(y.reshape(len(x), y.shape[1], -1).mean(-1).float().cpu().numpy())
+    return np.concatenate(out, 0).astype(np.float32)
+
+
+def image_features(
+    image: SectionImage | np.ndarray | Any,
+    centres: np.ndarray,
+    size: float,
+    method: str | Any = "stats",
+    *,
+    unit: Literal["coords", "px"] = "coords",
+    weights: str | None = None,
+    value_range: tuple[float, float] | None = None,
+    out_px: int | None = None,
+    batch_size: int = 512,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Image feature vectors of square patches centred at arbitrary positions.
+
+    Patches are cut in batches (never all at once), so whole-slide images and many centres are fine.
+
+    Parameters
+    ----------
+    image
+        A :class:`~sslspatial._io.SectionImage` (from ``ss._io.get_image``; ``centres`` and ``size`` in its
+        coordinate system's units, e.g. µm) or a ``(c, y, x)`` array (``centres`` as pixel ``(col, row)``).
+    centres
+        ``(n, 2)`` patch centres, x then y.
+    size
+        Patch side in coordinate units (or pixels with ``unit="px"``; always pixels for a plain array).
+    method
+        ``"stats"`` (34 colour, stain and texture statistics; :data:`STATS_FEATURE_NAMES`), ``"cnn"`` (ResNet-18),
+        a backbone name (``"resnet50"``, ``"timm:<name>"``, ``"torchvision:<name>"``, or one registered with
+        :func:`register_backbone`), or a ``torch.nn.Module`` taking ImageNet-normalised 224 px patches.
+    unit
+        Unit of ``size``: ``"coords"`` or ``"px"``.
+    weights
+        For library backbones: a local state-dict file, ``"hub"`` (download the library's default weights), or
+        ``"random"``.
+    value_range
+        Range of pixel values, required unless the image is RGB uint8.
+    out_px
+        Resample patches to this side before computing features (default: 64 px for stats, the backbone's input
+        size otherwise).
+    batch_size
+        Patches cut and processed per batch.
+    device
+        Torch device for backbones.
+
+    Returns
+    -------
+    ``(n, d)`` float32 features.
+
+    Examples
+    --------
+    >>> img = np.random.default_rng(0).integers(0, 255, (3, 100, 100), dtype=np.uint8)
+    >>> image_features(img, np.array([[50.0, 50.0], [20.0, 30.0]]), 16).shape
+    (2, 34)
+    """
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(centres).all():
+        raise ValueError("centres contain NaN or infinite values.")
+    unit = unit if isinstance(image, SectionImage) else "px"
+    size_in_pixels(image, size, unit)  # validates size / unit before any work
+    if isinstance(method, str) and method == "stats":
+        module, spec, px = None, None, out_px or min(size_in_pixels(image, size, unit), 64)
+    elif isinstance(method, str):
+        module, spec = _load_backbone(method, weights)
+        px = out_px or spec.input_px
+    elif callable(method):
+        module, spec = method, Backbone(lambda: method)
+        px = out_px or spec.input_px
+    else:
+        raise TypeError(f"method must be 'stats', a backbone name or a torch.nn.Module, got {type(method).__name__}.")
+    out = []
+    for start in range(0, len(centres), batch_size):
+        patches = section_patches(image, centres[start : start + batch_size], size, unit=unit, out_px=px,
+                                  value_range=value_range)  # fmt: skip
+        if module is None:
+            out.append(stats_features(patches))
+        else:
+            out.append(backbone_features(patches, module, spec, device=device))
+    if not out:
+        return np.zeros((0, len(STATS_FEATURE_NAMES)), np.float32)
+    return np.concatenate(out, 0)
+
+
+def add_image_features(
+    sdata: Any,
+    *,
+    table_key: str = "table",
+    image_key: str | Mapping[str, str] | None = None,
+    size: float = 100.0,
+    unit: Literal["coords", "px"] = "coords",
+    method: str = "stats",
+    weights: str | None = None,
+    value_range: tuple[float, float] | None = None,
+    spatial_key: str = "spatial",
+    key_added: str = "X_image_features",
+    overwrite: bool = False,
+) -> np.ndarray:
+    """Compute image features for every observation of a SpatialData table and cache them in ``obsm[key_added]``.
+
+    A second call with the same parameters returns the cached features; different parameters need
+    ``overwrite=True``.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData with the table and its image(s).
+    table_key, image_key, size, unit, method, weights, value_range
+        See :func:`image_features`; ``image_key`` may map region -> image.
+    spatial_key
+        ``obsm`` key of the observation centres.
+    key_added
+        ``obsm`` key receiving the features; the parameters go to ``uns[key_added + "_params"]``.
+    overwrite
+        Replace existing features computed with other parameters.
+
+    Returns
+    -------
+    The ``(n_obs, d)`` features (also written in place).
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> sdata = ss.datasets.synthetic_tissue(n_cells=300, spot_layouts=("st",))
+    >>> ss.pp.add_image_features(sdata, table_key="table_st", image_key="he", size=50).shape[1]
+    34
+    """
+    if not is_spatialdata(sdata):
+        raise TypeError("add_image_features needs a SpatialData with image(s); for arrays use image_features.")
+    table = get_table(sdata, table_key)
+    check_key(key_added, "key_added")
+    params = {"image_key": image_key if isinstance(image_key, str | None) else dict(image_key), "size": float(size),
+              "unit": unit, "method": method if isinstance(method, str) else repr(method), "weights": weights}  # fmt: skip
+    params_key = f"{key_added}_params"
+    if key_added in table.obsm and not overwrite:
+        if table.uns.get(params_key) == {k: v for k, v in params.items()}:
+            return np.asarray(table.obsm[key_added])
+        raise ValueError(f"obsm[{key_added!r}] already exists (other parameters); pass overwrite=True to replace it.")
+    regions, region_of_obs = obs_regions(table)
+    mapping = resolve_region_images(sdata, table_key, image_key, regions or None)
+    features = None
+    for region, (key, cs) in mapping.items():
+        rows = np.flatnonzero(region_of_obs == region) if regions else np.arange(table.n_obs)
+        coords = get_coordinates(sdata, table_key, spatial_key, cs)[rows]
+        f = image_features(get_image(sdata, key, cs), coords, size, method, unit=unit, weights=weights,
+                           value_range=value_range)  # fmt: skip
+        if features is None:
+            features = np.zeros((table.n_obs, f.shape[1]), np.float32)
+        features[rows] = f
+    table.obsm[key_added] = features
+    table.uns[params_key] = params
+    return features

@@ -1,0 +1,207 @@
+"""User-facing sub-spot geometry: a shapes element of sub-spots, each linked to its parent spot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import _logging
+from .._constants import check_key
+from ._subspots import make_subspot_shapes, subspot_offsets
+
+__all__ = ["SpotGeometry", "spot_geometry", "subspots", "n_subspots_of"]
+
+_LAYOUTS = ("hexagon", "square")
+
+
+@dataclass
+class SpotGeometry:
+    """Centres (in the shapes element's own coordinates), common radius, ids and transformations of spot shapes."""
+
+    centres: np.ndarray
+    radius: float
+    index: np.ndarray
+    transformations: dict[str, Any]
+    kind: str  # "circle" or "polygon"
+
+
+def n_subspots_of(layout: str, n_per_side: int = 2) -> int:
+    """Return K for a layout: 7 for ``"hexagon"``, ``n_per_side ** 2`` for ``"square"``.
+
+    Examples
+    --------
+    >>> n_subspots_of("hexagon"), n_subspots_of("square", 3)
+    (7, 9)
+    """
+    if layout not in _LAYOUTS:
+        raise ValueError(f"Unknown sub-spot layout {layout!r}: use one of {_LAYOUTS}.")
+    return 7 if layout == "hexagon" else int(n_per_side) ** 2
+
+
+def spot_geometry(sdata: Any, shapes_key: str, layout: str = "hexagon") -> SpotGeometry:
+    """Read the spots of a shapes element: circles (points with a ``radius``) or polygons.
+
+    Polygon spots get the radius of the equal-area disc (``"hexagon"`` layout) or half the side of the equal-area
+    square (``"square"`` layout, so square bins are tiled exactly). Spots of unequal size use the median radius.
+
+    Examples
+    --------
+    >>> geom = spot_geometry(sdata, "spots_visium")  # doctest: +SKIP
+    """
+    from spatialdata.transformations import get_transformation
+
+    if shapes_key not in sdata.shapes:
+        available = ", ".join(map(repr, sdata.shapes)) or "none"
+        raise KeyError(f"shapes_key={shapes_key!r} is not a shapes element; available shapes: {available}.")
+    gdf = sdata.shapes[shapes_key]
+    if len(gdf) == 0:
+        raise ValueError(f"Shapes element {shapes_key!r} is empty.")
+    types = set(gdf.geometry.geom_type.unique())
+    if types == {"Point"}:
+        if "radius" not in gdf.columns:
+            raise ValueError(
+                f"Shapes element {shapes_key!r} holds points without a 'radius' column: sub-spots need spot "
+                "circles (points with a radius) or polygons."
+            )
+        centres = np.c_[gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy()]
+        radii = gdf["radius"].to_numpy(dtype=np.float64)
+        kind = "circle"
+    elif types <= {"Polygon", "MultiPolygon"}:
+        cent = gdf.geometry.centroid
+        centres = np.c_[cent.x.to_numpy(), cent.y.to_numpy()]
+        area = gdf.geometry.area.to_numpy(dtype=np.float64)
+        radii = np.sqrt(area / np.pi) if layout == "hexagon" else np.sqrt(area) / 2.0
+        kind = "polygon"
+    else:
+        raise ValueError(
+            f"Shapes element {shapes_key!r} holds {sorted(types)} geometries: sub-spots need spot circles "
+            "(points with a 'radius' column) or polygons."
+        )
+    if not np.all(np.isfinite(centres)) or not np.all(np.isfinite(radii)) or np.any(radii <= 0):
+        raise ValueError(f"Shapes element {shapes_key!r} has non-finite centres or non-positive radii.")
+    radius = float(np.median(radii))
+    if np.max(np.abs(radii - radius)) > 0.01 * radius:
+        _logging.warning(f"Spots of {shapes_key!r} differ in size; sub-spots use the median radius {radius:.4g}.")
+    transformations = dict(get_transformation(gdf, get_all=True))
+    return SpotGeometry(centres.astype(np.float64), radius, gdf.index.to_numpy(), transformations, kind)
+
+
+def subspots(
+    sdata: Any,
+    *,
+    shapes_key: str,
+    layout: Literal["hexagon", "square"] = "hexagon",
+    n_per_side: int = 2,
+    key_added: str | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Write the sub-spots of a spot shapes element as a new shapes element.
+
+    For each spot, K sub-spot circles: ``"hexagon"`` (Visium) one at the centre and six at ``2 r / 3`` (radius
+    ``r / 3``), ``"square"`` an ``n_per_side x n_per_side`` grid tiling the spot's square (radius ``r / n``); see
+    :func:`sslspatial.pp._subspots.subspot_offsets`. The new element has the spot element's transformations, rows
+    ordered spot by spot (``row = s * K + k``), index ``f"{spot_id}_{k}"`` and columns ``spot`` (the parent spot's
+    index in ``shapes_key``) and ``subspot`` (k).
+
+    Parameters
+    ----------
+    sdata
+        SpatialData holding the spots.
+    shapes_key
+        Spot shapes: circles (points with a ``radius`` column) or polygons (e.g. square bins).
+    layout
+        ``"hexagon"`` (K = 7) or ``"square"`` (K = ``n_per_side ** 2``).
+    n_per_side
+        Grid side of the ``"square"`` layout.
+    key_added
+        Name of the new element (default ``f"{shapes_key}_subspots"``).
+    overwrite
+        Replace an existing element of that name.
+
+    Returns
+    -------
+    The name of the new shapes element.
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> sdata = ss.datasets.synthetic_tissue(n_cells=300, spot_layouts=("st",), image=False)
+    >>> ss.pp.subspots(sdata, shapes_key="spots_st", layout="square")
+    'spots_st_subspots'
+    >>> len(sdata.shapes["spots_st_subspots"]) == 4 * len(sdata.shapes["spots_st"])
+    True
+    """
+    key = check_key(key_added or f"{shapes_key}_subspots", "key_added")
+    n_subspots_of(layout, n_per_side)
+    if key in sdata.shapes and not overwrite:
+        raise ValueError(f"Shapes element {key!r} already exists: pass overwrite=True or another key_added.")
+    geom = spot_geometry(sdata, shapes_key, layout)
+    gdf = make_subspot_shapes(geom.centres, geom.radius, layout, n_per_side, geom.index, geom.transformations)
+    sdata.shapes[key] = gdf
+    return key
+
+
+def subspot_centres(geom: SpotGeometry, layout: str, n_per_side: int = 2) -> np.ndarray:
+    """Sub-spot centres ``(n_spots, K, 2)`` in the shapes element's own coordinates."""
+    offsets, _ = subspot_offsets(layout, geom.radius, n_per_side)
+    return geom.centres[:, None, :] + offsets[None, :, :]
+
+
+def pseudo_spots(
+    coords: np.ndarray,
+    counts: np.ndarray,
+    spot_size: float,
+    layout: Literal["hexagon", "square"] = "square",
+    n_per_side: int = 2,
+) -> dict[str, np.ndarray]:
+    """Bin single cells (or transcripts) into pseudo-spots with known sub-spot profiles, for benchmarks.
+
+    ``"square"``: contiguous square bins of side ``spot_size`` (radius ``spot_size / 2``) on a grid anchored at the
+    minimum coordinates, each split ``n_per_side x n_per_side``. ``"hexagon"``: circles of diameter ``spot_size`` on
+    a hexagonal lattice of pitch ``spot_size * sqrt(3) / 2`` (so every point is covered; it goes to the nearest centre),
+    with the 7 hexagonal sub-spots. Sub-spot profiles are the sums of the points each contains (nearest sub-spot
+    centre), so they add up to the spot exactly. Empty spots are dropped.
+
+    Returns
+    -------
+    dict with ``centres`` (S, 2), ``radius`` (float, as 0-d array), ``spots`` (S, G) and ``subspots`` (S * K, G)
+    counts, ``n_points`` (S * K,) points per sub-spot.
+
+    Examples
+    --------
+    >>> out = pseudo_spots(np.array([[0.2, 0.2], [0.7, 0.7]]), np.eye(2), 1.0)
+    >>> out["spots"].tolist(), out["subspots"].tolist()
+    ([[1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    """
+    from ._subspots import assign_to_subspots
+
+    pts = np.asarray(coords, dtype=np.float64)
+    x = np.asarray(counts, dtype=np.float64)
+    k = n_subspots_of(layout, n_per_side)
+    r = spot_size / 2.0
+    lo, hi = pts.min(0), pts.max(0)
+    if layout == "square":
+        gx = lo[0] + r + spot_size * np.arange(int(np.ceil((hi[0] - lo[0]) / spot_size)) + 1)
+        gy = lo[1] + r + spot_size * np.arange(int(np.ceil((hi[1] - lo[1]) / spot_size)) + 1)
+        shape = "square"
+    else:
+        pitch = spot_size * np.sqrt(3) / 2
+        gx = lo[0] + pitch * np.arange(int(np.ceil((hi[0] - lo[0]) / pitch)) + 2)
+        gy = lo[1] + pitch * np.sqrt(3) / 2 * np.arange(int(np.ceil((hi[1] - lo[1]) / (pitch * np.sqrt(3) / 2))) + 2)
+        shape = "circle"
+    xx, yy = np.meshgrid(gx, gy)
+    if layout == "hexagon":
+        xx = xx + (np.arange(len(gy))[:, None] % 2) * pitch / 2
+    centres = np.c_[xx.ravel(), yy.ravel()]
+    spot, sub = assign_to_subspots(pts, centres, r, layout, n_per_side, spot_shape=shape)
+    if (spot < 0).any():
+        raise RuntimeError("Some points fell outside every pseudo-spot; this is a bug.")
+    used, new_spot = np.unique(spot, return_inverse=True)
+    flat = new_spot * k + sub
+    subspots = np.zeros((len(used) * k, x.shape[1]))
+    np.add.at(subspots, flat, x)
+    n_points = np.bincount(flat, minlength=len(used) * k)
+    spots = subspots.reshape(len(used), k, -1).sum(1)
+    return {"centres": centres[used], "radius": np.asarray(r), "spots": spots, "subspots": subspots, "n_points": n_points}

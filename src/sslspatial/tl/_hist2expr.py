@@ -1,0 +1,323 @@
+"""``ss.tl.hist2expr``: train histology -> expression on sections with measurements, predict sections with images."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._constants import check_key
+from .._io import get_coordinates, get_image, get_table, is_spatialdata, table_attrs
+from .._logging import info
+from ..data._patch_loader import PatchSection, PatchSource, spot_pitch
+from ..metrics import pearson_per_gene
+from ..model._hist2expr import Hist2Expr
+from ..pp._patches import check_centres_inside, check_image_values, obs_regions, resolve_region_images
+from ..pp._tissue import tissue_grid
+
+
+def _units(table, section_key: str | None) -> tuple[np.ndarray, list[str]]:
+    """Unit (section) name of every observation: ``obs[section_key]`` or the region."""
+    if section_key is not None:
+        if section_key not in table.obs:
+            raise KeyError(f"section_key={section_key!r} is not a column of obs.")
+        names = table.obs[section_key].astype(str).to_numpy()
+    else:
+        regions, names = obs_regions(table)
+        if not regions:
+            raise ValueError("The table annotates no region: hist2expr needs a SpatialData table linked to spot shapes.")
+    return names, list(pd.unique(names))
+
+
+def _spot_size(sdata, table, region: str, cs: str) -> float:
+    geometry = table.uns.get("spot_geometry", {})
+    if "spot_diameter" in geometry:
+        return float(geometry["spot_diameter"])
+    if region in sdata.shapes and "radius" in sdata.shapes[region]:
+        from spatialdata.transformations import get_transformation
+
+        scale = get_transformation(sdata.shapes[region], to_coordinate_system=cs).to_affine_matrix(("x", "y"), ("x", "y"))
+        return float(2 * np.median(sdata.shapes[region]["radius"]) * np.sqrt(abs(np.linalg.det(scale[:2, :2]))))
+    raise ValueError(f"Cannot infer the spot size of region {region!r}: pass spot_size=<diameter in coordinate units>.")
+
+
+def _section(sdata, name, image_key, cs, coords, rows, size, unit, value_range) -> PatchSection:
+    image = get_image(sdata, image_key, cs)
+    vr = check_image_values(image, value_range, name=f"image {image_key!r}")
+    px = image.to_pixels(coords)
+    check_centres_inside(image, px, what=f"spots of {name!r}")
+    size_px = max(int(round(size * (image.pixels_per_unit if unit == "coords" else 1.0))), 1)
+    return PatchSection(name, image.image, px, coords, rows, size_px, vr)
+
+
+def _shape_centres(sdata, region: str, cs: str) -> tuple[np.ndarray, pd.Index]:
+    from spatialdata import get_centroids
+
+    centroids = get_centroids(sdata[region], coordinate_system=cs)
+    centroids = centroids.compute() if hasattr(centroids, "compute") else centroids
+    return centroids[["x", "y"]].to_numpy(np.float64), sdata[region].index
+
+
+def hist2expr(
+    sdata: Any,
+    *,
+    table_key: str = "table",
+    image_key: str | Mapping[str, str] | None = None,
+    genes: Sequence[str] | None = None,
+    train_regions: Sequence[str] | None = None,
+    predict_regions: Sequence[str] | None = None,
+    section_key: str | None = None,
+    spot_size: float | None = None,
+    size_unit: str = "coords",
+    patch_px: int = 64,
+    layer: str | None = None,
+    library_key: str | None = None,
+    likelihood: str = "zinb",
+    mse_weight: float = 1.0,
+    likelihood_weight: float = 0.25,
+    distill_weight: float = 0.5,
+    n_validation_sections: int = 1,
+    max_epochs: int = 30,
+    lr: float = 1e-3,
+    window_size: int = 1024,
+    grid_spacing: float | None = None,
+    value_range: tuple[float, float] | None = None,
+    tta: bool = False,
+    key_added: str = "hist2expr",
+    overwrite: bool = False,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    model_kwargs: dict | None = None,
+    train_kwargs: dict | None = None,
+) -> Hist2Expr:
+    """Predict spot expression from H&E (Hist2ST): train where expression was measured, predict image-only tissue.
+
+    Writes ``tables[f"{key_added}"]``: predicted ``log1p(x / total * 1e4)`` of ``genes`` for every spot of the
+    training and prediction regions, annotating their shapes (obs ``split`` = train / validation / predict); var
+    ``pearson_<name>`` holds per-gene Pearson correlations for every predicted section with measurements, and
+    ``uns[key_added]["mean_pearson"]`` their means. The training table gets ``layers[key_added]`` (NaN outside the
+    predicted genes / spots). Image names in ``predict_regions`` are covered by a grid of pseudo-spots generated
+    from the image's tissue mask (new shapes ``f"{image}_{key_added}_grid"``).
+
+    Parameters
+    ----------
+    sdata
+        SpatialData with the table (raw counts), its spot shapes and H&E image(s).
+    table_key
+        Table with the measured spots.
+    image_key
+        Image name, mapping region / section -> image, or None (inferred per region).
+    genes
+        Genes to predict (default all of the table's).
+    train_regions
+        Sections (regions, or ``section_key`` values) to train on; default all sections of the table not in
+        ``predict_regions``.
+    predict_regions
+        What to predict: sections of the table (held out), shapes elements without measurements, or image names
+        (pseudo-spot grid over the tissue). Default: none besides the training sections.
+    section_key
+        ``obs`` column splitting one region into sections (default: regions are sections).
+    spot_size
+        Patch side (default: the spot diameter) in coordinate units (``size_unit="coords"``) or image pixels.
+    size_unit
+        ``"coords"`` or ``"px"``.
+    patch_px
+        Patches are resampled to this side for the encoder.
+    layer, library_key
+        Counts layer (default X) and ``obs`` column of total counts (default: sum over the table's genes).
+    likelihood, mse_weight, likelihood_weight, distill_weight
+        Loss terms (see :class:`~sslspatial.module._hist2expr.Hist2ExprModule`).
+    n_validation_sections
+        Training sections held out for early stopping (0: train on all, no validation).
+    max_epochs, lr, window_size
+        Training settings (``window_size`` spots per minibatch).
+    grid_spacing
+        Pseudo-spot grid step for image-only predictions (default: the training spot pitch).
+    value_range
+        Pixel value range, required unless images are RGB uint8.
+    tta
+        Average predictions over the 8 rotations / flips.
+    key_added
+        Name of the new table (and of the layer).
+    overwrite
+        Replace an existing table / layer / grid named ``key_added``.
+    accelerator, devices
+        Lightning device settings.
+    model_kwargs, train_kwargs
+        Extra :class:`~sslspatial.model.Hist2Expr` / ``train`` arguments.
+
+    Returns
+    -------
+    The trained :class:`~sslspatial.model._hist2expr.Hist2Expr` (its ``patch_source`` covers the training table).
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> sdata = ss.datasets.her2st(path="../shared/data/her2st", genes="hvg", image_downscale=4)  # doctest: +SKIP
+    >>> model = ss.tl.hist2expr(sdata, train_regions=["B4_spots", "C2_spots"], predict_regions=["C3_spots"])  # doctest: +SKIP
+    >>> sdata["hist2expr"].uns["hist2expr"]["mean_pearson"]  # doctest: +SKIP
+    """
+    if not is_spatialdata(sdata):
+        raise TypeError("hist2expr needs a SpatialData holding the table, the spot shapes and the image(s).")
+    check_key(key_added, "key_added")
+    if size_unit not in ("coords", "px"):
+        raise ValueError(f"size_unit={size_unit!r} is not one of 'coords', 'px'.")
+    if key_added in sdata.tables and not overwrite:
+        raise ValueError(f"tables[{key_added!r}] already exists; pass overwrite=True or another key_added.")
+    table = get_table(sdata, table_key)
+    unit_of_obs, units = _units(table, section_key)
+    regions_of_obs = obs_regions(table)[1]
+    predict_regions = list(predict_regions or [])
+    train_regions = list(train_regions) if train_regions is not None else [u for u in units if u not in predict_regions]
+    unknown = [u for u in train_regions if u not in units]
+    if unknown:
+        raise ValueError(f"train_regions {unknown} are not sections of table {table_key!r} ({units}).")
+    if not train_regions:
+        raise ValueError("No training section: train_regions is empty.")
+    if genes is not None:
+        missing = [g for g in genes if g not in table.var_names]
+        if missing:
+            raise ValueError(f"{len(missing)} requested gene(s) are missing from table {table_key!r}: {missing[:10]}.")
+    genes = list(table.var_names) if genes is None else list(genes)
+    if n_validation_sections >= len(train_regions):
+        raise ValueError(
+            f"{len(train_regions)} training section(s) leave no room for {n_validation_sections} validation "
+            "section(s): add training sections, or pass n_validation_sections=0 to train without validation."
+        )
+
+    # --- images and sections (every check before training) ----------------------------------------------------
+    def image_for(name: str, region: str) -> tuple[str, str]:
+        key = image_key.get(name, image_key.get(region)) if isinstance(image_key, Mapping) else image_key
+        if isinstance(image_key, Mapping) and key is None:
+            raise KeyError(f"Section {name!r} has no image: image_key has no entry for it (or its region {region!r}).")
+        return resolve_region_images(sdata, table_key, key, [region])[region]
+
+    table_units = [u for u in predict_regions if u in units]
+    other = [r for r in predict_regions if r not in units]
+    for name in other:
+        if name not in sdata.shapes and name not in sdata.images:
+            raise ValueError(
+                f"predict region {name!r} is neither a section of the table, a shapes element, nor an image, so it "
+                "has no image to predict from."
+            )
+    measured_sections: dict[str, PatchSection] = {}
+    sizes = {}
+    for name in train_regions + table_units:
+        rows = np.flatnonzero(unit_of_obs == name)
+        region = str(regions_of_obs[rows[0]])
+        key, cs = image_for(name, region)
+        size = spot_size if spot_size is not None else _spot_size(sdata, table, region, cs)
+        sizes[name] = size
+        coords = get_coordinates(sdata, table_key, "spatial", cs)[rows]
+        measured_sections[name] = _section(sdata, name, key, cs, coords, rows, size, size_unit, value_range)
+    train_size = float(np.median([sizes[n] for n in train_regions]))
+    pitch = float(np.median([measured_sections[n].pitch for n in train_regions]))
+    extra_sections: dict[str, tuple[PatchSection, str, pd.Index | None]] = {}
+    for name in other:
+        if name in sdata.shapes:
+            key, cs = image_for(name, name)
+            coords, index = _shape_centres(sdata, name, cs)
+            size = spot_size if spot_size is not None else _spot_size(sdata, table, name, cs)
+            extra_sections[name] = (_section(sdata, name, key, cs, coords, np.full(len(coords), -1), size, size_unit,
+                                             value_range), name, index)  # fmt: skip
+        else:
+            from spatialdata.transformations import get_transformation
+
+            cs = sorted(get_transformation(sdata.images[name], get_all=True))[0]
+            image = get_image(sdata, name, cs)
+            coords = tissue_grid(image, grid_spacing or pitch)
+            if len(coords) == 0:
+                raise ValueError(f"No tissue found in image {name!r}: pass grid_spacing or predict on spot shapes.")
+            grid_name = check_key(f"{name}_{key_added}_grid", "grid shapes name")
+            if grid_name in sdata.shapes and not overwrite:
+                raise ValueError(f"shapes[{grid_name!r}] already exists; pass overwrite=True.")
+            extra_sections[name] = (_section(sdata, name, name, cs, coords, np.full(len(coords), -1), train_size,
+                                             size_unit, value_range), grid_name, None)  # fmt: skip
+
+    # --- model -----------------------------------------------------------------------------------------------
+    adata = table[:, genes].copy() if layer is None else _with_layer(table[:, genes], layer)
+    if library_key is None:
+        x = table.layers[layer] if layer else table.X
+        adata.obs["_hist2expr_total"] = np.asarray(x.sum(1)).ravel()
+        library_key = "_hist2expr_total"
+    Hist2Expr.setup_anndata(adata, library_key=library_key)
+    model = Hist2Expr(adata, patch_px=patch_px, likelihood=likelihood, mse_weight=mse_weight,
+                      likelihood_weight=likelihood_weight, distill_weight=distill_weight, **(model_kwargs or {}))  # fmt: skip
+    validation = list(train_regions[-n_validation_sections:]) if n_validation_sections else []
+    model.set_patch_source(PatchSource([measured_sections[n] for n in train_regions], patch_px))
+    info(f"hist2expr: training on {train_regions} (validation {validation}), {len(genes)} genes")
+    model.train(max_epochs=max_epochs, lr=lr, validation_sections=validation, window_size=window_size,
+                early_stopping=bool(validation), accelerator=accelerator, devices=devices, **(train_kwargs or {}))  # fmt: skip
+
+    # --- predictions -----------------------------------------------------------------------------------------
+    all_sections = [measured_sections[n] for n in train_regions + table_units] + [v[0] for v in extra_sections.values()]
+    preds = model.predict(PatchSource(all_sections, patch_px), window_size=window_size, tta=tta)
+    return _write(sdata, table, adata, model, genes, train_regions, validation, table_units, extra_sections,
+                  measured_sections, preds, regions_of_obs, key_added, layer)  # fmt: skip
+
+
+def _with_layer(view, layer):
+    adata = view.copy()
+    adata.X = adata.layers[layer]
+    return adata
+
+
+def _write(sdata, table, adata, model, genes, train_regions, validation, table_units, extra_sections, measured,
+           preds, regions_of_obs, key_added, layer):  # fmt: skip
+    import anndata as ad
+    import geopandas as gpd
+    from shapely import points
+    from spatialdata.models import ShapesModel, TableModel
+
+    attrs = table_attrs(table)
+    instance_key = attrs.get("instance_key", "instance_id")
+    names = train_regions + table_units + list(extra_sections)
+    obs_parts, x_parts, measured_parts, var_pearson, means = [], [], [], {}, {}
+    counts = adata.X
+    library = adata.obs[model.adata_manager.registry["setup_args"]["library_key"]].to_numpy()
+    full_layer = np.full(table.shape, np.nan, np.float32)
+    gene_pos = table.var_names.get_indexer(genes)
+    for name, pred in zip(names, preds, strict=True):
+        if name in measured:
+            rows = measured[name].rows
+            split = "validation" if name in validation else ("train" if name in train_regions else "predict")
+            obs = pd.DataFrame({"region": regions_of_obs[rows].astype(str), "instance_id": table.obs[instance_key]
+                                .to_numpy()[rows], "section": name, "split": split}, index=table.obs_names[rows])  # fmt: skip
+            x = counts[rows]
+            x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+            truth = np.log1p(x / np.maximum(library[rows, None], 1e-8) * model.module.target_sum).astype(np.float32)
+            r = pearson_per_gene(truth, pred)
+            var_pearson[f"pearson_{name}"] = r
+            means[name] = {"mean": float(np.nanmean(r)), "median": float(np.nanmedian(r)), "split": split}
+            full_layer[np.ix_(rows, gene_pos)] = pred
+            measured_parts.append(truth)
+        else:
+            section, region, index = extra_sections[name]
+            if index is None:  # pseudo-spot grid: a new shapes element
+                index = pd.Index([f"{region}_{i}" for i in range(len(pred))])
+                gdf = gpd.GeoDataFrame({"radius": np.full(len(pred), section.size_px / 2)},
+                                       geometry=points(section.centres_px), index=index)  # fmt: skip
+                from spatialdata.transformations import get_transformation
+
+                img_t = get_transformation(sdata.images[name], get_all=True)
+                cs = sorted(img_t)[0]
+                sdata.shapes[region] = ShapesModel.parse(gdf, transformations={cs: img_t[cs]})
+            obs = pd.DataFrame({"region": region, "instance_id": np.asarray(index), "section": name,
+                                "split": "predict"}, index=[f"{region}-{i}" for i in index])  # fmt: skip
+            measured_parts.append(np.full(pred.shape, np.nan, np.float32))
+        obs_parts.append(obs)
+        x_parts.append(pred)
+    obs = pd.concat(obs_parts)
+    obs.index = obs.index.astype(str)
+    regions = list(pd.unique(obs["region"]))
+    obs["region"] = pd.Categorical(obs["region"], categories=regions)
+    out = ad.AnnData(np.concatenate(x_parts).astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
+    out.layers["measured"] = np.concatenate(measured_parts)
+    for k, v in var_pearson.items():
+        out.var[k] = v
+    out.uns[key_added] = {"mean_pearson": means, "genes": len(genes), "target": "log1p(x / total * 1e4)"}
+    sdata.tables[key_added] = TableModel.parse(out, region=regions, region_key="region", instance_key="instance_id")
+    table.layers[key_added] = full_layer
+    return model

@@ -1,0 +1,319 @@
+"""User functions for self-supervised pretraining: ``pretrain_mask``, ``pretrain_contrastive``,
+``pretrain_pseudolabel``. Each validates its input before any training, trains a
+:class:`~sslspatial.model.SpatialPretrainModel`, writes the embedding to ``obsm["X_<key_added>"]`` and returns the
+model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .. import _io
+from .._constants import Key, check_key
+from .._validate import check_choice, check_obs_column
+from ..model import SpatialPretrainModel
+from ..objectives import kmeans_pseudolabels
+
+DataLike = Any
+
+
+def _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key):
+    """Common checks (before any work) and model setup; returns the table."""
+    table = _io.get_table(data, table_key)
+    key = Key.embedding(check_key(key_added, "key_added"))
+    if key in table.obsm and not overwrite:
+        raise KeyError(f"obsm[{key!r}] exists already: pass overwrite=True or another key_added.")
+    if layer is not None and layer not in table.layers:
+        raise KeyError(f"layer={layer!r} is not a layer of the table (layers: {list(table.layers)}).")
+    if table.n_obs < batch_size:
+        raise ValueError(
+            f"The table has fewer cells ({table.n_obs}) than batch_size={batch_size}: pass a smaller batch_size."
+        )
+    if table.is_view:
+        raise ValueError("The table is a view of another AnnData: pass a real object (`adata = adata.copy()`).")
+    SpatialPretrainModel.setup_anndata(
+        table, layer=layer, connectivity_key=None if encoder == "mlp" else connectivity_key
+    )
+    return table
+
+
+def _train_and_write(table, model, key_added, max_epochs, batch_size, lr, targets, train_kwargs):
+    model.train(max_epochs=max_epochs, batch_size=batch_size, lr=lr, targets=targets, **(train_kwargs or {}))
+    table.obsm[Key.embedding(key_added)] = model.get_latent_representation()
+    return model
+
+
+def pretrain_mask(
+    data: DataLike,
+    *,
+    mask: str = "cells",
+    fraction: float | None = None,
+    programmes: dict[str, list[str]] | None = None,
+    celltype_key: str | None = None,
+    encoder: str = "gat",
+    likelihood: str = "nb",
+    layer: str | None = None,
+    table_key: str = Key.DEFAULT_TABLE,
+    connectivity_key: str = Key.CONNECTIVITIES,
+    n_latent: int = 32,
+    n_hidden: int = 128,
+    n_layers: int = 2,
+    dropout: float = 0.1,
+    max_epochs: int | None = None,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    key_added: str = "pretrain_mask",
+    overwrite: bool = False,
+    train_kwargs: dict | None = None,
+    **model_kwargs,
+) -> SpatialPretrainModel:
+    """Masked-reconstruction pretraining of a graph encoder (SpatialSSL; masking objectives of Richter et al. 2024).
+
+    A fraction of the input is hidden behind a learned mask token and reconstructed from the cell's spatial
+    neighbourhood; the loss (negative log-likelihood) is computed on the masked targets only.
+
+    Parameters
+    ----------
+    data
+        AnnData or SpatialData (table ``table_key``) with a spatial graph from ``ss.pp.build_graph`` (unless
+        ``encoder="mlp"``). Several sections in one table are fine (the graph never connects them).
+    mask
+        ``"cells"`` (all genes of ``fraction`` = 0.2 of the cells), ``"entries"`` (0.5 of the entries),
+        ``"programmes"`` (0.5 of the gene ``programmes`` per cell), ``"celltype"`` (every cell of one type of
+        ``celltype_key`` per batch).
+    fraction
+        Masking rate (default per ``mask`` as above).
+    programmes
+        Gene programmes ``{name: [gene, ...]}`` for ``mask="programmes"`` (genes absent from the data are ignored).
+    celltype_key
+        obs column of cell types for ``mask="celltype"``.
+    encoder
+        ``"gat"``, ``"gcn"``, ``"sage"``, ``"transformer"`` or ``"mlp"``.
+    likelihood
+        ``"nb"``, ``"zinb"``, ``"poisson"`` on raw counts, or ``"gaussian"`` on log-normalised values.
+    layer
+        Layer with the expression (default ``X``).
+    table_key
+        Table of a SpatialData.
+    connectivity_key
+        obsp key of the graph.
+    n_latent, n_hidden, n_layers, dropout
+        Encoder size.
+    max_epochs, batch_size, lr
+        Training settings (see :meth:`~sslspatial.model.SpatialPretrainModel.train`).
+    key_added
+        The embedding goes to ``obsm[f"X_{key_added}"]``.
+    overwrite
+        Replace an existing embedding.
+    train_kwargs
+        More :meth:`~sslspatial.model.SpatialPretrainModel.train` arguments (e.g. ``accelerator``, ``devices``,
+        ``strategy="ddp"``).
+    **model_kwargs
+        More :class:`~sslspatial.model.SpatialPretrainModel` arguments (``norm``, ``heads``, ``target_sum``).
+
+    Returns
+    -------
+    The trained model.
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> sdata = ss.datasets.synthetic_tissue(n_cells=1000)  # doctest: +SKIP
+    >>> ss.pp.build_graph(sdata, method="radius", radius=30.0)  # doctest: +SKIP
+    >>> model = ss.tl.pretrain_mask(sdata, max_epochs=5)  # doctest: +SKIP
+    >>> sdata.tables["table"].obsm["X_pretrain_mask"].shape  # doctest: +SKIP
+    (1000, 32)
+    """
+    from ..objectives import STRATEGIES
+
+    check_choice(mask, STRATEGIES, "mask")
+    table = _io.get_table(data, table_key)
+    objective_kwargs: dict = {"strategy": mask, "fraction": fraction}
+    targets = None
+    if mask == "programmes":
+        if not programmes:
+            raise ValueError("mask='programmes' needs programmes={'name': ['gene', ...], ...}.")
+        index = table.var_names
+        lists = [sorted(set(index.get_indexer(list(genes))) - {-1}) for genes in programmes.values()]
+        lists = [[int(i) for i in genes] for genes in lists if genes]
+        if not lists:
+            raise ValueError("None of the programmes' genes are in var_names: check the gene identifiers.")
+        objective_kwargs["programmes"] = lists
+    if mask == "celltype":
+        if celltype_key is None:
+            raise ValueError("mask='celltype' needs celltype_key= (an obs column of cell types).")
+        check_obs_column(table, celltype_key, "celltype_key")
+        targets = {"celltype": pd.Categorical(table.obs[celltype_key]).codes.astype(np.int64)}
+    table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
+    model = SpatialPretrainModel(
+        table,
+        encoder=encoder,
+        n_latent=n_latent,
+        n_hidden=n_hidden,
+        n_layers=n_layers,
+        dropout=dropout,
+        likelihood=likelihood,
+        objective="mask",
+        objective_kwargs=objective_kwargs,
+        **model_kwargs,
+    )
+    return _train_and_write(table, model, key_added, max_epochs, batch_size, lr, targets, train_kwargs)
+
+
+def pretrain_contrastive(
+    data: DataLike,
+    *,
+    method: str = "barlow",
+    encoder: str = "gat",
+    likelihood: str = "nb",
+    layer: str | None = None,
+    table_key: str = Key.DEFAULT_TABLE,
+    connectivity_key: str = Key.CONNECTIVITIES,
+    n_latent: int = 32,
+    n_hidden: int = 128,
+    n_layers: int = 2,
+    dropout: float = 0.0,
+    noise: float = 0.2,
+    view_dropout: float = 0.2,
+    max_epochs: int | None = None,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    key_added: str = "pretrain_contrastive",
+    overwrite: bool = False,
+    train_kwargs: dict | None = None,
+    objective_kwargs: dict | None = None,
+    **model_kwargs,
+) -> SpatialPretrainModel:
+    """Joint-embedding pretraining: Barlow Twins (``method="barlow"``) or BYOL (``method="byol"``, EMA target).
+
+    Two views of each seed's subgraph are made by Gaussian noise (``noise``) and random entry masking
+    (``view_dropout``) of the log-normalised input; ``likelihood`` only decides the input transform (``log1p`` of
+    normalised counts unless ``"gaussian"``) and which values are accepted.
+
+    Parameters
+    ----------
+    data, encoder, likelihood, layer, table_key, connectivity_key, n_latent, n_hidden, n_layers, dropout
+        As in :func:`pretrain_mask`.
+    method
+        ``"barlow"`` or ``"byol"``.
+    noise, view_dropout
+        View augmentation strengths.
+    max_epochs, batch_size, lr, key_added, overwrite, train_kwargs, **model_kwargs
+        As in :func:`pretrain_mask`.
+    objective_kwargs
+        More objective arguments (``lambd``, ``projector`` for Barlow Twins; ``tau``, ``projection``, ``hidden`` for
+        BYOL).
+
+    Returns
+    -------
+    The trained model.
+
+    Examples
+    --------
+    >>> model = ss.tl.pretrain_contrastive(adata, method="byol", max_epochs=10)  # doctest: +SKIP
+    """
+    check_choice(method, ("barlow", "byol"), "method")
+    table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
+    kwargs = {"noise": noise, "dropout": view_dropout, **(objective_kwargs or {})}
+    model = SpatialPretrainModel(
+        table,
+        encoder=encoder,
+        n_latent=n_latent,
+        n_hidden=n_hidden,
+        n_layers=n_layers,
+        dropout=dropout,
+        likelihood=likelihood,
+        objective=method,
+        objective_kwargs=kwargs,
+        **model_kwargs,
+    )
+    return _train_and_write(table, model, key_added, max_epochs, batch_size, lr, None, train_kwargs)
+
+
+def pseudolabel_features(table, layer: str | None = None, n_pcs: int = 30, log1p: bool = True) -> np.ndarray:
+    """PCA of (log1p-normalised) expression, the features clustered into pseudo-labels.
+
+    Examples
+    --------
+    >>> from anndata import AnnData
+    >>> pseudolabel_features(AnnData(np.random.default_rng(0).poisson(2, (50, 10)).astype(float)), n_pcs=3).shape
+    (50, 3)
+    """
+    from sklearn.decomposition import PCA
+
+    x = table.X if layer is None else table.layers[layer]
+    x = x.toarray() if sp.issparse(x) else np.asarray(x, dtype=float)
+    if log1p:
+        x = np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1))
+    n_pcs = int(min(n_pcs, x.shape[1] - 1, x.shape[0] - 1))
+    return PCA(n_pcs, random_state=0, svd_solver="randomized" if x.shape[0] > 20_000 else "auto").fit_transform(x)
+
+
+def pretrain_pseudolabel(
+    data: DataLike,
+    *,
+    library_key: str | None = None,
+    n_pcs: int = 30,
+    encoder: str = "gat",
+    likelihood: str = "nb",
+    layer: str | None = None,
+    table_key: str = Key.DEFAULT_TABLE,
+    connectivity_key: str = Key.CONNECTIVITIES,
+    n_latent: int = 32,
+    n_hidden: int = 128,
+    n_layers: int = 2,
+    dropout: float = 0.1,
+    max_epochs: int | None = None,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    key_added: str = "pretrain_pseudolabel",
+    overwrite: bool = False,
+    train_kwargs: dict | None = None,
+    **model_kwargs,
+) -> SpatialPretrainModel:
+    """scPretrain-style pretraining: predict k-means pseudo-labels at three resolutions per section
+    (``K = n/100``, ``n/50``, ``n/200 + 1``) with one head each (cross-entropy on raw logits).
+
+    Parameters
+    ----------
+    data, encoder, likelihood, layer, table_key, connectivity_key, n_latent, n_hidden, n_layers, dropout
+        As in :func:`pretrain_mask`.
+    library_key
+        obs column of sections / datasets, each clustered separately (default: ``"section"`` when present).
+    n_pcs
+        PCA components of log1p-normalised expression that are clustered.
+    max_epochs, batch_size, lr, key_added, overwrite, train_kwargs, **model_kwargs
+        As in :func:`pretrain_mask`.
+
+    Returns
+    -------
+    The trained model.
+
+    Examples
+    --------
+    >>> model = ss.tl.pretrain_pseudolabel(adata, library_key="section", max_epochs=10)  # doctest: +SKIP
+    """
+    table = _io.get_table(data, table_key)
+    if library_key is not None:
+        check_obs_column(table, library_key, "library_key")
+    key = library_key if library_key is not None else (Key.SECTION if Key.SECTION in table.obs else None)
+    table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
+    sections = None if key is None else np.asarray(table.obs[key]).astype(str)
+    features = pseudolabel_features(table, layer, n_pcs, log1p=likelihood != "gaussian")
+    targets, sizes = kmeans_pseudolabels(features, sections)
+    model = SpatialPretrainModel(
+        table,
+        encoder=encoder,
+        n_latent=n_latent,
+        n_hidden=n_hidden,
+        n_layers=n_layers,
+        dropout=dropout,
+        likelihood=likelihood,
+        objective="pseudolabel",
+        objective_kwargs={"sizes": sizes},
+        **model_kwargs,
+    )
+    return _train_and_write(table, model, key_added, max_epochs, batch_size, lr, {"pseudolabels": targets}, train_kwargs)

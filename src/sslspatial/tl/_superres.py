@@ -1,0 +1,333 @@
+"""``ss.tl.superres``: enhance spot-level profiles to sub-spot resolution (soScope re-implementation)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .. import _io, _logging
+from .._constants import Key, check_key
+from .._validate import check_counts, check_finite, check_graph
+from ..model._superres import SUPERRES, graph_context_features
+from ..module._superres import LIKELIHOODS
+from ..pp._subspot_elements import n_subspots_of, spot_geometry, subspot_centres
+from ..pp._subspots import make_subspot_shapes
+
+__all__ = ["superres"]
+
+_FEATURES = "X_subspot_features"
+
+
+def _layout(layout: str, n_subspots: int | None) -> tuple[str, int, int]:
+    if layout not in ("hexagon", "square"):
+        raise ValueError(f"Unknown layout {layout!r}: use 'hexagon' (K = 7) or 'square' (K = n x n).")
+    if layout == "hexagon":
+        if n_subspots not in (None, 7):
+            raise ValueError(f"layout='hexagon' has K = 7 sub-spots, got n_subspots={n_subspots}: use 7 or 'square'.")
+        return layout, 7, 2
+    k = 4 if n_subspots is None else int(n_subspots)
+    side = int(round(np.sqrt(k)))
+    if k < 1 or side * side != k:
+        raise ValueError(f"layout='square' needs a square number of sub-spots (4, 9, 16, ...), got n_subspots={k}.")
+    return layout, k, side
+
+
+def _spot_rows(table: AnnData, shapes_key: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the table annotating ``shapes_key`` and, for each, the position of its spot in the shapes."""
+    attrs = _io.table_attrs(table)
+    if shapes_key not in _io.annotated_regions(table):
+        raise ValueError(
+            f"The table does not annotate shapes {shapes_key!r} (it annotates {_io.annotated_regions(table)}): "
+            "pass the spots' shapes_key or link the table with spatialdata.models.TableModel."
+        )
+    rows = np.flatnonzero(table.obs[attrs["region_key"]].astype(str).to_numpy() == shapes_key)
+    pos = pd.Index(index).get_indexer(table.obs[attrs["instance_key"]].to_numpy()[rows])
+    if (pos < 0).any():
+        raise ValueError(f"{int((pos < 0).sum())} table rows name instances missing from shapes {shapes_key!r}.")
+    return rows, pos
+
+
+def _matrix(table: AnnData, rows: np.ndarray, layer: str | None) -> np.ndarray:
+    x = table.X if layer is None else table.layers[layer]
+    x = x[rows]
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+
+
+def _to_cs(points: np.ndarray, transformation: Any) -> np.ndarray:
+    affine = np.asarray(transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")))
+    return points @ affine[:2, :2].T + affine[:2, 2]
+
+
+def _image_block(sdata, image_key, geom, centres_nk, patch_size, method) -> tuple[np.ndarray, int]:
+    """Image features of every sub-spot ``(n, K * F)``, z-scored; checks the image covers the sub-spots first."""
+    from ..pp._image_features import image_features
+
+    shared = [cs for cs in geom.transformations if cs in _image_transformations(sdata, image_key)]
+    if not shared:
+        raise ValueError(f"Image {image_key!r} and the spots share no coordinate system: add a transformation.")
+    cs = shared[0]
+    img = _io.get_image(sdata, image_key, cs)
+    n, k, _ = centres_nk.shape
+    pts = _to_cs(centres_nk.reshape(-1, 2), geom.transformations[cs])
+    px = img.to_pixels(pts)
+    h, w = img.image.shape[-2:]
+    outside = (px[:, 0] < 0) | (px[:, 1] < 0) | (px[:, 0] > w) | (px[:, 1] > h)
+    if outside.any():
+        raise ValueError(
+            f"Image {image_key!r} does not cover the spots: {int(outside.sum())} of {len(px)} sub-spot centres fall "
+            f"outside its {w} x {h} pixels in coordinate system {cs!r}. Check the image's transformation or "
+            "pass image_key=None (graph only)."
+        )
+    size = patch_size if patch_size is not None else 2 * geom.radius / np.sqrt(k)
+    size = size * np.sqrt(abs(np.linalg.det(np.asarray(geom.transformations[cs].to_affine_matrix(("x", "y"), ("x", "y")))[:2, :2])))
+    feats = np.asarray(image_features(img, pts, size, method=method), dtype=np.float64)
+    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
+    return feats.reshape(n, -1).astype(np.float32), feats.shape[1]
+
+
+def _image_transformations(sdata, image_key: str) -> dict:
+    from spatialdata.transformations import get_transformation
+
+    if image_key not in sdata.images:
+        raise KeyError(f"image_key={image_key!r} is not an image; available images: {list(sdata.images)}.")
+    return get_transformation(sdata.images[image_key], get_all=True)
+
+
+def _representation(x: np.ndarray, likelihoods: list[str], sizes: list[int], n_pcs: int = 16) -> np.ndarray:
+    parts, start = [], 0
+    for lik, s in zip(likelihoods, sizes, strict=True):
+        block = x[:, start : start + s].astype(np.float64)
+        if lik != "gaussian":
+            lib = block.sum(1, keepdims=True)
+            block = np.log1p(block / np.maximum(lib, 1e-12) * np.median(lib[lib > 0]) if (lib > 0).any() else block)
+        parts.append((block - block.mean(0)) / (block.std(0) + 1e-8))
+        start += s
+    z = np.concatenate(parts, 1)
+    u, s, _ = np.linalg.svd(z - z.mean(0), full_matrices=False)
+    pcs = u[:, :n_pcs] * s[:n_pcs]
+    return pcs / (pcs[:, :1].std() + 1e-12)
+
+
+def superres(
+    sdata: Any,
+    *,
+    shapes_key: str,
+    table_key: str = Key.DEFAULT_TABLE,
+    image_key: str | None = None,
+    layout: Literal["hexagon", "square"] = "hexagon",
+    n_subspots: int | None = None,
+    likelihood: str = "nb",
+    modalities: Mapping[str, str] | None = None,
+    layer: str | None = None,
+    use_graph: bool = True,
+    connectivity_key: str = Key.CONNECTIVITIES,
+    image_method: str = "stats",
+    patch_size: float | None = None,
+    key_added: str | None = None,
+    table_key_added: str | None = None,
+    sample: bool = False,
+    max_epochs: int | None = None,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    n_hidden: int = 128,
+    n_latent: int = 128,
+    image_weight: float = 1.0,
+    overwrite: bool = False,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    **train_kwargs: Any,
+) -> SUPERRES:
+    """Enhance spot profiles to K sub-spots per spot and write them as new elements.
+
+    Trains :class:`~sslspatial.model.SUPERRES` (spot graph-transformer encoder, sub-spot ResNet-MLP decoder on image
+    and directional graph-context features, proper NB / ZINB / Poisson / Gaussian likelihoods of each spot given the
+    sum of its sub-spot means) and writes, in memory:
+
+    - ``sdata.shapes[key_added]``: the sub-spot circles (see :func:`sslspatial.pp.subspots`), spot by spot;
+    - ``sdata.tables[table_key_added]``: one row per sub-spot annotating them (``region`` / ``instance_id``), ``X``
+      the enhanced raw-scale means (the K sub-spot means of a spot sum exactly to the spot's fitted mean), obs
+      ``spot`` (parent spot id), ``spot_obs`` (parent row of the spot table), ``subspot`` (k), var ``modality``;
+      ``layers["sample"]`` a posterior-predictive draw if ``sample=True``.
+
+    The spot table is left untouched.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData with spot shapes and the table(s) annotating them.
+    shapes_key
+        Spot shapes: circles (points with ``radius``) or polygons.
+    table_key
+        Spot table (its rows for ``shapes_key`` are enhanced; its ``obsp[connectivity_key]`` is the spot graph).
+    image_key
+        Image giving sub-spot features (None: graph only).
+    layout, n_subspots
+        ``"hexagon"`` (K = 7) or ``"square"`` (K = ``n_subspots``, a square number, default 4).
+    likelihood
+        ``"nb"``, ``"zinb"``, ``"poisson"`` or ``"gaussian"`` (single modality).
+    modalities
+        Multi-omics: ``{table name: likelihood}``, tables annotating the same spots (e.g. ``{"rna": "nb",
+        "protein": "poisson"}``); overrides ``likelihood``. The graph is read from ``table_key``.
+    layer
+        Layer of the spot table(s) holding the profiles (default ``X``).
+    use_graph
+        False: no-graph ablation (no graph encoder, no graph-context features).
+    connectivity_key
+        ``obsp`` key of the spot graph (``ss.pp.build_graph``).
+    image_method, patch_size
+        Image features (``sslspatial.pp._image_features.image_features`` method) and patch side in the spots'
+        coordinate units (default the sub-spot diameter).
+    key_added, table_key_added
+        Names of the new shapes and table (default ``f"{shapes_key}_subspots"``, ``f"{table_key}_superres"``).
+    sample
+        Also write ``layers["sample"]``.
+    max_epochs, batch_size, lr
+        Training (default epochs: ``min(300, max(30, 30000 // n_spots))``).
+    n_hidden, n_latent, image_weight
+        Model sizes and the image-regulariser weight.
+    overwrite
+        Replace existing output elements.
+    accelerator, devices, **train_kwargs
+        Passed to :meth:`SUPERRES.train`.
+
+    Returns
+    -------
+    The trained model.
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> sdata = ss.datasets.synthetic_tissue(n_cells=1000, spot_layouts=("visium",))
+    >>> ss.pp.build_graph(sdata, table_key="table_visium", method="knn", n_neighs=6)
+    >>> model = ss.tl.superres(sdata, table_key="table_visium", shapes_key="spots_visium", max_epochs=5)
+    >>> sdata.tables["table_visium_superres"].n_obs == 7 * sdata.tables["table_visium"].n_obs
+    True
+    """
+    if not _io.is_spatialdata(sdata):
+        raise TypeError("superres needs a SpatialData with spot shapes; got " + type(sdata).__name__ + ".")
+    layout, k, side = _layout(layout, n_subspots)
+    mods = dict(modalities) if modalities is not None else {table_key: likelihood}
+    for name, lik in mods.items():
+        if lik not in LIKELIHOODS:
+            raise ValueError(f"Unknown likelihood {lik!r} for {name!r}: use one of {LIKELIHOODS}.")
+    key_added = check_key(key_added or f"{shapes_key}_subspots", "key_added")
+    table_key_added = check_key(table_key_added or f"{table_key}_superres", "table_key_added")
+    if not overwrite:
+        for name, where in ((key_added, sdata.shapes), (table_key_added, sdata.tables)):
+            if name in where:
+                raise ValueError(f"Element {name!r} already exists: pass overwrite=True or another key.")
+    table = _io.get_table(sdata, table_key)
+    geom = spot_geometry(sdata, shapes_key, layout)
+    rows, pos = _spot_rows(table, shapes_key, geom.index)
+    blocks, sizes, names = [], [], []
+    for name, lik in mods.items():
+        t = _io.get_table(sdata, name)
+        t_rows, t_pos = _spot_rows(t, shapes_key, geom.index)
+        order = pd.Series(t_rows, index=t_pos).reindex(pos)
+        if order.isna().any():
+            raise ValueError(f"Table {name!r} lacks {int(order.isna().sum())} spots of {table_key!r}.")
+        x = _matrix(t, order.to_numpy(dtype=np.int64), layer)
+        where = f"table {name!r} ({'X' if layer is None else f'layer {layer!r}'})"
+        check_counts(x, where, lik) if lik != "gaussian" else check_finite(x, where)
+        blocks.append(x)
+        sizes.append(x.shape[1])
+        names += [name] * x.shape[1]
+    x = np.concatenate(blocks, 1)
+    centres = geom.centres[pos]
+    centres_nk = subspot_centres(geom, layout, side)[pos]
+    features = [np.zeros((len(rows), 0), np.float32)]
+    n_image = 0
+    adjacency = None
+    if use_graph:
+        check_graph(table, connectivity_key)
+        adjacency = sp.csr_matrix(table.obsp[connectivity_key])[rows][:, rows]
+        isolated = np.flatnonzero(np.asarray((adjacency != 0).sum(1)).ravel() - (adjacency.diagonal() != 0) == 0)
+        if isolated.size:
+            raise ValueError(
+                f"{isolated.size} spots have no neighbours in obsp[{connectivity_key!r}] (e.g. "
+                f"{table.obs_names[rows[isolated[0]]]!r}): rebuild the graph with a larger radius / more neighbours "
+                "(ss.pp.build_graph), drop isolated spots, or pass use_graph=False."
+            )
+    if image_key is not None:
+        img_feats, n_per = _image_block(sdata, image_key, geom, centres_nk, patch_size, image_method)
+        features.insert(0, img_feats)
+        n_image = n_per
+    if use_graph:
+        rep = _representation(x, list(mods.values()), sizes)
+        features.append(graph_context_features(adjacency, centres, centres_nk, rep))
+    feats = np.concatenate([f.reshape(len(rows), k, -1) for f in features], axis=-1).reshape(len(rows), -1)
+
+    work = AnnData(
+        X=x,
+        obs=pd.DataFrame(index=table.obs_names[rows].astype(str)),
+        var=pd.DataFrame({"modality": pd.Categorical(names)}, index=_unique_names(blocks, mods, sdata)),
+    )
+    work.obsm[_FEATURES] = feats.astype(np.float32)
+    if adjacency is not None:
+        work.obsp[connectivity_key] = adjacency
+    SUPERRES.setup_anndata(
+        work,
+        subspot_features_key=_FEATURES,
+        n_subspots=k,
+        n_image_features=n_image,
+        connectivity_key=connectivity_key if use_graph else None,
+        modality_key="modality" if len(mods) > 1 else None,
+    )
+    model = SUPERRES(
+        work, likelihood=list(mods.values()), n_hidden=n_hidden, n_latent=n_latent, use_graph=use_graph,
+        image_weight=image_weight,
+    )  # fmt: skip
+    if max_epochs is None:
+        max_epochs = int(min(300, max(30, 30000 // len(rows))))
+    plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": max(1, max_epochs // 3), **train_kwargs.pop("plan_kwargs", {})}
+    train_kwargs.setdefault("train_size", 1.0)
+    train_kwargs.setdefault("enable_progress_bar", False)
+    _logging.info(f"superres: {len(rows)} spots x K={k}, {x.shape[1]} features, {feats.shape[1] // k} per sub-spot")
+    model.train(max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, devices=devices,
+                plan_kwargs=plan_kwargs, **train_kwargs)  # fmt: skip
+
+    out = model.get_subspot_expression(sample=sample)
+    means, draws = (out if sample else (out, None))
+    _write(sdata, geom, pos, rows, table, work, means, draws, layout, side, k, key_added, table_key_added)
+    return model
+
+
+def _unique_names(blocks, mods, sdata) -> pd.Index:
+    names = []
+    for name in mods:
+        names += list(sdata.tables[name].var_names.astype(str))
+    idx = pd.Index(names)
+    if idx.is_unique:
+        return idx
+    return pd.Index([f"{m}:{v}" for m in mods for v in sdata.tables[m].var_names.astype(str)])
+
+
+def _write(sdata, geom, pos, rows, table, work, means, draws, layout, side, k, key_added, table_key_added) -> None:
+    from spatialdata.models import TableModel
+
+    shapes = make_subspot_shapes(
+        geom.centres[pos], geom.radius, layout, side, spot_index=geom.index[pos], transformations=geom.transformations
+    )
+    obs = pd.DataFrame(
+        {
+            "region": pd.Categorical([key_added] * len(shapes)),
+            "instance_id": shapes.index.to_numpy(),
+            "spot": shapes["spot"].to_numpy(),
+            "spot_obs": np.repeat(table.obs_names[rows].astype(str).to_numpy(), k),
+            "subspot": shapes["subspot"].to_numpy(),
+        },
+        index=pd.Index(shapes.index.astype(str), name=None),
+    )
+    out = AnnData(X=means.astype(np.float32), obs=obs, var=work.var.copy())
+    out.obsm[Key.SPATIAL] = np.c_[shapes.geometry.x.to_numpy(), shapes.geometry.y.to_numpy()]
+    if draws is not None:
+        out.layers["sample"] = draws.astype(np.float32)
+    sdata.shapes[key_added] = shapes
+    sdata.tables[table_key_added] = TableModel.parse(
+        out, region=key_added, region_key="region", instance_key="instance_id"
+    )
