@@ -441,7 +441,15 @@ def test_embedding_umap_leaves_user_object_untouched(tmp_path):
     adata = _embedded(60)
     before = (set(adata.obsm), set(adata.uns), set(adata.obsp), adata.obs.copy())
     fig, ax = plt.subplots()
-    out = ss.pl.embedding(adata, color="cell_type", method="umap", n_neighbors=10, ax=ax, save=tmp_path / "u.png")
+    out = ss.pl.embedding(
+        adata,
+        color="cell_type",
+        method="umap",
+        n_neighbors=10,
+        neighbors_kwargs={"method": "gauss"},
+        ax=ax,
+        save=tmp_path / "u.png",
+    )
     assert out is ax
     assert_png(tmp_path / "u.png")
     assert (set(adata.obsm), set(adata.uns), set(adata.obsp)) == before[:3]

@@ -17,3 +17,7 @@ __all__ += [
     "section_split",
     "spatial_block_split",
 ]
+
+from ._patch_loader import PatchSection, PatchSource, PatchWindowSplitter, WindowDataset  # noqa: E402
+
+__all__ += ["PatchSection", "PatchSource", "PatchWindowSplitter", "WindowDataset"]

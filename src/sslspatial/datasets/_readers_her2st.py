@@ -162,9 +162,12 @@ def her2st(
 
     Andersson et al., *Spatial deconvolution of HER2-positive breast cancer delineates tumor-associated cell type
     interactions*, Nat Commun 12:6012 (2021), https://doi.org/10.1038/s41467-021-26271-2. Data from
-    https://github.com/almaan/her2st (36 sections, 8 patients; 100 µm spots, 200 µm apart, about 290 full-resolution
-    pixels per array step, i.e. about 0.69 µm per pixel). The ``"hvg"`` gene list (785 genes) is the one used by
-    HisToGene (Pang et al., 2021, https://github.com/maxpmx/HisToGene, MIT) and Hist2ST on this data.
+    https://github.com/almaan/her2st (36 sections, 8 patients; 100 µm spots, 200 µm apart; about 290 full-resolution
+    pixels per array step, i.e. about 0.69 µm per pixel, for patients B and C). Pathologist labels exist for A1, B1,
+    C1, D1, E1, F1, G2 and H1. The ``"hvg"`` gene list (785 genes) is the one used by HisToGene (Pang et al., 2021,
+    https://github.com/maxpmx/HisToGene, MIT) and Hist2ST on this data. Downloads fetch H&E images for B4, C2, C3,
+    C4 and C5 only (the sections whose spot pixel coordinates were checked against the image); a local
+    ``images/<s>.jpg`` is used for any section.
 
     Parameters
     ----------
@@ -192,7 +195,8 @@ def her2st(
       index ``f"{s}_{x}x{y}"`` (unique across sections), identity transformation;
 
     and ``tables["table"]`` annotating every ``f"{s}_spots"`` (region key ``"region"``, instance key ``"spot_id"``):
-    X raw UMI counts (CSR, float32), obs ``section``, ``array_x``, ``array_y`` (array coordinates), ``label``
+    X raw UMI counts (CSR, float32), obs ``section``, ``region``, ``spot_id``, ``array_x``, ``array_y`` (array
+    coordinates), ``label``
     (pathologist label joined on rounded array coordinates; NaN where a section or spot has none), obsm
     ``"spatial"`` = pixel coordinates (x, y), uns ``"her2st"`` with the pixels per array step of each section.
     Only spots present in both the counts and the spot-selection file are kept.

@@ -215,6 +215,7 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         sample: bool = False,
         return_spot_mean: bool = False,
+        spot_mean: str = "observed",
     ) -> np.ndarray | tuple[np.ndarray, ...]:
         """Enhanced sub-spot means (raw scale), ``(n_spots * K, n_features)`` ordered spot by spot.
 
@@ -224,6 +225,9 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Spots to enhance (default all of the training table).
         sample
             Also return one posterior-predictive draw per sub-spot (same shape), from the likelihood at the means.
+        spot_mean
+            ``"observed"``: split each measured spot (sub-spots sum to the data); ``"fitted"``: split the spot's fitted
+            mean (a denoised spot).
         return_spot_mean
             Also return the fitted spot means ``(n_spots, n_features)`` (the sub-spot means of a spot sum to them).
 
@@ -239,11 +243,13 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         means, spots, samples = [], [], []
         for tensors in self._loader(adata, indices, batch_size):
             tensors = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tensors.items()}
-            out = self.module.subspot_means(tensors["X"], tensors["x_sub"], tensors["edge_index"], tensors[_FEATURES])
+            out = self.module.subspot_means(
+                tensors["X"], tensors["x_sub"], tensors["edge_index"], tensors[_FEATURES], spot_mean
+            )
             means.append(out["subspot_mean"].reshape(-1, self.module.n_input).cpu().numpy())
             spots.append(out["spot_mean"].cpu().numpy())
             if sample:
-                draw = self.module.sample(tensors, n_samples=1)[0]
+                draw = self.module.sample(tensors, n_samples=1, spot_mean=spot_mean)[0]
                 samples.append(draw.reshape(-1, self.module.n_input).cpu().numpy())
         result = [np.concatenate(means)]
         if sample:

@@ -236,9 +236,11 @@ class SuperResModule(BaseModuleClass):
         )
 
     @torch.inference_mode()
-    def sample(self, tensors: dict, n_samples: int = 1) -> torch.Tensor:
-        """Draw sub-spot profiles ``(n_samples, B, K, G)`` from the posterior predictive at the posterior mean."""
-        out = self.subspot_means(tensors["X"], tensors["x_sub"], tensors["edge_index"], tensors["subspot_features"])
+    def sample(self, tensors: dict, n_samples: int = 1, spot_mean: str = "fitted") -> torch.Tensor:
+        """Draw sub-spot profiles ``(n_samples, B, K, G)`` from the likelihood at the enhanced sub-spot means."""
+        out = self.subspot_means(
+            tensors["X"], tensors["x_sub"], tensors["edge_index"], tensors["subspot_features"], spot_mean
+        )
         m = out["subspot_mean"]
         draws = []
         for i, sl in enumerate(self.slices):
@@ -250,8 +252,29 @@ class SuperResModule(BaseModuleClass):
 
     @auto_move_data
     def subspot_means(
-        self, x: torch.Tensor, x_sub: torch.Tensor, edge_index: torch.Tensor, features: torch.Tensor
+        self,
+        x: torch.Tensor,
+        x_sub: torch.Tensor,
+        edge_index: torch.Tensor,
+        features: torch.Tensor,
+        spot_mean: str = "observed",
     ) -> dict:
-        """Enhanced sub-spot means at the posterior mean of ``z``: ``subspot_mean`` (B, K, G), ``spot_mean`` (B, G)."""
+        """Enhanced sub-spot profiles ``subspot_mean`` (B, K, G) and the spot profiles ``spot_mean`` (B, G) they sum to.
+
+        ``spot_mean="observed"`` splits the measured spot ``x_n`` by the learned allocation; ``"fitted"`` splits the
+        spot's fitted mean at the posterior mean of ``z`` (a denoised spot).
+        """
         inf = self.inference(x_sub, edge_index, x.shape[0])
-        return self.generative(inf["qz"].loc, x, features)
+        gen = self.generative(inf["qz"].loc, x, features)
+        if spot_mean == "fitted":
+            return gen
+        if spot_mean != "observed":
+            raise ValueError(f"spot_mean must be 'observed' or 'fitted', got {spot_mean!r}.")
+        parts = []
+        for sl, lik in zip(self.slices, self.likelihoods, strict=True):
+            m, mu = gen["subspot_mean"][..., sl], gen["spot_mean"][:, sl]
+            if lik == "gaussian":
+                parts.append(m + (x[:, sl] - mu)[:, None, :] / self.n_subspots)
+            else:
+                parts.append(m / mu[:, None, :] * x[:, None, sl])
+        return {**gen, "subspot_mean": torch.cat(parts, -1), "spot_mean": x}

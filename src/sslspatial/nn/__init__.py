@@ -3,3 +3,7 @@
 from ._graph_encoders import ENCODERS, GraphEncoder, MLPHead
 
 __all__ = ["ENCODERS", "GraphEncoder", "MLPHead"]
+
+from ._hist2st import ConvMixerEncoder, SpotContext  # noqa: E402
+
+__all__ += ["ConvMixerEncoder", "SpotContext"]

@@ -120,22 +120,28 @@ def gene_correlations(
         target = axes[0, 0]
     else:
         fig, target = ax.figure, ax
-    target.hist(finite.to_numpy(), bins=bins, color="#4C72B0", edgecolor="white")
+    from matplotlib.ticker import MaxNLocator
+
+    counts, edges, _ = target.hist(finite.to_numpy(), bins=bins, color="#4C72B0", edgecolor="white")
     median = float(np.median(finite.to_numpy()))
     target.axvline(median, color="#C44E52", linestyle="--", linewidth=1.5, label=f"median r = {median:.3f}")
+    peak = float(counts.max())
     if named and n_top > 0:
         top = finite.sort_values(ascending=False).iloc[:n_top]
-        ymax = target.get_ylim()[1]
+        step = 0.14 * peak
+        target.set_ylim(0, peak * 1.08 + step * (len(top) + 0.5))
         for i, (gene, value) in enumerate(top.items()):
+            height = float(counts[min(np.searchsorted(edges, value, side="right") - 1, len(counts) - 1)])
             target.annotate(
                 str(gene),
-                xy=(value, 0),
-                xytext=(value, ymax * (0.92 - 0.11 * i)),
+                xy=(value, height),
+                xytext=(value, peak * 1.08 + step * (len(top) - i)),
                 ha="right",
                 va="center",
                 fontsize="small",
                 arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6},
             )
+    target.yaxis.set_major_locator(MaxNLocator(integer=True))
     n_nan = int(len(series) - len(finite))
     default = f"Per-gene correlation (n = {len(finite)} genes, median {median:.2f})"
     if n_nan:

@@ -33,7 +33,11 @@ _AXIS_NAMES = {"umap": "UMAP", "pca": "PC"}
 
 
 def embedding_coordinates(
-    x: np.ndarray, method: str = "umap", n_neighbors: int = 15, random_state: int = 0
+    x: np.ndarray,
+    method: str = "umap",
+    n_neighbors: int = 15,
+    random_state: int = 0,
+    neighbors_kwargs: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Return 2-D coordinates of an embedding: UMAP (scanpy, on a private AnnData), PCA, or its first two columns.
 
@@ -60,7 +64,8 @@ def embedding_coordinates(
     if len(x) < 4:
         raise ValueError(f"UMAP needs at least 4 observations, got {len(x)}; use method='pca' or 'none'.")
     private = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(x))]), obsm={"rep": x.astype(np.float32)})
-    sc.pp.neighbors(private, use_rep="rep", n_neighbors=min(n_neighbors, len(x) - 1), random_state=random_state)
+    kwargs = {"n_neighbors": min(n_neighbors, len(x) - 1), "random_state": random_state, **(neighbors_kwargs or {})}
+    sc.pp.neighbors(private, use_rep="rep", **kwargs)
     sc.tl.umap(private, random_state=random_state)
     return np.asarray(private.obsm["X_umap"], dtype=np.float64)
 
@@ -118,6 +123,7 @@ def embedding(
     spatial_key: str = "spatial",
     n_neighbors: int = 15,
     random_state: int = 0,
+    neighbors_kwargs: dict[str, Any] | None = None,
     point_size: float | None = None,
     cmap: str = "viridis",
     percentile: float = 99.0,
@@ -150,6 +156,9 @@ def embedding(
         Key of the coordinates in ``obsm``.
     n_neighbors, random_state
         UMAP neighbours and seed (also the PCA seed).
+    neighbors_kwargs
+        Extra arguments of :func:`scanpy.pp.neighbors` for UMAP, e.g. ``{"method": "gauss"}`` (skips the ~15 s
+        numba compilation of UMAP's connectivities on the first call of a session).
     point_size, cmap, percentile, legend, invert_y
         Marker area (points^2, default automatic), colour map and its upper percentile for numeric colours,
         legend for categories, and image-style y axis on spatial panels.
@@ -193,7 +202,7 @@ def embedding(
         raise ValueError(f"ax= takes a single panel, but this plot has {n_panels}; drop ax= or use one color.")
     basis_values = table.obsm[basis]
     basis_values = basis_values.to_numpy() if isinstance(basis_values, pd.DataFrame) else basis_values
-    xy = embedding_coordinates(basis_values, method, n_neighbors, random_state)
+    xy = embedding_coordinates(basis_values, method, n_neighbors, random_state, neighbors_kwargs)
 
     if ax is None:
         fig, axes = new_figure(2 if spatial else 1, len(keys), panel=(4.6, 3.8))

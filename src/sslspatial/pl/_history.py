@@ -140,6 +140,8 @@ def history(
         panels = dict(zip(groups, flat, strict=False))
         for extra in flat[n:]:
             extra.set_visible(False)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     styles = {"train": "-", "validation": "--", "test": ":", "": "-"}
     for quantity, members in groups.items():
         panel = panels[quantity]
@@ -157,6 +159,9 @@ def history(
         if log:
             low = min(float(curves[k].min()) for k in members)
             panel.set_yscale("log" if low > 0 else "symlog")
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            panel.yaxis.set_major_formatter(plain)
+            panel.yaxis.set_minor_formatter(plain if low > 0 else NullFormatter())
         panel.set_xlabel("epoch")
         if ax is None:
             panel.set_title(quantity)

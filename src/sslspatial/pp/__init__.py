@@ -16,3 +16,7 @@ __all__ += ["add_image_features", "crop_patches", "extract_patches", "image_feat
 from ._subspot_elements import subspots
 
 __all__ += ["subspots"]
+
+from ._tissue import tissue_grid, tissue_mask  # noqa: E402
+
+__all__ += ["tissue_grid", "tissue_mask"]

@@ -24,7 +24,7 @@ def _otsu(values: np.ndarray) -> float:
 def tissue_mask(image: SectionImage | Any, max_side: int = 1024) -> tuple[np.ndarray, int]:
     """Boolean tissue mask of an RGB image on a grid reduced by an integer ``step`` (returned with the mask).
 
-    Tissue = pixels more saturated than the Otsu threshold of the saturation (stained tissue is coloured, glass is
+    Tissue = pixels more saturated than the Otsu threshold of the saturation, clipped to [0.04, 0.1] (stained tissue is coloured, glass is
     grey / white), smoothed by a morphological opening and closing and with holes filled.
 
     Examples
@@ -39,7 +39,7 @@ def tissue_mask(image: SectionImage | Any, max_side: int = 1024) -> tuple[np.nda
     small = np.asarray(small.compute() if hasattr(small, "compute") else _load(small, slice(None), slice(None)))
     rgb = small[:3].astype(np.float32)
     saturation = (rgb.max(0) - rgb.min(0)) / np.maximum(rgb.max(0), 1e-6)
-    threshold = max(_otsu(saturation.ravel()), 0.05)
+    threshold = float(np.clip(_otsu(saturation.ravel()), 0.04, 0.1))  # glass: < 0.04; stained tissue: > 0.1
     mask = saturation > threshold
     mask = ndimage.binary_closing(ndimage.binary_opening(mask, iterations=2), iterations=2)
     return ndimage.binary_fill_holes(mask), step

@@ -14,3 +14,7 @@ from ._annotate import annotate, transfer  # noqa: E402
 from ._pretrain import pretrain_contrastive, pretrain_mask, pretrain_pseudolabel  # noqa: E402
 
 __all__ += ["annotate", "pretrain_contrastive", "pretrain_mask", "pretrain_pseudolabel", "transfer"]
+
+from ._hist2expr import hist2expr  # noqa: E402
+
+__all__ += ["hist2expr"]

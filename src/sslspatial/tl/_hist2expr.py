@@ -296,7 +296,7 @@ def _write(sdata, table, adata, model, genes, train_regions, validation, table_u
         else:
             section, region, index = extra_sections[name]
             if index is None:  # pseudo-spot grid: a new shapes element
-                index = pd.Index([f"{region}_{i}" for i in range(len(pred))])
+                index = pd.RangeIndex(len(pred))
                 gdf = gpd.GeoDataFrame({"radius": np.full(len(pred), section.size_px / 2)},
                                        geometry=points(section.centres_px), index=index)  # fmt: skip
                 from spatialdata.transformations import get_transformation

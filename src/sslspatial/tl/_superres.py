@@ -131,6 +131,7 @@ def superres(
     key_added: str | None = None,
     table_key_added: str | None = None,
     sample: bool = False,
+    spot_mean: Literal["observed", "fitted"] = "observed",
     max_epochs: int | None = None,
     batch_size: int = 128,
     lr: float = 3e-3,
@@ -186,6 +187,9 @@ def superres(
         Names of the new shapes and table (default ``f"{shapes_key}_subspots"``, ``f"{table_key}_superres"``).
     sample
         Also write ``layers["sample"]``.
+    spot_mean
+        ``"observed"``: the sub-spots of a spot sum exactly to its measured profile; ``"fitted"``: to the model's
+        fitted (denoised) spot mean.
     max_epochs, batch_size, lr
         Training (default epochs: ``min(300, max(30, 30000 // n_spots))``).
     n_hidden, n_latent, image_weight
@@ -211,6 +215,8 @@ def superres(
     if not _io.is_spatialdata(sdata):
         raise TypeError("superres needs a SpatialData with spot shapes; got " + type(sdata).__name__ + ".")
     layout, k, side = _layout(layout, n_subspots)
+    if spot_mean not in ("observed", "fitted"):
+        raise ValueError(f"spot_mean must be 'observed' or 'fitted', got {spot_mean!r}.")
     mods = dict(modalities) if modalities is not None else {table_key: likelihood}
     for name, lik in mods.items():
         if lik not in LIKELIHOODS:
@@ -291,7 +297,7 @@ def superres(
     model.train(max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, devices=devices,
                 plan_kwargs=plan_kwargs, **train_kwargs)  # fmt: skip
 
-    out = model.get_subspot_expression(sample=sample)
+    out = model.get_subspot_expression(sample=sample, spot_mean=spot_mean)
     means, draws = (out if sample else (out, None))
     _write(sdata, geom, pos, rows, table, work, means, draws, layout, side, k, key_added, table_key_added)
     return model
