@@ -87,8 +87,8 @@ def _pca_of_x(table: AnnData, n_pcs: int, seed: int) -> np.ndarray:
     check_finite(x, "X")
     if _is_counts(x):
         totals = np.asarray(x.sum(axis=1)).ravel()
-        scale = np.divide(np.median(totals[totals > 0]) if (totals > 0).any() else 1.0, totals, where=totals > 0)
-        scale[totals == 0] = 0.0
+        target = np.median(totals[totals > 0]) if (totals > 0).any() else 1.0
+        scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
         x = sp.diags(scale) @ x if sp.issparse(x) else x * scale[:, None]
         x = x.log1p() if sp.issparse(x) else np.log1p(x)
     else:

@@ -1,0 +1,197 @@
+"""Benchmark of ``ss.tl.hist2expr`` on her2st: leave one imaged section out (B4, C2, C3, C4, C5), 785 HVGs.
+
+Targets are ``log1p(counts / spot total * 1e4)`` with the total over the whole transcriptome. Per fold: train on four
+sections, predict the fifth from its image alone; per-gene Pearson over the 785 genes and over the 50 most variable
+(variance of the target over all five sections); training time. Same folds: ridge regression on colour / texture
+statistics of the same patches (``ss.pp.image_features(method="stats")``), and the model with each loss term removed.
+
+Usage: ``python benchmarks/hist2expr_her2st.py [--quick] [--ablation-folds C5,C3]``; writes
+``benchmarks/results/hist2expr_her2st.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import sslspatial as ss
+from sslspatial._io import get_image
+from sslspatial.metrics import pearson_per_gene
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "her2st"
+OUT = ROOT / "benchmarks" / "results"
+SECTIONS = ["B4", "C2", "C3", "C4", "C5"]
+DOWNSCALE = 4
+#: the default configuration measured here (also the package default where it matters)
+CONFIG = {
+    "patch_px": 64,
+    "spot_scale": 1.5,  # patch side = spot_scale x spot diameter
+    "max_epochs": 60,
+    "lr": 1e-3,
+    "n_validation_sections": 0,
+    "model_kwargs": {"dim": 128, "transformer_depth": 2, "heads": 4, "gnn_depth": 2, "embed_kernel": 8},
+}
+ABLATIONS = {
+    "no_mse": {"mse_weight": 0.0},
+    "no_likelihood": {"likelihood_weight": 0.0, "likelihood": "none"},
+    "no_distillation": {"distill_weight": 0.0},
+}
+
+
+def load():
+    sdata = ss.datasets.her2st(SECTIONS, path=DATA, genes="all", image_downscale=DOWNSCALE)
+    table = sdata.tables["table"]
+    table.obs["total_counts"] = np.asarray(table.X.sum(1)).ravel()
+    hvg = [str(g) for g in np.load(DATA / "genes" / "her_hvg_cut_1000.npy", allow_pickle=True)]
+    x = table[:, hvg].X.toarray()
+    target = np.log1p(x / table.obs["total_counts"].to_numpy()[:, None] * 1e4)
+    top50 = np.argsort(-target.var(0))[:50]
+    return sdata, hvg, target, top50
+
+
+def spot_diameter(sdata, section: str) -> float:
+    return float(2 * np.median(sdata.shapes[f"{section}_spots"]["radius"]))
+
+
+def summarise(r: np.ndarray, top50: np.ndarray) -> dict:
+    return {
+        "mean_pcc": float(np.nanmean(r)),
+        "median_pcc": float(np.nanmedian(r)),
+        "mean_pcc_top50": float(np.nanmean(r[top50])),
+        "median_pcc_top50": float(np.nanmedian(r[top50])),
+    }
+
+
+def ridge_fold(sdata, target, test, top50, scale):
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    table = sdata.tables["table"]
+    sec = table.obs["section"].astype(str).to_numpy()
+    feats = np.zeros((table.n_obs, len(ss.pp._image_features.STATS_FEATURE_NAMES)), np.float32)
+    for s in SECTIONS:
+        rows = np.flatnonzero(sec == s)
+        image = get_image(sdata, f"{s}_image", s)
+        feats[rows] = ss.pp.image_features(image, table.obsm["spatial"][rows], scale * spot_diameter(sdata, s))
+    train, test_rows = sec != test, sec == test
+    t0 = time.perf_counter()
+    scaler = StandardScaler().fit(feats[train])
+    ridge = RidgeCV(alphas=np.logspace(-1, 4, 12)).fit(scaler.transform(feats[train]), target[train])
+    pred = ridge.predict(scaler.transform(feats[test_rows]))
+    out = summarise(pearson_per_gene(target[test_rows], pred), top50)
+    out["train_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def model_fold(sdata, hvg, target, test, top50, overrides=None, shuffle=False, epochs=None):
+    config = {**CONFIG, **(overrides or {})}
+    table = sdata.tables["table"]
+    sec = table.obs["section"].astype(str).to_numpy()
+    train = [f"{s}_spots" for s in SECTIONS if s != test]
+    size = config["spot_scale"] * spot_diameter(sdata, test)
+    kwargs = {k: v for k, v in config.items() if k not in ("spot_scale", "max_epochs", "patch_px")}
+    if epochs is not None:
+        config["max_epochs"] = epochs
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    model = ss.tl.hist2expr(
+        sdata, table_key="table", genes=hvg, train_regions=train, predict_regions=[f"{test}_spots"],
+        spot_size=size, patch_px=config["patch_px"], library_key="total_counts", max_epochs=config["max_epochs"],
+        key_added="hist2expr", overwrite=True, train_kwargs={"enable_progress_bar": False}, **kwargs,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    pred_table = sdata.tables["hist2expr"]
+    rows = pred_table.obs["section"].to_numpy() == f"{test}_spots"
+    pred = pred_table.X[rows]
+    truth = target[np.flatnonzero(sec == test)]
+    out = summarise(pearson_per_gene(truth, pred), top50)
+    out["train_seconds"] = seconds
+    out["n_parameters"] = int(sum(p.numel() for p in model.module.parameters()))
+    return out
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# hist2expr on her2st (leave one section out)",
+        "",
+        f"Sections {', '.join(SECTIONS)}; 785 HVGs (`her_hvg_cut_1000.npy`); targets log1p(counts / total * 1e4); "
+        f"images downscaled x{DOWNSCALE}; CPU ({results['meta']['threads']} torch thread(s)), "
+        f"{results['meta']['platform']}. Written by `benchmarks/hist2expr_her2st.py"
+        f"{' --quick' if results['meta']['quick'] else ''}`.",
+        "",
+        f"Model configuration: `{json.dumps(results['meta']['config'])}`.",
+        "",
+        "| fold | method | mean PCC | median PCC | mean PCC top-50 | median PCC top-50 | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fold, methods in results["folds"].items():
+        for name, r in methods.items():
+            lines.append(
+                f"| {fold} | {name} | {r['mean_pcc']:.3f} | {r['median_pcc']:.3f} | {r['mean_pcc_top50']:.3f} | "
+                f"{r['median_pcc_top50']:.3f} | {r['train_seconds']:.0f} |"
+            )
+    lines += ["", "## Averages over the folds each method ran on", "", "| method | folds | mean PCC | mean PCC top-50 |",
+              "|---|---|---|---|"]  # fmt: skip
+    for name, r in results["average"].items():
+        lines.append(f"| {name} | {r['n_folds']} | {r['mean_pcc']:.3f} | {r['mean_pcc_top50']:.3f} |")
+    lines += ["", results["meta"]["note"], ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="two folds, 10 epochs, no ablations")
+    parser.add_argument("--ablation-folds", default="C5,C3", help="folds on which the ablations run ('all' or list)")
+    parser.add_argument("--folds", default="all")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    sdata, hvg, target, top50 = load()
+    folds = SECTIONS if args.folds == "all" else args.folds.split(",")
+    ablation_folds = SECTIONS if args.ablation_folds == "all" else [f for f in args.ablation_folds.split(",") if f]
+    epochs = None
+    if args.quick:
+        folds, ablation_folds, epochs = folds[-2:], [], 10
+    results = {"folds": {}, "meta": {}}
+    for fold in folds:
+        res = {"ridge_stats": ridge_fold(sdata, target, fold, top50, CONFIG["spot_scale"])}
+        res["hist2expr"] = model_fold(sdata, hvg, target, fold, top50, epochs=epochs)
+        if fold in ablation_folds:
+            for name, overrides in ABLATIONS.items():
+                res[f"hist2expr_{name}"] = model_fold(sdata, hvg, target, fold, top50, overrides, epochs=epochs)
+        results["folds"][fold] = res
+        print(fold, {k: round(v["mean_pcc"], 3) for k, v in res.items()}, flush=True)
+    names = sorted({n for r in results["folds"].values() for n in r})
+    results["average"] = {}
+    for name in names:
+        rs = [r[name] for r in results["folds"].values() if name in r]
+        results["average"][name] = {
+            "n_folds": len(rs),
+            **{k: float(np.mean([r[k] for r in rs])) for k in ("mean_pcc", "mean_pcc_top50", "train_seconds")},
+        }
+    note = (
+        "Ablations ran on folds " + ", ".join(ablation_folds) + " only (CPU time)." if ablation_folds != SECTIONS
+        else "Ablations ran on every fold."
+    )  # fmt: skip
+    results["meta"] = {"config": {**CONFIG, "max_epochs": epochs or CONFIG["max_epochs"]}, "quick": args.quick,
+                       "threads": torch.get_num_threads(), "platform": platform.processor() or platform.machine(),
+                       "note": note}  # fmt: skip
+    OUT.mkdir(parents=True, exist_ok=True)
+    name = "hist2expr_her2st" + ("_quick" if args.quick else "")
+    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (OUT / f"{name}.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Sub-spot shapes written by ss.pp.subspots, checked against hand-computed centres."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+import spatialdata as sd
+from spatialdata.models import ShapesModel
+from spatialdata.transformations import Scale, get_transformation
+
+import sslspatial as ss
+from sslspatial.pp._subspot_elements import n_subspots_of, pseudo_spots, spot_geometry
+
+
+def _circles(centres, radius, transformations=None):
+    gdf = gpd.GeoDataFrame({"radius": np.full(len(centres), radius)}, geometry=shapely.points(np.asarray(centres)))
+    gdf.index = [f"spot{i}" for i in range(len(centres))]
+    return ShapesModel.parse(gdf, transformations=transformations)
+
+
+def test_hexagon_subspots_match_hand_computed_centres():
+    scale = Scale([2.0, 2.0], axes=("x", "y"))
+    sdata = sd.SpatialData(shapes={"spots": _circles([[0.0, 0.0], [10.0, 5.0]], 3.0, {"global": scale})})
+    key = ss.pp.subspots(sdata, shapes_key="spots", layout="hexagon")
+    assert key == "spots_subspots"
+    sub = sdata.shapes[key]
+    s3 = np.sqrt(3.0)
+    ring = np.array([[0, 0], [2, 0], [1, s3], [-1, s3], [-2, 0], [-1, -s3], [1, -s3]])  # r = 3: 2r/3 = 2
+    expected = np.vstack([ring, ring + [10.0, 5.0]])
+    got = np.c_[sub.geometry.x, sub.geometry.y]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    np.testing.assert_allclose(sub["radius"].to_numpy(), 1.0)
+    assert sub["spot"].tolist() == ["spot0"] * 7 + ["spot1"] * 7
+    assert sub["subspot"].tolist() == list(range(7)) * 2
+    assert sub.index[8] == "spot1_1"
+    assert get_transformation(sub, "global") == scale
+
+
+def test_square_subspots_of_polygon_bins_tile_the_bin():
+    boxes = [shapely.box(0, 0, 4, 4), shapely.box(4, 0, 8, 4)]
+    sdata = sd.SpatialData(shapes={"bins": ShapesModel.parse(gpd.GeoDataFrame(geometry=boxes))})
+    ss.pp.subspots(sdata, shapes_key="bins", layout="square", n_per_side=2, key_added="sub")
+    sub = sdata.shapes["sub"]
+    got = np.c_[sub.geometry.x, sub.geometry.y]
+    expected = [[1, 1], [3, 1], [1, 3], [3, 3], [5, 1], [7, 1], [5, 3], [7, 3]]  # row-major over y, then x
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    np.testing.assert_allclose(sub["radius"].to_numpy(), 1.0)
+    # 3 x 3 grid: centres at -r + (i + 0.5) * 2r / 3
+    ss.pp.subspots(sdata, shapes_key="bins", layout="square", n_per_side=3, key_added="sub3")
+    xs = np.unique(np.round(sdata.shapes["sub3"].geometry.x.to_numpy()[:9], 9))
+    np.testing.assert_allclose(xs, [2 / 3, 2.0, 10 / 3])
+
+
+def test_subspots_refuses_other_geometries_and_existing_keys():
+    # spatialdata refuses such elements on parse, so corrupt valid ones in place
+    sdata = sd.SpatialData(shapes={"spots": _circles([[0.0, 0.0]], 1.0)})
+    sdata.shapes["spots"]["geometry"] = gpd.GeoSeries([shapely.LineString([(0, 0), (1, 1)])], index=["spot0"])
+    with pytest.raises(ValueError, match=r"circles .* or polygons"):
+        ss.pp.subspots(sdata, shapes_key="spots")
+    sdata = sd.SpatialData(shapes={"spots": _circles([[0.0, 0.0]], 1.0)})
+    del sdata.shapes["spots"]["radius"]
+    with pytest.raises(ValueError, match="points without a 'radius'"):
+        ss.pp.subspots(sdata, shapes_key="spots")
+    sdata = sd.SpatialData(shapes={"spots": _circles([[0.0, 0.0]], 1.0)})
+    ss.pp.subspots(sdata, shapes_key="spots")
+    with pytest.raises(ValueError, match="already exists"):
+        ss.pp.subspots(sdata, shapes_key="spots")
+    ss.pp.subspots(sdata, shapes_key="spots", overwrite=True)
+    with pytest.raises(KeyError, match="available shapes"):
+        ss.pp.subspots(sdata, shapes_key="nope")
+    with pytest.raises(ValueError, match="Unknown sub-spot layout"):
+        n_subspots_of("triangle")
+
+
+def test_polygon_radius_and_pseudo_spots_sum_exactly():
+    sdata = sd.SpatialData(shapes={"bins": ShapesModel.parse(gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 2, 2)]))})
+    assert spot_geometry(sdata, "bins", "square").radius == pytest.approx(1.0)
+    assert spot_geometry(sdata, "bins", "hexagon").radius == pytest.approx(np.sqrt(4 / np.pi))
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 10, (300, 2))
+    counts = rng.poisson(2.0, (300, 3)).astype(float)
+    for layout in ("square", "hexagon"):
+        out = pseudo_spots(pts, counts, 2.0, layout)
+        k = 4 if layout == "square" else 7
+        np.testing.assert_allclose(out["subspots"].reshape(-1, k, 3).sum(1), out["spots"])
+        np.testing.assert_allclose(out["spots"].sum(0), counts.sum(0))  # every point lands in one spot
+        assert out["n_points"].sum() == 300
+    # hand-computed square case: bins of side 1 anchored at the minimum point (0, 0)
+    out = pseudo_spots(np.array([[0.0, 0.0], [0.9, 0.1], [1.6, 0.2]]), np.eye(3), 1.0)
+    np.testing.assert_allclose(out["centres"], [[0.5, 0.5], [1.5, 0.5]])
+    np.testing.assert_allclose(out["subspots"][:4], [[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]])
+    np.testing.assert_allclose(out["subspots"][4:], [[0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0]])

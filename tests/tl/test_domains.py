@@ -1,0 +1,156 @@
+"""Tests of ss.tl.domains: recovery of known domains, smoothing, per-section clustering, errors, real osmFISH data."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import adjusted_rand_score
+
+import sslspatial as ss
+from sslspatial.tl._domains import smooth_features
+
+
+def _blobs(n_per: int = 60, n_blobs: int = 3, sections: int = 1, seed: int = 0) -> tuple[ad.AnnData, np.ndarray]:
+    """Cells in well-separated feature blobs (distance 20, sd 1): any sensible clustering recovers them exactly."""
+    rng = np.random.default_rng(seed)
+    truth = np.tile(np.repeat(np.arange(n_blobs), n_per), sections)
+    centres = 20.0 * np.eye(n_blobs, 4)
+    feat = centres[truth] + rng.normal(size=(truth.size, 4))
+    adata = ad.AnnData(np.ones((truth.size, 2), dtype=np.float32))
+    adata.obsm["emb"] = feat
+    adata.obs["section"] = pd.Categorical(np.repeat([f"s{i}" for i in range(sections)], n_per * n_blobs))
+    return adata, truth
+
+
+def _grid_two_halves(side: int = 20, noise: float = 1.6, seed: int = 0) -> tuple[ad.AnnData, np.ndarray]:
+    """A side x side grid, left half domain 0, right half domain 1; features = domain mean (+-1) + heavy noise."""
+    rng = np.random.default_rng(seed)
+    xx, yy = np.meshgrid(np.arange(side), np.arange(side))
+    coords = np.c_[xx.ravel(), yy.ravel()].astype(float)
+    truth = (coords[:, 0] >= side / 2).astype(int)
+    feat = np.c_[2.0 * truth - 1.0, np.zeros(truth.size)] + rng.normal(scale=noise, size=(truth.size, 2))
+    adata = ad.AnnData(np.ones((truth.size, 2), dtype=np.float32))
+    adata.obsm["spatial"] = coords
+    adata.obsm["emb"] = feat
+    ss.pp.build_graph(adata, method="knn", n_neighs=8)
+    return adata, truth
+
+
+def test_gmm_recovers_separated_domains_and_orders_labels_by_size():
+    adata, truth = _blobs()
+    adata = adata[np.r_[0:60, 60:90, 120:180]].copy()  # sizes 60, 30, 60
+    truth = truth[np.r_[0:60, 60:90, 120:180]]
+    ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=3)
+    labels = adata.obs["domains"]
+    assert isinstance(labels.dtype, pd.CategoricalDtype)
+    assert list(labels.cat.categories) == ["0", "1", "2"]
+    assert adjusted_rand_score(truth, labels) == 1.0
+    assert labels.value_counts()["2"] == 30  # the smallest domain gets the last label
+    assert labels.iloc[0] == "0"  # size tie between blobs 0 and 2: the first seen comes first
+    params = adata.uns["domains"]["params"]
+    assert params == {"use_rep": "emb", "method": "gmm", "per_section": False, "smooth": 0, "seed": 0, "n_domains": 3}
+
+
+def test_leiden_resolution_search_hits_the_requested_number():
+    adata, truth = _blobs(n_blobs=4)
+    ss.tl.domains(adata, use_rep="emb", method="leiden", n_domains=4, key_added="leiden_domains")
+    labels = adata.obs["leiden_domains"]
+    assert labels.nunique() == 4
+    assert adjusted_rand_score(truth, labels) == 1.0
+    assert adata.uns["leiden_domains"]["resolution"]["all"] > 0
+
+
+def test_leiden_without_n_domains_uses_the_resolution_and_is_deterministic():
+    adata, _ = _blobs()
+    ss.tl.domains(adata, use_rep="emb", method="leiden", resolution=0.5)
+    first = adata.obs["domains"].to_numpy()
+    assert adata.uns["domains"]["resolution"]["all"] == 0.5
+    ss.tl.domains(adata, use_rep="emb", method="leiden", resolution=0.5, overwrite=True)
+    np.testing.assert_array_equal(first, adata.obs["domains"].to_numpy())
+
+
+def test_per_section_clusters_each_section_and_prefixes_labels():
+    adata, truth = _blobs(sections=2)
+    ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=3, per_section=True, library_key="section")
+    labels = adata.obs["domains"].astype(str)
+    for s in ("s0", "s1"):
+        mask = (adata.obs["section"] == s).to_numpy()
+        assert set(labels[mask]) == {f"{s}_0", f"{s}_1", f"{s}_2"}
+        assert adjusted_rand_score(truth[mask], labels[mask]) == 1.0
+    # jointly, the same domains in both sections share labels
+    ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=3, overwrite=True)
+    assert adjusted_rand_score(truth, adata.obs["domains"]) == 1.0
+    assert adata.obs["domains"].nunique() == 3
+
+
+def test_smooth_features_is_the_closed_neighbourhood_mean():
+    path = sp.csr_matrix(np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=float) * 5.0)  # weights ignored
+    rep = np.array([[0.0], [3.0], [6.0]])
+    once = smooth_features(path, rep, 1)
+    np.testing.assert_allclose(once.ravel(), [1.5, 3.0, 4.5])
+    twice = smooth_features(path, rep, 2)
+    np.testing.assert_allclose(twice.ravel(), [2.25, 3.0, 3.75])
+
+
+def test_smoothing_makes_noisy_domains_recoverable():
+    adata, truth = _grid_two_halves()
+    ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=2, key_added="raw")
+    ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=2, smooth=3, key_added="smoothed")
+    raw = adjusted_rand_score(truth, adata.obs["raw"])
+    smoothed = adjusted_rand_score(truth, adata.obs["smoothed"])
+    assert smoothed > 0.8
+    assert smoothed > raw + 0.3
+    assert adata.uns["smoothed"]["params"]["smooth"] == 3
+
+
+def test_pca_of_counts_and_spatialdata_input():
+    sdata = ss.datasets.synthetic_tissue(n_cells=300, n_genes=20, n_domains=3, spot_layouts=(), image=False)
+    ss.tl.domains(sdata, use_rep="X", method="gmm", n_domains=3)
+    table = sdata.tables["table"]
+    assert table.obs["domains"].nunique() == 3
+    assert "X_pca" not in table.obsm  # the on-the-fly PCA is not stored
+    # the clustering follows expression: cell types (which drive expression) are far from random in each domain
+    assert adjusted_rand_score(table.obs["cell_type"], table.obs["domains"]) > 0.1
+
+
+def test_errors_are_clear_and_raised_before_work():
+    adata, _ = _blobs()
+    with pytest.raises(ValueError, match="method"):
+        ss.tl.domains(adata, use_rep="emb", method="kmeans", n_domains=3)
+    with pytest.raises(ValueError, match="n_domains"):
+        ss.tl.domains(adata, use_rep="emb", method="gmm")
+    with pytest.raises(KeyError, match=r"ss\.tl\.pretrain_mask"):
+        ss.tl.domains(adata, method="gmm", n_domains=3)  # default use_rep X_pretrain_mask is missing
+    with pytest.raises(KeyError, match="aggregate_neighbors"):
+        ss.tl.domains(adata, use_rep="X_nhood", method="gmm", n_domains=3)
+    with pytest.raises(KeyError, match="build_graph"):
+        ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=3, smooth=1)
+    with pytest.raises(ValueError, match="smooth"):
+        ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=3, smooth=-1)
+    with pytest.raises(ValueError, match="exceeds the number of cells"):
+        ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=1000)
+    with pytest.raises(KeyError, match="library_key"):
+        ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=3, per_section=True, library_key="nope")
+    assert "domains" not in adata.obs
+    ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=3)
+    with pytest.raises(KeyError, match="overwrite=True"):
+        ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=3)
+
+
+@pytest.mark.slow
+def test_osmfish_neighbourhood_aggregation_beats_pca(shared_data):
+    """Real data: on osmFISH, Leiden domains of CellCharter-style aggregates match the 11 regions better than PCA."""
+    adata = ss.datasets.osmfish(path=shared_data / "osmfish")
+    regions = adata.obs["region"]
+    ss.pp.build_graph(adata, method="knn", n_neighs=10)
+    ss.pp.aggregate_neighbors(adata, n_hops=2, use_rep="X")
+    ss.tl.domains(adata, use_rep="X", method="leiden", n_domains=11, key_added="pca_domains")
+    ss.tl.domains(adata, use_rep="X_nhood", method="leiden", n_domains=11, key_added="nhood_domains")
+    ari_pca = adjusted_rand_score(regions, adata.obs["pca_domains"])
+    ari_nhood = adjusted_rand_score(regions, adata.obs["nhood_domains"])
+    assert adata.obs["nhood_domains"].nunique() == 11
+    assert ari_nhood > ari_pca + 0.05, (ari_nhood, ari_pca)
+    assert ari_nhood > 0.45

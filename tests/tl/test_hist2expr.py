@@ -1,0 +1,205 @@
+"""``ss.tl.hist2expr`` / ``Hist2Expr`` on tiny synthetic data: loss terms, save & load, image-only prediction, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scvi.distributions import NegativeBinomial, Poisson, ZeroInflatedNegativeBinomial
+
+import sslspatial as ss
+from sslspatial.data._patch_loader import (
+    COUNTS_KEY,
+    EDGE_INDEX_KEY,
+    LIBRARY_KEY,
+    PATCHES_KEY,
+    POSITIONS_KEY,
+    grid_positions,
+    knn_edges,
+    partition_windows,
+)
+from sslspatial.module._hist2expr import Hist2ExprModule
+
+TINY = {"embed_kernel": 4, "channels": 8, "convmixer_depth": 1, "down_channels": 2, "dim": 16, "transformer_depth": 1,
+        "heads": 2, "gnn_depth": 2, "n_pos": 16}  # fmt: skip
+
+
+def _batch(n=6, genes=5, px=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coords = np.stack(np.meshgrid(np.arange(3), np.arange(2)), -1).reshape(-1, 2).astype(float)[:n]
+    counts = torch.poisson(torch.full((n, genes), 3.0), generator=g)
+    return {
+        PATCHES_KEY: torch.rand(n, 3, px, px, generator=g),
+        POSITIONS_KEY: torch.from_numpy(grid_positions(coords, 1.0)),
+        EDGE_INDEX_KEY: torch.from_numpy(knn_edges(coords, 4, 1.5)),
+        COUNTS_KEY: counts,
+        LIBRARY_KEY: counts.sum(1, keepdim=True) * 2,  # total over a larger transcriptome
+    }
+
+
+@pytest.mark.parametrize("likelihood", ["zinb", "nb", "poisson", "gaussian"])
+def test_each_loss_term_matches_hand_computation(likelihood):
+    module = Hist2ExprModule(5, patch_px=16, likelihood=likelihood, n_views=2, **TINY)
+    module.eval()  # deterministic forward (no augmentation, no dropout)
+    batch = _batch()
+    inf = module.inference(**module._get_inference_input(batch))
+    gen = module.generative(**module._get_generative_input(batch, inf))
+    out = module.loss(batch, inf, gen, mse_weight=1.0, likelihood_weight=0.25, distill_weight=0.5)
+    x, lib = batch[COUNTS_KEY], batch[LIBRARY_KEY]
+    target = torch.log1p(x / lib * 1e4)
+    mse = ((gen["y_hat"] - target) ** 2).mean(1)
+    mu = gen.get("rate", torch.zeros(1)) * x.sum(1, keepdim=True)
+    if likelihood == "zinb":
+        nll = -ZeroInflatedNegativeBinomial(mu=mu, theta=module.log_theta.exp(), zi_logits=gen["zi_logits"]).log_prob(x)
+    elif likelihood == "nb":
+        nll = -NegativeBinomial(mu=mu, theta=module.log_theta.exp()).log_prob(x)
+    elif likelihood == "poisson":
+        nll = -torch.distributions.Poisson(mu).log_prob(x)  # torch's own Poisson, independent of scvi's
+        assert torch.allclose(nll, -Poisson(mu).log_prob(x), atol=1e-5)
+    else:
+        sigma = module.log_sigma.exp()
+        nll = 0.5 * ((target - gen["y_hat"]) / sigma) ** 2 + torch.log(sigma) + 0.5 * np.log(2 * np.pi)
+    assert torch.allclose(out.reconstruction_loss["mse"], mse, atol=1e-6)
+    assert torch.allclose(out.reconstruction_loss["nll"], 0.25 * nll.mean(1), atol=1e-5)
+    # eval mode: no distillation; the total is the mean over spots of the weighted sum
+    assert torch.allclose(out.reconstruction_loss["distill"], torch.zeros(6))
+    assert torch.allclose(out.loss, (mse + 0.25 * nll.mean(1)).mean(), atol=1e-5)
+
+
+def test_distillation_is_mse_to_a_stop_gradient_teacher():
+    module = Hist2ExprModule(5, patch_px=16, likelihood="none", likelihood_weight=0.0, n_views=3, **TINY)
+    module.train()
+    batch = _batch()
+    torch.manual_seed(1)
+    inf = module.inference(**module._get_inference_input(batch))
+    gen = module.generative(**module._get_generative_input(batch, inf))
+    state = torch.random.get_rng_state()
+    out = module.loss(batch, inf, gen, mse_weight=0.0, distill_weight=1.0)
+    torch.random.set_rng_state(state)  # same augmentations again -> the teacher by hand
+    teacher = module.teacher(batch)
+    expected = ((gen["y_hat"] - teacher) ** 2).mean(1)
+    assert not teacher.requires_grad
+    assert torch.allclose(out.reconstruction_loss["distill"], expected, atol=1e-4)
+    out.loss.backward()  # gradients reach the student only (teacher computed without a graph)
+    assert module.gene_head.weight.grad is not None and module.gene_head.weight.grad.abs().sum() > 0
+
+
+def test_windows_graph_and_positions_hand_computed():
+    coords = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [10.0, 10.0]])
+    edges = knn_edges(coords, k=4, max_distance=1.5)
+    expected = {(0, 1), (1, 0), (1, 2), (2, 1), (0, 3), (3, 0), (1, 3), (3, 1)}
+    assert set(map(tuple, edges.T.tolist())) == expected  # node 4 isolated (pruned), graph symmetric
+    assert grid_positions(coords * 100 + 7, 100.0).tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [10, 10]]
+    windows = partition_windows(np.random.default_rng(0).uniform(0, 1, (50, 2)), 8)
+    assert sorted(np.concatenate(windows).tolist()) == list(range(50)) and max(map(len, windows)) <= 8
+
+
+@pytest.fixture(scope="module")
+def tissue():
+    from sslspatial.datasets._synthetic import synthetic_tissue
+
+    return synthetic_tissue(n_cells=1200, n_genes=20, n_sections=3, spot_layouts=("visium",), seed=1)
+
+
+def _fit(sdata, **kwargs):
+    args = {"table_key": "table_visium", "image_key": "he", "section_key": "section", "patch_px": 16,
+            "train_regions": ["section_0", "section_1"], "predict_regions": ["section_2"], "n_validation_sections": 0,
+            "max_epochs": 2, "model_kwargs": TINY, "train_kwargs": {"enable_progress_bar": False}}  # fmt: skip
+    return ss.tl.hist2expr(sdata, **{**args, **kwargs})
+
+
+def test_hist2expr_writes_table_layer_and_pearson(tissue):
+    sdata = tissue
+    model = _fit(sdata, key_added="h2e", overwrite=True)
+    out = sdata.tables["h2e"]
+    table = sdata.tables["table_visium"]
+    assert out.n_obs == table.n_obs and list(out.var_names) == list(table.var_names)
+    assert set(out.obs["split"]) == {"train", "predict"}
+    # the stored Pearson is the per-gene Pearson of the written prediction against log1p(x / total * 1e4)
+    rows = np.flatnonzero(table.obs["section"].astype(str).to_numpy() == "section_2")
+    x = np.asarray(table.X[rows].todense() if hasattr(table.X, "todense") else table.X[rows])
+    truth = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1e-8) * 1e4)
+    pred = out[out.obs["section"] == "section_2"].X
+    np.testing.assert_allclose(out.var["pearson_section_2"], ss.metrics.pearson_per_gene(truth, pred), atol=1e-5)
+    np.testing.assert_allclose(table.layers["h2e"][rows], pred, atol=1e-6)
+    assert out.uns["h2e"]["mean_pearson"]["section_2"]["split"] == "predict"
+    # model predictions on its own source (training sections) equal the written ones
+    own = model.predict()
+    train_rows = np.flatnonzero(table.obs["section"].astype(str).to_numpy() == "section_0")
+    np.testing.assert_allclose(own[train_rows], table.layers["h2e"][train_rows], atol=1e-5)
+    with pytest.raises(ValueError, match="already exists"):
+        _fit(sdata, key_added="h2e")
+
+
+def test_save_load_roundtrip(tissue, tmp_path):
+    model = _fit(tissue, key_added="h2e_save", overwrite=True)
+    before = model.predict()
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = ss.model.Hist2Expr.load(tmp_path / "m", adata=model.adata)
+    loaded.set_patch_source(model.patch_source)
+    np.testing.assert_allclose(loaded.predict(), before, atol=1e-5)
+
+
+def test_prediction_on_image_only_regions(tissue):
+    sdata = tissue
+    _fit(sdata, predict_regions=["he"], key_added="h2e_grid", overwrite=True)
+    grid = sdata.shapes["he_h2e_grid_grid"]
+    out = sdata.tables["h2e_grid"]
+    sub = out[out.obs["region"] == "he_h2e_grid_grid"]
+    assert sub.n_obs == len(grid) > 0 and np.isfinite(sub.X).all()
+    assert np.isnan(sub.layers["measured"]).all()  # no measurement under a pseudo-spot
+    # grid pseudo-spots lie on the tissue: their centres map inside the sections' extent
+    from spatialdata import get_centroids
+
+    centroids = get_centroids(grid, coordinate_system="global")
+    xy = (centroids.compute() if hasattr(centroids, "compute") else centroids)[["x", "y"]].to_numpy()
+    spots = sdata.tables["table_visium"].obsm["spatial"]
+    assert xy.min() >= spots.min() - 100 and xy.max() <= spots.max() + 100
+    # a shapes element without measurements is predicted too
+    import geopandas as gpd
+    from spatialdata.models import ShapesModel
+
+    sdata.shapes["extra_spots"] = ShapesModel.parse(gpd.GeoDataFrame(sdata.shapes["spots_visium"].iloc[:5].copy()))
+    _fit(sdata, predict_regions=["extra_spots"], key_added="h2e_extra", overwrite=True)
+    assert (sdata.tables["h2e_extra"].obs["region"] == "extra_spots").sum() == 5
+
+
+def test_bad_inputs_raise_before_training(tissue, monkeypatch):
+    sdata = tissue
+    calls = []
+    monkeypatch.setattr(ss.model.Hist2Expr, "train", lambda self, **kw: calls.append(1))
+    with pytest.raises(ValueError, match="missing from table"):
+        _fit(sdata, genes=["gene_0", "not_a_gene"])
+    with pytest.raises(ValueError, match="no room for 1 validation"):
+        _fit(sdata, train_regions=["section_0"], n_validation_sections=1)
+    with pytest.raises(ValueError, match="has no image"):
+        _fit(sdata, predict_regions=["nowhere"])
+    with pytest.raises(KeyError, match="has no image"):
+        _fit(sdata, image_key={"section_0": "he", "section_1": "he"})
+    from spatialdata.transformations import Identity, get_transformation, remove_transformation, set_transformation
+
+    original = get_transformation(sdata.images["he"], "global")
+    set_transformation(sdata.images["he"], Identity(), "elsewhere")
+    remove_transformation(sdata.images["he"], "global")
+    try:
+        with pytest.raises(ValueError, match="no transformation"):
+            _fit(sdata)
+    finally:
+        set_transformation(sdata.images["he"], original, "global")
+        remove_transformation(sdata.images["he"], "elsewhere")
+    from spatialdata.transformations import Scale, Sequence
+
+    set_transformation(sdata.images["he"], Sequence([original, Scale([50.0, 50.0], axes=("x", "y"))]), "global")
+    try:
+        with pytest.raises(ValueError, match="fall outside their image"):
+            _fit(sdata)
+    finally:
+        set_transformation(sdata.images["he"], original, "global")
+    he = sdata.images["he"]
+    sdata.images["he"] = he.astype(np.float32)
+    try:
+        with pytest.raises(ValueError, match="not uint8"):
+            _fit(sdata)
+    finally:
+        sdata.images["he"] = he
+    assert not calls

@@ -1,0 +1,216 @@
+"""ss.tl.superres / SUPERRES on tiny synthetic spot grids: outputs, exact sums, likelihoods, save/load, multi-omics,
+and every bad-input error."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import shapely
+import spatialdata as sd
+import torch
+from anndata import AnnData
+from scvi.distributions import ZeroInflatedNegativeBinomial
+from spatialdata.models import Image2DModel, ShapesModel, TableModel
+from spatialdata.transformations import Identity, Scale
+
+import sslspatial as ss
+from sslspatial.model import SUPERRES
+from sslspatial.model._superres import graph_context_features, kernel_interpolation, uniform_split
+from sslspatial.module._superres import SuperResModule
+
+FAST = {"max_epochs": 2, "n_hidden": 16, "n_latent": 8, "batch_size": 32}
+
+
+def _grid_sdata(n_side=6, n_genes=5, seed=0, tables=("table",), image=False):
+    """Square bins of side 2 on an n x n grid, NB-ish counts with a left-right gradient, knn-8 graph."""
+    rng = np.random.default_rng(seed)
+    xs, ys = np.meshgrid(np.arange(n_side) * 2.0 + 1, np.arange(n_side) * 2.0 + 1)
+    centres = np.c_[xs.ravel(), ys.ravel()]
+    n = len(centres)
+    shapes = ShapesModel.parse(
+        gpd.GeoDataFrame(geometry=[shapely.box(x - 1, y - 1, x + 1, y + 1) for x, y in centres]),
+        transformations={"global": Identity()},
+    )
+    out = {}
+    for t, name in enumerate(tables):
+        rate = np.exp(1.0 + 0.15 * centres[:, :1] * (np.arange(n_genes) % 2 * 2 - 1) / n_side + 0.3 * t)
+        adata = AnnData(
+            rng.poisson(rate).astype(np.float32),
+            obs=pd.DataFrame({"region": pd.Categorical(["spots"] * n), "spot_id": np.arange(n)}, index=[f"s{i}" for i in range(n)]),
+            var=pd.DataFrame(index=[f"{name}_g{g}" for g in range(n_genes)]),
+        )
+        adata.obsm["spatial"] = centres.copy()
+        out[name] = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
+    images = {}
+    if image:
+        img = rng.integers(0, 255, (3, 8 * n_side, 8 * n_side), dtype=np.uint8)
+        images["he"] = Image2DModel.parse(img, dims=("c", "y", "x"), transformations={"global": Scale([0.25, 0.25], axes=("x", "y"))})
+    sdata = sd.SpatialData(shapes={"spots": shapes}, tables=out, images=images)
+    ss.pp.build_graph(sdata, table_key=tables[0], method="knn", n_neighs=8)
+    return sdata
+
+
+def test_superres_writes_elements_and_sums_exactly():
+    sdata = _grid_sdata()
+    before = sdata.tables["table"].copy()
+    model = ss.tl.superres(sdata, shapes_key="spots", layout="square", n_subspots=4, sample=True, **FAST)
+    out = sdata.tables["table_superres"]
+    assert out.n_obs == 4 * before.n_obs and out.n_vars == before.n_vars
+    assert len(sdata.shapes["spots_subspots"]) == out.n_obs
+    assert out.uns["spatialdata_attrs"]["region"] == "spots_subspots"
+    np.testing.assert_array_equal(out.obs["instance_id"].to_numpy(), sdata.shapes["spots_subspots"].index.to_numpy())
+    assert out.obs["spot_obs"].tolist()[:5] == ["s0"] * 4 + ["s1"]
+    # sub-spot centres of bin s0 (centre (1, 1), side 2): (0.5, 0.5), (1.5, 0.5), (0.5, 1.5), (1.5, 1.5)
+    np.testing.assert_allclose(out.obsm["spatial"][:4], [[0.5, 0.5], [1.5, 0.5], [0.5, 1.5], [1.5, 1.5]])
+    # observed mode: the K sub-spots of a spot sum to the measured spot, exactly (float32 rounding)
+    x = before.X
+    np.testing.assert_allclose(out.X.reshape(-1, 4, out.n_vars).sum(1), x, rtol=1e-5, atol=1e-4)
+    assert (out.X >= 0).all() and (out.layers["sample"] == np.round(out.layers["sample"])).all()
+    # fitted mode: they sum to the fitted spot mean
+    means, spot = model.get_subspot_expression(spot_mean="fitted", return_spot_mean=True)
+    np.testing.assert_allclose(means.reshape(-1, 4, out.n_vars).sum(1), spot, rtol=1e-5, atol=1e-5)
+    # the spot table is untouched
+    after = sdata.tables["table"]
+    np.testing.assert_array_equal(after.X, before.X)
+    assert list(after.obs.columns) == list(before.obs.columns) and set(after.obsm) == set(before.obsm)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    with pytest.raises(ValueError, match="already exists"):
+        ss.tl.superres(sdata, shapes_key="spots", layout="square", **FAST)
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson", "gaussian"])
+def test_each_likelihood_matches_reference_log_prob(likelihood):
+    torch.manual_seed(0)
+    module = SuperResModule([6], [likelihood], n_subspots=4, n_hidden=8, n_latent=4)
+    with torch.no_grad():
+        module.log_theta.normal_()
+        module.log_sigma.normal_()
+    x = torch.poisson(torch.full((3, 6), 3.0))
+    mean = torch.rand(3, 6) * 5 + 0.1
+    zi = torch.randn(3, 6)
+    got = module._log_likelihood(x, mean, [zi])
+    theta, sigma = module.log_theta.exp(), module.log_sigma.exp()
+    if likelihood == "nb":  # torch: total_count = theta, logits = log(mean / theta)
+        ref = torch.distributions.NegativeBinomial(total_count=theta, logits=mean.log() - theta.log()).log_prob(x)
+    elif likelihood == "zinb":
+        nb = torch.distributions.NegativeBinomial(total_count=theta, logits=mean.log() - theta.log()).log_prob(x)
+        pi = torch.sigmoid(zi)
+        ref = torch.where(x == 0, torch.log(pi + (1 - pi) * nb.exp()), torch.log(1 - pi) + nb)
+        alt = ZeroInflatedNegativeBinomial(mu=mean, theta=theta, zi_logits=zi).log_prob(x)
+        torch.testing.assert_close(got, alt.sum(-1), rtol=1e-5, atol=1e-4)
+    elif likelihood == "poisson":
+        ref = torch.distributions.Poisson(mean).log_prob(x)
+    else:
+        ref = torch.distributions.Normal(mean, sigma).log_prob(x)
+    torch.testing.assert_close(got, ref.sum(-1), rtol=1e-5, atol=1e-4)
+
+
+def test_module_sum_constraint_for_every_likelihood():
+    module = SuperResModule([4, 3], ["nb", "gaussian"], n_subspots=7, n_subspot_features=2, n_hidden=8, n_latent=4)
+    x = torch.cat([torch.poisson(torch.full((5, 4), 6.0)), torch.randn(5, 3)], 1)
+    feats = torch.randn(5, 7 * 2)
+    edges = torch.zeros(2, 0, dtype=torch.long)
+    for mode in ("fitted", "observed"):
+        out = module.subspot_means(x, x, edges, feats, spot_mean=mode)
+        torch.testing.assert_close(out["subspot_mean"].sum(1), out["spot_mean"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["spot_mean"], x)
+    # count sub-spots are a non-negative split; Gaussian ones are spot / K plus zero-sum deviations
+    assert (out["subspot_mean"][..., :4] >= 0).all()
+
+
+def test_save_load_reproduces_outputs(tmp_path):
+    sdata = _grid_sdata()
+    model = ss.tl.superres(sdata, shapes_key="spots", layout="hexagon", **FAST)
+    ref = model.get_subspot_expression()
+    model.save(tmp_path / "m", save_anndata=True)
+    loaded = SUPERRES.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.get_subspot_expression(), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6)
+    assert ref.shape == (7 * 36, 5)
+
+
+def test_multi_omics_per_modality_likelihoods():
+    sdata = _grid_sdata(tables=("rna", "protein"))
+    model = ss.tl.superres(
+        sdata, shapes_key="spots", table_key="rna", modalities={"rna": "nb", "protein": "poisson"},
+        layout="square", **FAST,
+    )  # fmt: skip
+    out = sdata.tables["rna_superres"]
+    assert model.module.likelihoods == ["nb", "poisson"] and model.module.modality_sizes == [5, 5]
+    assert out.var["modality"].tolist() == ["rna"] * 5 + ["protein"] * 5
+    spots = np.c_[sdata.tables["rna"].X, sdata.tables["protein"].X]
+    np.testing.assert_allclose(out.X.reshape(-1, 4, 10).sum(1), spots, rtol=1e-5, atol=1e-4)
+
+
+def test_image_mode_uses_image_features():
+    sdata = _grid_sdata(image=True)
+    model = ss.tl.superres(sdata, shapes_key="spots", image_key="he", layout="square", **FAST)
+    assert model.module.n_image_features > 0
+    assert np.isfinite(model.history["image_penalty_train"].to_numpy(dtype=float)).all()
+    assert model.module.n_subspot_features > model.module.n_image_features  # image + graph context
+
+
+def test_no_graph_and_no_image_gives_uniform_split():
+    sdata = _grid_sdata()
+    ss.tl.superres(sdata, shapes_key="spots", layout="square", use_graph=False, **FAST)
+    out = sdata.tables["table_superres"].X
+    np.testing.assert_allclose(out, uniform_split(sdata.tables["table"].X, 4), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_inputs_raise_before_training():
+    sdata = _grid_sdata()
+    with pytest.raises(ValueError, match="K = 7"):
+        ss.tl.superres(sdata, shapes_key="spots", layout="hexagon", n_subspots=4, **FAST)
+    with pytest.raises(ValueError, match="square number"):
+        ss.tl.superres(sdata, shapes_key="spots", layout="square", n_subspots=5, **FAST)
+    with pytest.raises(ValueError, match="Unknown likelihood"):
+        ss.tl.superres(sdata, shapes_key="spots", likelihood="gamma", **FAST)
+    table = sdata.tables["table"]
+    x = table.X.copy()
+    table.X = x + 0.5
+    with pytest.raises(ValueError, match="non-integer"):
+        ss.tl.superres(sdata, shapes_key="spots", likelihood="nb", **FAST)
+    table.X = x
+    adj = table.obsp["spatial_connectivities"].tolil()
+    adj[3, :] = 0
+    adj[:, 3] = 0
+    table.obsp["spatial_connectivities"] = adj.tocsr()
+    with pytest.raises(ValueError, match="1 spots have no neighbours"):
+        ss.tl.superres(sdata, shapes_key="spots", **FAST)
+    del table.obsp["spatial_connectivities"]
+    with pytest.raises(KeyError, match="build_graph"):
+        ss.tl.superres(sdata, shapes_key="spots", **FAST)
+
+
+def test_negative_values_in_a_count_modality_raise():
+    sdata = _grid_sdata(tables=("rna", "protein"))
+    sdata.tables["protein"].X[0, 0] = -1.0
+    with pytest.raises(ValueError, match="negative values"):
+        ss.tl.superres(sdata, shapes_key="spots", table_key="rna", modalities={"rna": "nb", "protein": "nb"}, **FAST)
+    # a Gaussian modality may be negative
+    ss.tl.superres(sdata, shapes_key="spots", table_key="rna", modalities={"rna": "nb", "protein": "gaussian"}, **FAST)
+
+
+def test_image_not_covering_spots_raises():
+    sdata = _grid_sdata(image=True)
+    sdata.images["he"].attrs["transform"] = {"global": Scale([0.01, 0.01], axes=("x", "y"))}  # image 0.48 units wide
+    with pytest.raises(ValueError, match="does not cover the spots"):
+        ss.tl.superres(sdata, shapes_key="spots", image_key="he", **FAST)
+
+
+def test_baselines_and_context_against_hand_computed_values():
+    x = np.array([[4.0], [8.0]])
+    np.testing.assert_allclose(uniform_split(x, 2).ravel(), [2, 2, 4, 4])
+    centres = np.array([[0.0, 0.0], [2.0, 0.0]])
+    sub = np.array([[[-1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [3.0, 0.0]]])
+    w_near, w_far = np.exp(-1 / 2), np.exp(-9 / 2)  # squared distances 1 and 9, bandwidth 1
+    got = kernel_interpolation(x, centres, sub, 1.0)
+    np.testing.assert_allclose(got[0, 0], (w_near * 4 + w_far * 8) / (w_near + w_far) / 2)
+    np.testing.assert_allclose(got[1, 0], 3.0)  # equidistant: (4 + 8) / 2 / 2
+    adj = sp.csr_matrix(np.array([[0, 1], [1, 0]]))
+    ctx = graph_context_features(adj, centres, sub, np.array([[1.0], [3.0]]), bandwidth=1.0).reshape(2, 2, 2)
+    np.testing.assert_allclose(ctx[0, :, 0], [3.0, 3.0])  # one neighbour: its value, whatever the weights
+    np.testing.assert_allclose(ctx[..., 1], 0.0)
