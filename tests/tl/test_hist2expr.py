@@ -189,7 +189,7 @@ def test_bad_inputs_raise_before_training(tissue, monkeypatch):
         remove_transformation(sdata.images["he"], "elsewhere")
     from spatialdata.transformations import Scale, Sequence
 
-    set_transformation(sdata.images["he"], Sequence([original, Scale([50.0, 50.0], axes=("x", "y"))]), "global")
+    set_transformation(sdata.images["he"], Sequence([original, Scale([0.02, 0.02], axes=("x", "y"))]), "global")
     try:
         with pytest.raises(ValueError, match="fall outside their image"):
             _fit(sdata)

@@ -13,7 +13,7 @@ from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from .._validate import check_counts
-from ..data._patch_loader import PatchSource, PatchWindowSplitter, WindowDataset, window_loader
+from ..data._patch_loader import PatchSource, PatchWindowSplitter, WindowDataset
 from ..module._hist2expr import Hist2ExprModule
 
 _LIBRARY = "library_size"
@@ -111,7 +111,9 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         if not isinstance(source, PatchSource):
             raise TypeError(f"Expected a PatchSource, got {type(source).__name__}.")
         if source.patch_px != self.module.patch_px:
-            raise ValueError(f"The source gives {source.patch_px} px patches; this model expects {self.module.patch_px}.")
+            raise ValueError(
+                f"The source gives {source.patch_px} px patches; this model expects {self.module.patch_px}."
+            )
         self.patch_source = source
 
     def _require_source(self, source: PatchSource | None) -> PatchSource:

@@ -102,7 +102,9 @@ def stats_features(patches: np.ndarray) -> np.ndarray:
     brightness = flat.mean(1)
     gy, gx = np.diff(grey, axis=1)[:, :, :-1], np.diff(grey, axis=2)[:, :-1, :]
     grad = np.sqrt(gx**2 + gy**2).reshape(n, -1)
-    lap = np.abs(4 * grey[:, 1:-1, 1:-1] - grey[:, :-2, 1:-1] - grey[:, 2:, 1:-1] - grey[:, 1:-1, :-2] - grey[:, 1:-1, 2:])
+    lap = np.abs(
+        4 * grey[:, 1:-1, 1:-1] - grey[:, :-2, 1:-1] - grey[:, 2:, 1:-1] - grey[:, 1:-1, :-2] - grey[:, 1:-1, 2:]
+    )
     b = max(h // 4, 1)
     blocks = grey[:, : (h // b) * b, : (w // b) * b].reshape(n, h // b, b, w // b, b)
     local = blocks.std(axis=(2, 4)).reshape(n, -1).mean(1)
@@ -164,11 +166,11 @@ def _build_from_library(lib: str, arch: str, weights: str) -> Any:
     import torch
 
     if lib == "timm":
-        import timm  # noqa: PLC0415 (optional dependency)
+        import timm
 
         return timm.create_model(arch, pretrained=weights == "hub", num_classes=0)
     if lib == "torchvision":
-        import torchvision.models as tvm  # noqa: PLC0415 (optional dependency)
+        import torchvision.models as tvm
 
         model = tvm.get_model(arch, weights="DEFAULT" if weights == "hub" else None)
         for attr in ("fc", "classifier", "head", "heads"):
@@ -336,7 +338,7 @@ def add_image_features(
               "unit": unit, "method": method if isinstance(method, str) else repr(method), "weights": weights}  # fmt: skip
     params_key = f"{key_added}_params"
     if key_added in table.obsm and not overwrite:
-        if table.uns.get(params_key) == {k: v for k, v in params.items()}:
+        if table.uns.get(params_key) == params:
             return np.asarray(table.obsm[key_added])
         raise ValueError(f"obsm[{key_added!r}] already exists (other parameters); pass overwrite=True to replace it.")
     regions, region_of_obs = obs_regions(table)

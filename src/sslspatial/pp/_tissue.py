@@ -82,7 +82,9 @@ def tissue_grid(image: SectionImage, spacing: float, *, min_tissue: float = 0.5,
     ys = np.arange(lo[1] + spacing / 2, hi[1], spacing)
     grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
     px = image.to_pixels(grid) / step
-    smooth = ndimage.uniform_filter(mask.astype(np.float32), size=max(1, int(spacing * image.pixels_per_unit / step / 2)))
+    smooth = ndimage.uniform_filter(
+        mask.astype(np.float32), size=max(1, int(spacing * image.pixels_per_unit / step / 2))
+    )
     col = np.clip(px[:, 0].astype(int), 0, mask.shape[1] - 1)
     row = np.clip(px[:, 1].astype(int), 0, mask.shape[0] - 1)
     inside = (px[:, 0] >= 0) & (px[:, 1] >= 0) & (px[:, 0] < mask.shape[1]) & (px[:, 1] < mask.shape[0])

@@ -123,7 +123,9 @@ def domains(
             f"smooth={smooth} needs a spatial graph, but obsp[{connectivity_key!r}] is missing. Build one first with "
             "`ss.pp.build_graph(data, method='delaunay')` (or method='radius', radius=... / 'knn'), or pass smooth=0."
         )
-    sections = _io.get_sections(table, library_key=library_key) if per_section else pd.Categorical(["all"] * table.n_obs)
+    sections = (
+        _io.get_sections(table, library_key=library_key) if per_section else pd.Categorical(["all"] * table.n_obs)
+    )
     if n_domains is not None:
         counts = pd.Series(np.asarray(sections)).value_counts()
         if (counts < n_domains).any():

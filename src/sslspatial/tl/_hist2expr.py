@@ -11,7 +11,7 @@ import pandas as pd
 from .._constants import check_key
 from .._io import get_coordinates, get_image, get_table, is_spatialdata, table_attrs
 from .._logging import info
-from ..data._patch_loader import PatchSection, PatchSource, spot_pitch
+from ..data._patch_loader import PatchSection, PatchSource
 from ..metrics import pearson_per_gene
 from ..model._hist2expr import Hist2Expr
 from ..pp._patches import check_centres_inside, check_image_values, obs_regions, resolve_region_images
@@ -27,7 +27,9 @@ def _units(table, section_key: str | None) -> tuple[np.ndarray, list[str]]:
     else:
         regions, names = obs_regions(table)
         if not regions:
-            raise ValueError("The table annotates no region: hist2expr needs a SpatialData table linked to spot shapes.")
+            raise ValueError(
+                "The table annotates no region: hist2expr needs a SpatialData table linked to spot shapes."
+            )
     return names, list(pd.unique(names))
 
 
@@ -38,7 +40,9 @@ def _spot_size(sdata, table, region: str, cs: str) -> float:
     if region in sdata.shapes and "radius" in sdata.shapes[region]:
         from spatialdata.transformations import get_transformation
 
-        scale = get_transformation(sdata.shapes[region], to_coordinate_system=cs).to_affine_matrix(("x", "y"), ("x", "y"))
+        scale = get_transformation(sdata.shapes[region], to_coordinate_system=cs).to_affine_matrix(
+            ("x", "y"), ("x", "y")
+        )
         return float(2 * np.median(sdata.shapes[region]["radius"]) * np.sqrt(abs(np.linalg.det(scale[:2, :2]))))
     raise ValueError(f"Cannot infer the spot size of region {region!r}: pass spot_size=<diameter in coordinate units>.")
 
@@ -81,7 +85,7 @@ def hist2expr(
     n_validation_sections: int = 1,
     max_epochs: int = 30,
     lr: float = 1e-3,
-    window_size: int = 1024,
+    window_size: int = 64,
     grid_spacing: float | None = None,
     value_range: tuple[float, float] | None = None,
     tta: bool = False,
