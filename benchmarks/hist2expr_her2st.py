@@ -33,12 +33,13 @@ SECTIONS = ["B4", "C2", "C3", "C4", "C5"]
 DOWNSCALE = 4
 #: the default configuration measured here (also the package default where it matters)
 CONFIG = {
-    "patch_px": 64,
+    "patch_px": 32,
     "spot_scale": 1.5,  # patch side = spot_scale x spot diameter
     "max_epochs": 60,
-    "lr": 1e-3,
+    "lr": 5e-3,
+    "window_size": 32,
     "n_validation_sections": 0,
-    "model_kwargs": {"dim": 128, "transformer_depth": 2, "heads": 4, "gnn_depth": 2, "embed_kernel": 8},
+    "model_kwargs": {},  # package defaults: dim 128, ConvMixer 32 ch x 2, Transformer depth 1, GraphSAGE x 2 + LSTM-JK
 }
 ABLATIONS = {
     "no_mse": {"mse_weight": 0.0},

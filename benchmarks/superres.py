@@ -49,7 +49,9 @@ def _sdata(ps: dict, layout: str, tables: dict[str, np.ndarray]) -> sd.SpatialDa
         shapes = ShapesModel.parse(gdf)
     out = {}
     for name, x in tables.items():
-        obs = pd.DataFrame({"region": pd.Categorical(["spots"] * n), "sid": np.arange(n)}, index=[f"s{i}" for i in range(n)])
+        obs = pd.DataFrame(
+            {"region": pd.Categorical(["spots"] * n), "sid": np.arange(n)}, index=[f"s{i}" for i in range(n)]
+        )
         t = AnnData(x.astype(np.float32), obs=obs)
         t.var_names = [f"{name}_{j}" for j in range(x.shape[1])]
         t.obsm["spatial"] = ps["centres"]
@@ -67,7 +69,10 @@ def _raster(values: np.ndarray, centres: np.ndarray, cell: float) -> np.ndarray:
 def _scores(truth, pred, sub_centres, cell) -> dict:
     pear = pearson_per_gene(truth, pred)
     rmse = rmse_per_gene(truth, pred)
-    ss_ = [ssim(_raster(truth[:, g], sub_centres, cell), _raster(pred[:, g], sub_centres, cell)) for g in range(truth.shape[1])]
+    ss_ = [
+        ssim(_raster(truth[:, g], sub_centres, cell), _raster(pred[:, g], sub_centres, cell))
+        for g in range(truth.shape[1])
+    ]
     return {"pearson": float(np.nanmean(pear)), "rmse": float(np.nanmean(rmse)), "ssim": float(np.nanmean(ss_)),
             "pearson_per_gene": [float(v) for v in pear]}  # fmt: skip
 

@@ -39,7 +39,9 @@ def _grid_sdata(n_side=6, n_genes=5, seed=0, tables=("table",), image=False):
         rate = np.exp(1.0 + 0.15 * centres[:, :1] * (np.arange(n_genes) % 2 * 2 - 1) / n_side + 0.3 * t)
         adata = AnnData(
             rng.poisson(rate).astype(np.float32),
-            obs=pd.DataFrame({"region": pd.Categorical(["spots"] * n), "spot_id": np.arange(n)}, index=[f"s{i}" for i in range(n)]),
+            obs=pd.DataFrame(
+                {"region": pd.Categorical(["spots"] * n), "spot_id": np.arange(n)}, index=[f"s{i}" for i in range(n)]
+            ),
             var=pd.DataFrame(index=[f"{name}_g{g}" for g in range(n_genes)]),
         )
         adata.obsm["spatial"] = centres.copy()
@@ -47,7 +49,9 @@ def _grid_sdata(n_side=6, n_genes=5, seed=0, tables=("table",), image=False):
     images = {}
     if image:
         img = rng.integers(0, 255, (3, 8 * n_side, 8 * n_side), dtype=np.uint8)
-        images["he"] = Image2DModel.parse(img, dims=("c", "y", "x"), transformations={"global": Scale([0.25, 0.25], axes=("x", "y"))})
+        images["he"] = Image2DModel.parse(
+            img, dims=("c", "y", "x"), transformations={"global": Scale([0.25, 0.25], axes=("x", "y"))}
+        )
     sdata = sd.SpatialData(shapes={"spots": shapes}, tables=out, images=images)
     ss.pp.build_graph(sdata, table_key=tables[0], method="knn", n_neighs=8)
     return sdata

@@ -44,11 +44,14 @@ def test_osmfish_pseudospots_beat_uniform_and_kernel(shared_data):
     )
     table = AnnData(
         ps["spots"].astype(np.float32),
-        obs=pd.DataFrame({"region": pd.Categorical(["bins"] * n), "bin": np.arange(n)}, index=[f"b{i}" for i in range(n)]),
+        obs=pd.DataFrame(
+            {"region": pd.Categorical(["bins"] * n), "bin": np.arange(n)}, index=[f"b{i}" for i in range(n)]
+        ),
     )
     table.obsm["spatial"] = ps["centres"]
     sdata = sd.SpatialData(
-        shapes={"bins": shapes}, tables={"table": TableModel.parse(table, region="bins", region_key="region", instance_key="bin")}
+        shapes={"bins": shapes},
+        tables={"table": TableModel.parse(table, region="bins", region_key="region", instance_key="bin")},
     )
     ss.pp.build_graph(sdata, method="knn", n_neighs=8)
     ss.tl.superres(

@@ -25,6 +25,7 @@ EDGE_INDEX_KEY = "edge_index"
 COUNTS_KEY = "counts"
 LIBRARY_KEY = "library"
 ROWS_KEY = "rows"
+FEATURES_KEY = "features"
 
 
 @dataclass
@@ -49,6 +50,8 @@ class PatchSection:
         Range of the image values mapped to ``[0, 1]``.
     colour
         Colour statistics for normalisation (None: none).
+    features
+        Optional ``(n, d)`` precomputed image features of the spots (e.g. ``ss.pp.image_features``).
     """
 
     name: str
@@ -59,6 +62,7 @@ class PatchSection:
     size_px: int
     value_range: tuple[float, float] = (0.0, 255.0)
     colour: ColourStats | None = None
+    features: np.ndarray | None = None
     pitch: float = field(init=False)
 
     def __post_init__(self):
@@ -214,6 +218,8 @@ class WindowDataset(torch.utils.data.Dataset):
             EDGE_INDEX_KEY: torch.from_numpy(knn_edges(coords, self.n_neighbors, 1.5 * section.pitch)),
             ROWS_KEY: torch.from_numpy(section.rows[idx]),
         }
+        if section.features is not None:
+            batch[FEATURES_KEY] = torch.as_tensor(section.features[idx], dtype=torch.float32)
         if self.counts is not None:
             rows = section.rows[idx]
             x = self.counts[rows]

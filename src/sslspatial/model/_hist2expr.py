@@ -19,6 +19,12 @@ from ..module._hist2expr import Hist2ExprModule
 _LIBRARY = "library_size"
 
 
+def _features(section) -> np.ndarray:
+    if section.features is None:
+        raise ValueError(f"Section {section.name!r} has no precomputed image features, which this model uses.")
+    return np.asarray(section.features, np.float32)
+
+
 class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
     """Predict spot expression from H&E patches (ConvMixer + Transformer + GraphSAGE, Hist2ST).
 
@@ -52,7 +58,7 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
     def __init__(
         self,
         adata: AnnData | None = None,
-        patch_px: int = 64,
+        patch_px: int = 32,
         likelihood: str = "zinb",
         mse_weight: float = 1.0,
         likelihood_weight: float = 0.25,
@@ -114,9 +120,21 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(
                 f"The source gives {source.patch_px} px patches; this model expects {self.module.patch_px}."
             )
+        for section in source.sections if self.module.n_features else []:
+            if _features(section).shape[1] != self.module.n_features:
+                raise ValueError(
+                    f"Section {section.name!r} has {_features(section).shape[1]} image features; the model expects "
+                    f"{self.module.n_features} (compute them with the same image_features method)."
+                )
         self.patch_source = source
 
     def _require_source(self, source: PatchSource | None) -> PatchSource:
+        if source is not None and source is not self.patch_source:
+            current, self.patch_source = self.patch_source, None
+            try:
+                self.set_patch_source(source)  # validates
+            finally:
+                self.patch_source = current
         source = source or self.patch_source
         if source is None:
             raise ValueError("No images attached: call model.set_patch_source(source) (ss.tl.hist2expr does this).")
@@ -124,11 +142,11 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
 
     def train(
         self,
-        max_epochs: int = 30,
-        lr: float = 1e-3,
+        max_epochs: int = 60,
+        lr: float = 5e-3,
         weight_decay: float = 1e-4,
         validation_sections: list[str] | tuple[str, ...] = (),
-        window_size: int = 1024,
+        window_size: int = 32,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         early_stopping: bool = False,
@@ -171,6 +189,10 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
             target = np.log1p(x / np.maximum(library[rows, None], 1e-8) * self.module.target_sum)
             with torch.no_grad():
                 self.module.gene_head.bias.copy_(torch.as_tensor(target.mean(0), dtype=torch.float32))
+                if self.module.n_features:
+                    feats = np.concatenate([_features(s) for s in source.sections])
+                    self.module.feature_mean.copy_(torch.as_tensor(feats.mean(0)))
+                    self.module.feature_std.copy_(torch.as_tensor(feats.std(0) + 1e-6))
         splitter = PatchWindowSplitter(source, counts, library, validation_sections, window_size, seed=seed)
         plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
         if not validation_sections:

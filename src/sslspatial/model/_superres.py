@@ -1,5 +1,7 @@
-"""scvi-tools model for spot super-resolution (soScope re-implementation): AnnData plumbing, minibatches of seed spots
-with their k-hop subgraph, training, and enhanced sub-spot profiles."""
+"""scvi-tools model for spot super-resolution (soScope re-implementation).
+
+AnnData plumbing, minibatches of seed spots with their k-hop subgraph, training, and enhanced sub-spot profiles.
+"""
 
 from __future__ import annotations
 

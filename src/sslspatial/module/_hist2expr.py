@@ -17,7 +17,7 @@ from scvi.distributions import NegativeBinomial, Normal, Poisson, ZeroInflatedNe
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from ..data._patch_loader import COUNTS_KEY, EDGE_INDEX_KEY, LIBRARY_KEY, PATCHES_KEY, POSITIONS_KEY
+from ..data._patch_loader import COUNTS_KEY, EDGE_INDEX_KEY, FEATURES_KEY, LIBRARY_KEY, PATCHES_KEY, POSITIONS_KEY
 from ..nn._hist2st import ConvMixerEncoder, SpotContext
 
 LIKELIHOODS = ("zinb", "nb", "poisson", "gaussian", "none")
@@ -71,20 +71,25 @@ class Hist2ExprModule(BaseModuleClass):
         Randomly rotate / flip / jitter the training patches.
     target_sum
         Library size the targets are normalised to.
+    n_features
+        Width of precomputed image features given with every spot (0: none), standardised with the buffers
+        ``feature_mean`` / ``feature_std`` and concatenated to the ConvMixer output.
+    use_patches
+        Encode the patches with the ConvMixer (False: precomputed features only).
     """
 
     def __init__(
         self,
         n_genes: int,
-        patch_px: int = 64,
-        embed_kernel: int = 8,
+        patch_px: int = 32,
+        embed_kernel: int = 4,
         channels: int = 32,
         convmixer_depth: int = 2,
         mixer_kernel: int = 5,
         down_channels: int = 4,
         dim: int = 128,
-        n_pos: int = 64,
-        transformer_depth: int = 2,
+        n_pos: int = 0,
+        transformer_depth: int = 1,
         heads: int = 4,
         gnn_depth: int = 2,
         jk: str = "lstm",
@@ -96,6 +101,8 @@ class Hist2ExprModule(BaseModuleClass):
         n_views: int = 2,
         augment: bool = True,
         target_sum: float = 1e4,
+        n_features: int = 0,
+        use_patches: bool = True,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -105,9 +112,15 @@ class Hist2ExprModule(BaseModuleClass):
         self.patch_px = patch_px
         self.likelihood, self.target_sum, self.augment, self.n_views = likelihood, target_sum, augment, n_views
         self.mse_weight, self.likelihood_weight, self.distill_weight = mse_weight, likelihood_weight, distill_weight
+        if not use_patches and not n_features:
+            raise ValueError("use_patches=False needs precomputed image features (n_features > 0).")
+        self.use_patches, self.n_features = use_patches, n_features
         self.encoder = ConvMixerEncoder(patch_px, embed_kernel, channels, convmixer_depth, mixer_kernel,
                                         down_channels, dropout)  # fmt: skip
-        self.context = SpotContext(self.encoder.out_dim, dim, n_pos, transformer_depth, heads, gnn_depth, jk, dropout)
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        in_dim = (self.encoder.out_dim if use_patches else 0) + n_features
+        self.context = SpotContext(in_dim, dim, n_pos, transformer_depth, heads, gnn_depth, jk, dropout)
         self.gene_head = nn.Linear(self.context.out_dim, n_genes)
         if likelihood in ("zinb", "nb", "poisson"):
             self.count_head = nn.Linear(self.context.out_dim, n_genes)
@@ -119,17 +132,31 @@ class Hist2ExprModule(BaseModuleClass):
             self.log_sigma = nn.Parameter(torch.zeros(n_genes))
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: tensors[k] for k in (PATCHES_KEY, POSITIONS_KEY, EDGE_INDEX_KEY)}
+        out = {k: tensors[k] for k in (PATCHES_KEY, POSITIONS_KEY, EDGE_INDEX_KEY)}
+        if self.n_features:
+            if FEATURES_KEY not in tensors:
+                raise KeyError("This model uses precomputed image features, but the batch has none.")
+            out[FEATURES_KEY] = tensors[FEATURES_KEY]
+        return out
+
+    def spot_vectors(self, patches: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """Per-spot image vectors: ConvMixer output and / or standardised precomputed features."""
+        parts = [self.encoder(patches)] if self.use_patches else []
+        if self.n_features:
+            parts.append((features - self.feature_mean) / self.feature_std)
+        return torch.cat(parts, dim=1)
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
         return {"z": inference_outputs["z"]}
 
     @auto_move_data
-    def inference(self, patches: torch.Tensor, positions: torch.Tensor, edge_index: torch.Tensor) -> dict:
+    def inference(
+        self, patches: torch.Tensor, positions: torch.Tensor, edge_index: torch.Tensor, features=None
+    ) -> dict:
         """Spot representations ``z`` ``(n, d)`` of a window (patches augmented when training)."""
-        if self.training and self.augment:
+        if self.training and self.augment and self.use_patches:
             patches = augment_patches(patches)
-        return {"z": self.context(self.encoder(patches), positions, edge_index)}
+        return {"z": self.context(self.spot_vectors(patches, features), positions, edge_index)}
 
     @auto_move_data
     def generative(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -159,7 +186,8 @@ class Hist2ExprModule(BaseModuleClass):
             preds = []
             for _ in range(self.n_views):
                 patches = augment_patches(tensors[PATCHES_KEY])
-                z = self.context(self.encoder(patches), tensors[POSITIONS_KEY], tensors[EDGE_INDEX_KEY])
+                vectors = self.spot_vectors(patches, tensors.get(FEATURES_KEY))
+                z = self.context(vectors, tensors[POSITIONS_KEY], tensors[EDGE_INDEX_KEY])
                 preds.append(self.gene_head(z))
             return torch.stack(preds).mean(0)
 

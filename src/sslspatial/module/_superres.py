@@ -115,7 +115,12 @@ class SuperResModule(BaseModuleClass):
             nn.Linear(n_hidden, self.n_input + n_zi),
         )  # fmt: skip
         self.subspot_decoder = SubspotDecoder(
-            self.n_subspot_features, self.n_subspots, self.n_input, n_hidden_decoder, n_blocks, use_position=use_position
+            self.n_subspot_features,
+            self.n_subspots,
+            self.n_input,
+            n_hidden_decoder,
+            n_blocks,
+            use_position=use_position,
         )
         self.log_theta = nn.Parameter(torch.zeros(self.n_input))  # NB / ZINB inverse dispersion
         self.log_sigma = nn.Parameter(torch.zeros(self.n_input))  # Gaussian standard deviation

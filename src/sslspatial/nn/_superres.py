@@ -1,5 +1,7 @@
-"""Building blocks of the super-resolution model (soScope-style): a graph-transformer spot encoder and a ResNet-MLP
-sub-spot decoder."""
+"""Building blocks of the super-resolution model (soScope-style).
+
+A graph-transformer spot encoder and a ResNet-MLP sub-spot decoder.
+"""
 
 from __future__ import annotations
 

@@ -204,4 +204,10 @@ def pseudo_spots(
     np.add.at(subspots, flat, x)
     n_points = np.bincount(flat, minlength=len(used) * k)
     spots = subspots.reshape(len(used), k, -1).sum(1)
-    return {"centres": centres[used], "radius": np.asarray(r), "spots": spots, "subspots": subspots, "n_points": n_points}
+    return {
+        "centres": centres[used],
+        "radius": np.asarray(r),
+        "spots": spots,
+        "subspots": subspots,
+        "n_points": n_points,
+    }

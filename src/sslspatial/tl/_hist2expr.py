@@ -14,6 +14,7 @@ from .._logging import info
 from ..data._patch_loader import PatchSection, PatchSource
 from ..metrics import pearson_per_gene
 from ..model._hist2expr import Hist2Expr
+from ..pp._image_features import image_features
 from ..pp._patches import check_centres_inside, check_image_values, obs_regions, resolve_region_images
 from ..pp._tissue import tissue_grid
 
@@ -47,13 +48,17 @@ def _spot_size(sdata, table, region: str, cs: str) -> float:
     raise ValueError(f"Cannot infer the spot size of region {region!r}: pass spot_size=<diameter in coordinate units>.")
 
 
-def _section(sdata, name, image_key, cs, coords, rows, size, unit, value_range) -> PatchSection:
+def _section(sdata, name, image_key, cs, coords, rows, size, unit, value_range, features) -> PatchSection:
     image = get_image(sdata, image_key, cs)
     vr = check_image_values(image, value_range, name=f"image {image_key!r}")
     px = image.to_pixels(coords)
     check_centres_inside(image, px, what=f"spots of {name!r}")
     size_px = max(int(round(size * (image.pixels_per_unit if unit == "coords" else 1.0))), 1)
-    return PatchSection(name, image.image, px, coords, rows, size_px, vr)
+    section = PatchSection(name, image.image, px, coords, rows, size_px, vr)
+    if features is not None:
+        method, weights = features if isinstance(features, tuple) else (features, None)
+        section.features = image_features(image, coords, size, method, unit=unit, weights=weights, value_range=vr)
+    return section
 
 
 def _shape_centres(sdata, region: str, cs: str) -> tuple[np.ndarray, pd.Index]:
@@ -75,7 +80,10 @@ def hist2expr(
     section_key: str | None = None,
     spot_size: float | None = None,
     size_unit: str = "coords",
-    patch_px: int = 64,
+    patch_px: int = 32,
+    features: str | None = "stats",
+    use_patches: bool = True,
+    feature_weights: str | None = None,
     layer: str | None = None,
     library_key: str | None = None,
     likelihood: str = "zinb",
@@ -83,9 +91,9 @@ def hist2expr(
     likelihood_weight: float = 0.25,
     distill_weight: float = 0.5,
     n_validation_sections: int = 1,
-    max_epochs: int = 30,
-    lr: float = 1e-3,
-    window_size: int = 64,
+    max_epochs: int = 60,
+    lr: float = 5e-3,
+    window_size: int = 32,
     grid_spacing: float | None = None,
     value_range: tuple[float, float] | None = None,
     tta: bool = False,
@@ -129,6 +137,13 @@ def hist2expr(
         ``"coords"`` or ``"px"``.
     patch_px
         Patches are resampled to this side for the encoder.
+    features
+        Precomputed image features of every patch fed alongside the ConvMixer (frozen encoder): ``"stats"``
+        (colour / texture statistics), a backbone name (see :func:`~sslspatial.pp.image_features`), or None.
+    use_patches
+        Train the ConvMixer on the patches (False: the precomputed ``features`` only, much faster).
+    feature_weights
+        Weights file (or ``"hub"``) of a backbone ``features``.
     layer, library_key
         Counts layer (default X) and ``obs`` column of total counts (default: sum over the table's genes).
     likelihood, mse_weight, likelihood_weight, distill_weight
@@ -166,6 +181,9 @@ def hist2expr(
     if not is_spatialdata(sdata):
         raise TypeError("hist2expr needs a SpatialData holding the table, the spot shapes and the image(s).")
     check_key(key_added, "key_added")
+    if not use_patches and features is None:
+        raise ValueError("use_patches=False needs features (e.g. features='stats').")
+    feats = None if features is None else (features, feature_weights)
     if size_unit not in ("coords", "px"):
         raise ValueError(f"size_unit={size_unit!r} is not one of 'coords', 'px'.")
     if key_added in sdata.tables and not overwrite:
@@ -215,7 +233,7 @@ def hist2expr(
         size = spot_size if spot_size is not None else _spot_size(sdata, table, region, cs)
         sizes[name] = size
         coords = get_coordinates(sdata, table_key, "spatial", cs)[rows]
-        measured_sections[name] = _section(sdata, name, key, cs, coords, rows, size, size_unit, value_range)
+        measured_sections[name] = _section(sdata, name, key, cs, coords, rows, size, size_unit, value_range, feats)
     train_size = float(np.median([sizes[n] for n in train_regions]))
     pitch = float(np.median([measured_sections[n].pitch for n in train_regions]))
     extra_sections: dict[str, tuple[PatchSection, str, pd.Index | None]] = {}
@@ -224,8 +242,9 @@ def hist2expr(
             key, cs = image_for(name, name)
             coords, index = _shape_centres(sdata, name, cs)
             size = spot_size if spot_size is not None else _spot_size(sdata, table, name, cs)
-            extra_sections[name] = (_section(sdata, name, key, cs, coords, np.full(len(coords), -1), size, size_unit,
-                                             value_range), name, index)  # fmt: skip
+            section = _section(sdata, name, key, cs, coords, np.full(len(coords), -1), size, size_unit, value_range,
+                               feats)  # fmt: skip
+            extra_sections[name] = (section, name, index)
         else:
             from spatialdata.transformations import get_transformation
 
@@ -237,8 +256,9 @@ def hist2expr(
             grid_name = check_key(f"{name}_{key_added}_grid", "grid shapes name")
             if grid_name in sdata.shapes and not overwrite:
                 raise ValueError(f"shapes[{grid_name!r}] already exists; pass overwrite=True.")
-            extra_sections[name] = (_section(sdata, name, name, cs, coords, np.full(len(coords), -1), train_size,
-                                             size_unit, value_range), grid_name, None)  # fmt: skip
+            section = _section(sdata, name, name, cs, coords, np.full(len(coords), -1), train_size, size_unit,
+                               value_range, feats)  # fmt: skip
+            extra_sections[name] = (section, grid_name, None)
 
     # --- model -----------------------------------------------------------------------------------------------
     adata = table[:, genes].copy() if layer is None else _with_layer(table[:, genes], layer)
@@ -247,8 +267,10 @@ def hist2expr(
         adata.obs["_hist2expr_total"] = np.asarray(x.sum(1)).ravel()
         library_key = "_hist2expr_total"
     Hist2Expr.setup_anndata(adata, library_key=library_key)
+    n_features = 0 if feats is None else measured_sections[train_regions[0]].features.shape[1]
     model = Hist2Expr(adata, patch_px=patch_px, likelihood=likelihood, mse_weight=mse_weight,
-                      likelihood_weight=likelihood_weight, distill_weight=distill_weight, **(model_kwargs or {}))  # fmt: skip
+                      likelihood_weight=likelihood_weight, distill_weight=distill_weight, n_features=n_features,
+                      use_patches=use_patches, **(model_kwargs or {}))  # fmt: skip
     validation = list(train_regions[-n_validation_sections:]) if n_validation_sections else []
     model.set_patch_source(PatchSource([measured_sections[n] for n in train_regions], patch_px))
     info(f"hist2expr: training on {train_regions} (validation {validation}), {len(genes)} genes")

@@ -15,7 +15,7 @@ from .._constants import Key, check_key
 from .._validate import check_counts, check_finite, check_graph
 from ..model._superres import SUPERRES, graph_context_features
 from ..module._superres import LIKELIHOODS
-from ..pp._subspot_elements import n_subspots_of, spot_geometry, subspot_centres
+from ..pp._subspot_elements import spot_geometry, subspot_centres
 from ..pp._subspots import make_subspot_shapes
 
 __all__ = ["superres"]
@@ -84,7 +84,9 @@ def _image_block(sdata, image_key, geom, centres_nk, patch_size, method) -> tupl
             "pass image_key=None (graph only)."
         )
     size = patch_size if patch_size is not None else 2 * geom.radius / np.sqrt(k)
-    size = size * np.sqrt(abs(np.linalg.det(np.asarray(geom.transformations[cs].to_affine_matrix(("x", "y"), ("x", "y")))[:2, :2])))
+    size = size * np.sqrt(
+        abs(np.linalg.det(np.asarray(geom.transformations[cs].to_affine_matrix(("x", "y"), ("x", "y")))[:2, :2]))
+    )
     feats = np.asarray(image_features(img, pts, size, method=method), dtype=np.float64)
     feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
     return feats.reshape(n, -1).astype(np.float32), feats.shape[1]
@@ -298,7 +300,7 @@ def superres(
                 plan_kwargs=plan_kwargs, **train_kwargs)  # fmt: skip
 
     out = model.get_subspot_expression(sample=sample, spot_mean=spot_mean)
-    means, draws = (out if sample else (out, None))
+    means, draws = out if sample else (out, None)
     _write(sdata, geom, pos, rows, table, work, means, draws, layout, side, k, key_added, table_key_added)
     return model
 
