@@ -164,6 +164,8 @@ class Hist2ExprModule(BaseModuleClass):
         out = {"y_hat": self.gene_head(z)}
         if hasattr(self, "count_head"):
             out["rate"] = torch.softmax(self.count_head(z), dim=-1)
+            if self.mse_weight == 0:  # no regression head training: predict from the count model's mean proportions
+                out["y_hat"] = torch.log1p(out["rate"] * self.target_sum)
         if hasattr(self, "zi_head"):
             out["zi_logits"] = self.zi_head(z)
         return out
