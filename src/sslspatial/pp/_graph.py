@@ -13,11 +13,13 @@ from .. import _io
 from .. import _logging as logg
 from .._constants import Key, check_key
 from .._validate import check_choice
+from .._warnings import quiet_call
 
 GRAPH_METHODS = ("radius", "knn", "delaunay", "grid")
 _MAX_PLAUSIBLE_DEGREE = 50
 
 
+@quiet_call
 def build_graph(
     data: _io.DataLike,
     *,
