@@ -193,6 +193,7 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
                     feats = np.concatenate([_features(s) for s in source.sections])
                     self.module.feature_mean.copy_(torch.as_tensor(feats.mean(0)))
                     self.module.feature_std.copy_(torch.as_tensor(feats.std(0) + 1e-6))
+        self.window_size_ = int(window_size)
         splitter = PatchWindowSplitter(source, counts, library, validation_sections, window_size, seed=seed)
         plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
         if not validation_sections:
@@ -234,7 +235,7 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         return out
 
     def predict(
-        self, source: PatchSource | None = None, window_size: int = 1024, tta: bool = False
+        self, source: PatchSource | None = None, window_size: int | None = None, tta: bool = False
     ) -> np.ndarray | list[np.ndarray]:
         """Predicted log-normalised expression ``log1p(x / total * 1e4)``.
 
@@ -243,7 +244,7 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         source
             Spots to predict (any sections, with or without measurements); default: the attached source.
         window_size
-            Maximum spots per window.
+            Maximum spots per window (default: the training window size, so the context matches training).
         tta
             Average over the 8 rotations / flips of the patches.
 
@@ -255,12 +256,13 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         return self._gather(source, "y_hat", window_size, tta)
 
     def get_latent_representation(
-        self, source: PatchSource | None = None, window_size: int = 1024, tta: bool = False
+        self, source: PatchSource | None = None, window_size: int | None = None, tta: bool = False
     ) -> np.ndarray | list[np.ndarray]:
         """Spot representations before the gene head (same layout as :meth:`predict`)."""
         return self._gather(source, "z", window_size, tta)
 
     def _gather(self, source, what, window_size, tta):
+        window_size = window_size or getattr(self, "window_size_", 32)
         own = source is None
         source = self._require_source(source)
         per_section = self._run(source, what, window_size, tta)

@@ -34,7 +34,7 @@ def _quiet_lightning():
     levels = {name: logging.getLogger(name).level for name in names}
     with warnings.catch_warnings():
         quiet_dependencies()
-        warnings.filterwarnings("ignore", message=".*(number of training batches|LeafSpec|litlogger).*")
+        warnings.filterwarnings("ignore", message=".*(number of training batches|LeafSpec|litlogger|Last batch will have).*")
         for name in names:
             logging.getLogger(name).setLevel(logging.WARNING)
         try:
@@ -258,7 +258,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         if val_idx.size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         datasplitter_kwargs = {
-            "external_indexing": [train_idx, val_idx, np.array([], dtype=np.int64)],
+            "external_indexing": [train_idx, val_idx, np.setdiff1d(np.arange(n_obs), np.r_[train_idx, val_idx])],
             "n_hops": self.module.n_hops,
             "targets": targets,
         }
