@@ -56,7 +56,8 @@ def _sdata(ps: dict, layout: str, tables: dict[str, np.ndarray]) -> sd.SpatialDa
         t.var_names = [f"{name}_{j}" for j in range(x.shape[1])]
         t.obsm["spatial"] = ps["centres"]
         out[name] = TableModel.parse(t, region="spots", region_key="region", instance_key="sid")
-    return sd.SpatialData(shapes={"spots": shapes}, tables=out)
+    images = {"image": ps["image"]} if "image" in ps else {}
+    return sd.SpatialData(shapes={"spots": shapes}, tables=out, images=images)
 
 
 def _raster(values: np.ndarray, centres: np.ndarray, cell: float) -> np.ndarray:
@@ -101,7 +102,13 @@ def run_dataset(name, ps, layout, modalities, epochs, pitch) -> dict:
             best = sc
     results["methods"]["kernel"] = best
     first = next(iter(modalities["likelihoods"]))
-    for label, kw in (("superres", {}), ("superres_no_graph", {"use_graph": False})):
+    if "image" in ps:  # full model, then the image or the graph removed; each as share model and count-aware model
+        runs = [("superres", {"image_key": "image"}), ("superres_no_image", {}),
+                ("superres_no_graph", {"image_key": "image", "use_graph": False})]  # fmt: skip
+    else:
+        runs = [("superres", {}), ("superres_no_graph", {"use_graph": False})]
+    runs = runs + [(f"{label}_count_aware", {**kw, "count_aware": True}) for label, kw in runs]
+    for label, kw in runs:
         sdata = _sdata(ps, layout, blocks)
         ss.pp.build_graph(sdata, table_key=first, method="knn", n_neighs=8 if layout == "square" else 6)
         mods = modalities["likelihoods"] if len(blocks) > 1 else None
@@ -141,6 +148,52 @@ def cite_seq():
     ps = pseudo_spots(xy, x, 2.0, "square", 2)  # 2 x 2 measured spots -> one pseudo-spot
     cols = ["protein"] * prot.shape[1] + ["rna"] * rna.shape[1]
     return ps, {"likelihoods": {"protein": "poisson", "rna": "nb"}, "columns": cols}, 2.0
+
+
+def cosmx(size: float = 20.0):
+    """CosMx lung transcripts binned per field of view into square spots of side ``size`` um with 2 x 2 sub-bins.
+
+    Only bins lying wholly inside a field of view are kept; genes with >= 50 transcripts (negative probes left out).
+    The two composite images (nuclear stain in blue) are stitched side by side into one image element.
+    """
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Affine
+
+    sdata = ss.datasets.cosmx_lung_mini(path=DATA / "cosmx_lung_mini")
+    pts = sdata.points["transcripts"].compute()
+    pts = pts[~pts["gene"].astype(str).str.startswith("NegPrb")]
+    counts = pts["gene"].astype(str).value_counts()
+    genes = np.sort(counts.index[counts >= 50].to_numpy())
+    code = pd.Categorical(pts["gene"].astype(str), categories=genes).codes
+    pts, code = pts[code >= 0], code[code >= 0]
+    onehot = np.eye(len(genes))[code]
+    blocks, image_blocks, x_left = [], [], None
+    for fov in (2, 3):
+        key = f"fov{fov}_image"
+        affine = np.asarray(
+            sd.transformations.get_transformation(sdata.images[key], "global").to_affine_matrix(("x", "y"), ("x", "y"))
+        )
+        img = sdata.images[key].values
+        lo = affine[:2, 2]
+        hi = lo + affine[0, 0] * np.array([img.shape[2], img.shape[1]])  # (width, height) px -> um
+        x_left = lo if x_left is None else x_left
+        image_blocks.append(img)
+        sel = (pts["fov"] == fov).to_numpy()
+        xy = pts.loc[sel, ["x", "y"]].to_numpy()
+        # anchor the grid at the field's corner (two zero-count anchor points), keep bins wholly inside
+        ps = pseudo_spots(np.vstack([xy, lo, hi - 1e-6]), np.vstack([onehot[sel], np.zeros((2, len(genes)))]), size)
+        keep = np.all(ps["centres"] + size / 2 <= hi + 1e-6, 1)
+        blocks.append({k: ps[k][np.repeat(keep, 4)] if k in ("subspots", "n_points") else ps[k][keep]
+                       for k in ("centres", "spots", "subspots", "n_points")})  # fmt: skip
+    ps = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+    ps["radius"] = np.asarray(size / 2)
+    scale = float(affine[0, 0])
+    ps["image"] = Image2DModel.parse(
+        np.concatenate(image_blocks, axis=2), dims=("c", "y", "x"),
+        transformations={"global": Affine(np.array([[scale, 0, x_left[0]], [0, scale, x_left[1]], [0, 0, 1.0]]),
+                                          input_axes=("x", "y"), output_axes=("x", "y"))},
+    )  # fmt: skip
+    return ps, {"likelihoods": {"rna": "nb"}, "columns": ["rna"] * len(genes)}, size
 
 
 def timing_5000(epochs: int) -> dict:

@@ -160,8 +160,11 @@ def _prose_returns(app, what, name, obj, options, lines: list[str]) -> None:
             start += 1
         end = start
         while end < len(lines) and not (
-            end + 1 < len(lines) and lines[end].strip() and not lines[end].startswith(" ")
-            and set(lines[end + 1].strip()) == {"-"} and len(lines[end + 1].strip()) >= 3
+            end + 1 < len(lines)
+            and lines[end].strip()
+            and not lines[end].startswith(" ")
+            and set(lines[end + 1].strip()) == {"-"}
+            and len(lines[end + 1].strip()) >= 3
         ):
             end += 1
         block = lines[start:end]

@@ -98,7 +98,7 @@ def test_windows_graph_and_positions_hand_computed():
 def tissue():
     from sslspatial.datasets._synthetic import synthetic_tissue
 
-    return synthetic_tissue(n_cells=1200, n_genes=20, n_sections=3, spot_layouts=("visium",), seed=1)
+    return synthetic_tissue(n_cells=900, n_genes=12, n_sections=3, spot_layouts=("visium",), seed=1)
 
 
 def _fit(sdata, **kwargs):
@@ -108,19 +108,31 @@ def _fit(sdata, **kwargs):
     return ss.tl.hist2expr(sdata, **{**args, **kwargs})
 
 
-def test_hist2expr_writes_table_layer_and_pearson(tissue):
-    sdata = tissue
-    model = _fit(sdata, key_added="h2e", overwrite=True)
+@pytest.fixture(scope="module")
+def fitted(tissue):
+    """One small fit predicting a held-out section, an image-only pseudo-spot grid and unmeasured spot shapes."""
+    import geopandas as gpd
+    from spatialdata.models import ShapesModel
+
+    tissue.shapes["extra_spots"] = ShapesModel.parse(gpd.GeoDataFrame(tissue.shapes["spots_visium"].iloc[:5].copy()))
+    model = _fit(tissue, predict_regions=["section_2", "he", "extra_spots"], key_added="h2e")
+    return tissue, model
+
+
+def test_hist2expr_writes_table_layer_and_pearson(fitted):
+    sdata, model = fitted
     out = sdata.tables["h2e"]
     table = sdata.tables["table_visium"]
-    assert out.n_obs == table.n_obs and list(out.var_names) == list(table.var_names)
-    assert set(out.obs["split"]) == {"train", "predict"}
+    measured = out[out.obs["region"] == "spots_visium"]
+    assert measured.n_obs == table.n_obs and list(out.var_names) == list(table.var_names)
+    assert set(measured.obs["split"]) == {"train", "predict"}
     # the stored Pearson is the per-gene Pearson of the written prediction against log1p(x / total * 1e4)
     rows = np.flatnonzero(table.obs["section"].astype(str).to_numpy() == "section_2")
     x = np.asarray(table.X[rows].todense() if hasattr(table.X, "todense") else table.X[rows])
     truth = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1e-8) * 1e4)
     pred = out[out.obs["section"] == "section_2"].X
     np.testing.assert_allclose(out.var["pearson_section_2"], ss.metrics.pearson_per_gene(truth, pred), atol=1e-5)
+    np.testing.assert_allclose(out[out.obs["section"] == "section_2"].layers["measured"], truth, atol=1e-5)
     np.testing.assert_allclose(table.layers["h2e"][rows], pred, atol=1e-6)
     assert out.uns["h2e"]["mean_pearson"]["section_2"]["split"] == "predict"
     # model predictions on its own source (training sections) equal the written ones
@@ -131,37 +143,35 @@ def test_hist2expr_writes_table_layer_and_pearson(tissue):
         _fit(sdata, key_added="h2e")
 
 
-def test_save_load_roundtrip(tissue, tmp_path):
-    model = _fit(tissue, key_added="h2e_save", overwrite=True)
+def test_save_load_roundtrip(fitted, tmp_path):
+    _, model = fitted
     before = model.predict()
     model.save(tmp_path / "m", overwrite=True)
     loaded = ss.model.Hist2Expr.load(tmp_path / "m", adata=model.adata)
     loaded.set_patch_source(model.patch_source)
+    loaded.window_size_ = model.window_size_
     np.testing.assert_allclose(loaded.predict(), before, atol=1e-5)
 
 
-def test_prediction_on_image_only_regions(tissue):
-    sdata = tissue
-    _fit(sdata, predict_regions=["he"], key_added="h2e_grid", overwrite=True)
-    grid = sdata.shapes["he_h2e_grid_grid"]
-    out = sdata.tables["h2e_grid"]
-    sub = out[out.obs["region"] == "he_h2e_grid_grid"]
+def test_prediction_on_image_only_regions(fitted):
+    sdata, _ = fitted
+    grid = sdata.shapes["he_h2e_grid"]
+    out = sdata.tables["h2e"]
+    sub = out[out.obs["region"] == "he_h2e_grid"]
     assert sub.n_obs == len(grid) > 0 and np.isfinite(sub.X).all()
     assert np.isnan(sub.layers["measured"]).all()  # no measurement under a pseudo-spot
-    # grid pseudo-spots lie on the tissue: their centres map inside the sections' extent
+    # grid pseudo-spots lie on the tissue: their centres fall within the sections' extent
     from spatialdata import get_centroids
 
     centroids = get_centroids(grid, coordinate_system="global")
     xy = (centroids.compute() if hasattr(centroids, "compute") else centroids)[["x", "y"]].to_numpy()
     spots = sdata.tables["table_visium"].obsm["spatial"]
     assert xy.min() >= spots.min() - 100 and xy.max() <= spots.max() + 100
-    # a shapes element without measurements is predicted too
-    import geopandas as gpd
-    from spatialdata.models import ShapesModel
-
-    sdata.shapes["extra_spots"] = ShapesModel.parse(gpd.GeoDataFrame(sdata.shapes["spots_visium"].iloc[:5].copy()))
-    _fit(sdata, predict_regions=["extra_spots"], key_added="h2e_extra", overwrite=True)
-    assert (sdata.tables["h2e_extra"].obs["region"] == "extra_spots").sum() == 5
+    # a shapes element without measurements is predicted too, linked by its instance ids
+    extra = out[out.obs["region"] == "extra_spots"]
+    assert extra.n_obs == 5 and list(extra.obs["instance_id"]) == list(sdata.shapes["extra_spots"].index)
+    # its spots are copies of measured spots: same patches and features -> the same prediction up to window context
+    assert np.isfinite(extra.X).all()
 
 
 def test_bad_inputs_raise_before_training(tissue, monkeypatch):

@@ -89,6 +89,9 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         False trains the no-graph ablation (each spot encoded alone).
     image_weight
         Weight of the image-similarity regulariser (used when image features are registered).
+    count_aware
+        Count modalities: the sub-spot branch predicts absolute rates, so it also explains each spot's total count
+        and can learn which sub-spots hold more transcripts (see :class:`~sslspatial.module._superres.SuperResModule`).
     **module_kwargs
         Passed to :class:`~sslspatial.module._superres.SuperResModule`.
 
@@ -113,6 +116,7 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         n_layers: int = 3,
         use_graph: bool = True,
         image_weight: float = 1.0,
+        count_aware: bool = False,
         **module_kwargs,
     ):
         super().__init__(adata)
@@ -128,6 +132,9 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError("use_graph=True needs a spot graph: pass connectivity_key to setup_anndata.")
         k = int(args["n_subspots"])
         n_feat = self.summary_stats[f"n_{_FEATURES}"] // k
+        x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        col_mean = np.asarray(x.mean(0)).ravel().astype(np.float64)
+        module_kwargs.setdefault("rate_init", np.log(np.maximum(col_mean, 0) / k + 1e-2).tolist())
         self.modalities = modalities
         self.module = self._module_cls(
             modality_sizes=sizes,
@@ -140,6 +147,7 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             n_layers=n_layers,
             image_weight=image_weight,
             use_graph=use_graph,
+            count_aware=count_aware,
             **module_kwargs,
         )
         self._model_summary_string = (

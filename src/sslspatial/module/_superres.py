@@ -11,6 +11,9 @@ Generative model, per spot ``n`` with K sub-spots and features split into modali
   ``x_n ~ P(sum_k g_nk)`` (NB / ZINB / Poisson / Gaussian, *not* soScope's MSE), so the branch learns, across spots,
   how sub-spot features translate into expression (a deconvolution). The branch does not see ``z_n``: a decoder that
   sees the spot's own profile can explain the sum with a uniform split and learns nothing about sub-spots.
+- ``count_aware=True``: the branch predicts absolute sub-spot rates ``g_nk = exp(f(y_nk) + b)`` instead of shares of
+  the observed total, so the spot's *total* count is explained too and the branch can learn which sub-spots carry
+  more transcripts (e.g. from the image's nuclear-stain density), not only what they express.
 - Enhanced profiles: ``m_nk = mu_n * pi_nk`` with ``pi_nk = g_nk / sum_k g_nk`` (count) or
   ``m_nk = mu_n / K + g_nk - mean_k g_nk`` (Gaussian), so ``sum_k m_nk = mu_n`` exactly.
 - Image regulariser: on randomly sampled sub-spot pairs (never the dense (NK)^2 matrix), pairs whose image features
@@ -61,6 +64,11 @@ class SuperResModule(BaseModuleClass):
         False for the no-graph ablation (the encoder sees each spot alone).
     use_position
         Give the sub-spot decoder a position embedding (see :class:`~sslspatial.nn._superres.SubspotDecoder`).
+    count_aware
+        Count modalities: the sub-spot branch predicts absolute rates (explaining each spot's total count) rather
+        than a composition of the observed total.
+    rate_init
+        Initial per-feature log-rate offset ``b`` of the count-aware branch (e.g. ``log(mean spot count / K)``).
 
     Examples
     --------
@@ -87,6 +95,8 @@ class SuperResModule(BaseModuleClass):
         n_pairs: int = 4096,
         use_graph: bool = True,
         use_position: bool = False,
+        count_aware: bool = False,
+        rate_init: list[float] | None = None,
     ):
         super().__init__()
         if len(modality_sizes) != len(likelihoods):
@@ -124,6 +134,11 @@ class SuperResModule(BaseModuleClass):
         )
         self.log_theta = nn.Parameter(torch.zeros(self.n_input))  # NB / ZINB inverse dispersion
         self.log_sigma = nn.Parameter(torch.zeros(self.n_input))  # Gaussian standard deviation
+        self.count_aware = bool(count_aware)
+        init = torch.zeros(self.n_input) if rate_init is None else torch.as_tensor(rate_init, dtype=torch.float32)
+        if init.shape != (self.n_input,):
+            raise ValueError(f"rate_init needs {self.n_input} values, got {tuple(init.shape)}.")
+        self.rate_bias = nn.Parameter(init.clone())  # count-aware branch: per-feature log-rate offset
 
     # ------------------------------------------------------------------ helpers
     def _encoder_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,12 +195,16 @@ class SuperResModule(BaseModuleClass):
                 lib = x[:, sl].sum(-1, keepdim=True)
                 mu = lib * torch.softmax(h[:, sl], -1) + _EPS
                 logits = sub[..., sl]
-                share = torch.softmax(logits.reshape(b, -1), -1).reshape(b, k, n_feat)  # joint over (k, feature)
-                g = lib[:, None, :] * share + _EPS  # (B, K, G_m)
+                if self.count_aware:  # absolute sub-spot rates: the spot total is explained too
+                    log_g = (logits + self.rate_bias[sl]).clamp(max=20.0)
+                    g = torch.exp(log_g) + _EPS  # (B, K, G_m)
+                    composition.append(log_g)
+                else:  # shares of the observed total, one softmax jointly over (k, feature)
+                    share = torch.softmax(logits.reshape(b, -1), -1).reshape(b, k, n_feat)
+                    g = lib[:, None, :] * share + _EPS  # (B, K, G_m)
+                    composition.append(torch.log_softmax(logits, -1))
                 gsum = g.sum(1)
                 m = mu[:, None, :] * (g / gsum[:, None, :])
-                rho = torch.softmax(logits, -1)
-                composition.append(torch.log(rho + _EPS))
                 if lik == "zinb":
                     zi[-1] = h[:, zi_start : zi_start + n_feat]
                     zi_start += n_feat

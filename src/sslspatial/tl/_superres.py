@@ -109,10 +109,20 @@ def _representation(x: np.ndarray, likelihoods: list[str], sizes: list[int], n_p
             block = np.log1p(block / np.maximum(lib, 1e-12) * np.median(lib[lib > 0]) if (lib > 0).any() else block)
         parts.append((block - block.mean(0)) / (block.std(0) + 1e-8))
         start += s
+    counts = [x[:, a : a + s].sum(1) for a, s, lik in zip(np.cumsum([0, *sizes[:-1]]), sizes, likelihoods, strict=True)
+              if lik != "gaussian"]  # fmt: skip
+    log_lib = [np.log1p(c)[:, None] for c in counts]
     z = np.concatenate(parts, 1)
-    u, s, _ = np.linalg.svd(z - z.mean(0), full_matrices=False)
-    pcs = u[:, :n_pcs] * s[:n_pcs]
-    return pcs / (pcs[:, :1].std() + 1e-12)
+    z = z - z.mean(0)
+    # principal components from the smaller Gram matrix: much cheaper than an SVD of the (n x d) matrix
+    if z.shape[0] >= z.shape[1]:
+        pcs = z @ np.linalg.eigh(z.T @ z)[1][:, ::-1][:, :n_pcs]
+    else:
+        evals, evecs = np.linalg.eigh(z @ z.T)
+        pcs = evecs[:, ::-1][:, :n_pcs] * np.sqrt(np.maximum(evals[::-1][:n_pcs], 0))
+    pcs = pcs / (pcs[:, :1].std() + 1e-12)
+    libs = [(v - v.mean()) / (v.std() + 1e-8) for v in log_lib]  # neighbours' depth: sub-spot density context
+    return np.concatenate([pcs, *libs], 1)
 
 
 def superres(
@@ -140,6 +150,8 @@ def superres(
     n_hidden: int = 128,
     n_latent: int = 128,
     image_weight: float = 1.0,
+    count_aware: bool = False,
+    n_layers: int = 1,
     overwrite: bool = False,
     accelerator: str = "auto",
     devices: int | str = "auto",
@@ -196,6 +208,14 @@ def superres(
         Training (default epochs: ``min(300, max(30, 30000 // n_spots))``).
     n_hidden, n_latent, image_weight
         Model sizes and the image-regulariser weight.
+    count_aware
+        Let the sub-spot branch predict absolute rates, explaining each spot's total count as well as its composition
+        (learns where the transcripts are, e.g. from nuclear-stain density in the image); default shares of the
+        observed total.
+    n_layers
+        Graph-transformer layers of the spot encoder (= hops of the subgraph each minibatch carries). The enhanced
+        profiles with ``spot_mean="observed"`` do not depend on the encoder (it only fits the denoised spot mean), so
+        one layer (soScope: 3) keeps training fast.
     overwrite
         Replace existing output elements.
     accelerator, devices, **train_kwargs
@@ -287,8 +307,8 @@ def superres(
         modality_key="modality" if len(mods) > 1 else None,
     )
     model = SUPERRES(
-        work, likelihood=list(mods.values()), n_hidden=n_hidden, n_latent=n_latent, use_graph=use_graph,
-        image_weight=image_weight,
+        work, likelihood=list(mods.values()), n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers,
+        use_graph=use_graph, image_weight=image_weight, count_aware=count_aware,
     )  # fmt: skip
     if max_epochs is None:
         max_epochs = int(min(300, max(30, 30000 // len(rows))))
