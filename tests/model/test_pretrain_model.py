@@ -55,7 +55,9 @@ def test_latent_of_a_subset_equals_rows_of_the_full_run(encoder):
 def test_save_load_round_trip(tmp_path):
     adata = tissue()
     SpatialPretrainModel.setup_anndata(adata)
-    model = SpatialPretrainModel(adata, encoder="gat", objective="mask", objective_kwargs={"strategy": "entries"}, **SMALL)
+    model = SpatialPretrainModel(
+        adata, encoder="gat", objective="mask", objective_kwargs={"strategy": "entries"}, **SMALL
+    )
     model.train(max_epochs=1, batch_size=64)
     z = model.get_latent_representation()
     model.save(tmp_path / "m", overwrite=True)
@@ -82,7 +84,9 @@ def test_byol_target_changes_during_training_and_tracks_online():
 def test_transfer_with_a_partial_gene_panel():
     ref = tissue(genes=[f"g{i}" for i in range(12)])
     SpatialPretrainModel.setup_anndata(ref)
-    model = SpatialPretrainModel(ref, encoder="gat", objective="mask", objective_kwargs={"strategy": "entries"}, **SMALL)
+    model = SpatialPretrainModel(
+        ref, encoder="gat", objective="mask", objective_kwargs={"strategy": "entries"}, **SMALL
+    )
     model.train(max_epochs=1, batch_size=64)
     # query: 8 of the reference genes (shuffled order) plus 2 unknown ones
     query_genes = ["g7", "g0", "g3", "g11", "g1", "g5", "g9", "g2", "other1", "other2"]
@@ -107,7 +111,9 @@ def test_transfer_with_a_partial_gene_panel():
 def test_transfer_without_gene_overlap_raises():
     ref = tissue()
     SpatialPretrainModel.setup_anndata(ref)
-    model = SpatialPretrainModel(ref, encoder="mlp", objective="mask", objective_kwargs={"strategy": "entries"}, **SMALL)
+    model = SpatialPretrainModel(
+        ref, encoder="mlp", objective="mask", objective_kwargs={"strategy": "entries"}, **SMALL
+    )
     model.train(max_epochs=1, batch_size=64)
     query = tissue(genes=[f"ENSG{i}" for i in range(12)])
     with pytest.raises(ValueError, match="No gene overlap"):

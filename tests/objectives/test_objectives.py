@@ -13,7 +13,6 @@ from sslspatial.module._pretrain import SpatialPretrainModule
 from sslspatial.objectives import (
     BYOL,
     Classification,
-    PseudoLabelHeads,
     barlow_twins_loss,
     byol_loss,
     kmeans_pseudolabels,
@@ -72,7 +71,11 @@ def test_mask_celltype_masks_one_type_present_among_seeds():
 @pytest.mark.parametrize("kind", ["nb", "poisson", "gaussian"])
 def test_masked_nll_ignores_unmasked_targets_and_matches_hand_value(kind):
     mu = torch.tensor([[2.0, 3.0, 0.5], [1.0, 4.0, 2.0]])
-    dist = {"nb": NegativeBinomial(mu=mu, theta=torch.full_like(mu, 2.0)), "poisson": Poisson(mu), "gaussian": Normal(mu, torch.ones_like(mu))}[kind]
+    dist = {
+        "nb": NegativeBinomial(mu=mu, theta=torch.full_like(mu, 2.0)),
+        "poisson": Poisson(mu),
+        "gaussian": Normal(mu, torch.ones_like(mu)),
+    }[kind]
     target = torch.tensor([[1.0, 0.0, 2.0], [3.0, 1.0, 0.0]])
     mask = torch.tensor([[True, False, True], [False, False, True]])
     mean, rows = masked_nll(dist, target, mask)
@@ -97,8 +100,14 @@ def test_masked_nll_ignores_unmasked_targets_and_matches_hand_value(kind):
 def test_module_reconstruction_scores_only_masked_seed_entries(strategy, likelihood, kwargs):
     """Perturbing unmasked targets (or any non-seed target) leaves the loss unchanged; masked seed targets change it."""
     module = SpatialPretrainModule(
-        6, n_latent=4, n_hidden=8, encoder="gat", heads=2, likelihood=likelihood,
-        objective="mask", objective_kwargs={"strategy": strategy, **kwargs},
+        6,
+        n_latent=4,
+        n_hidden=8,
+        encoder="gat",
+        heads=2,
+        likelihood=likelihood,
+        objective="mask",
+        objective_kwargs={"strategy": strategy, **kwargs},
     )
     batch = _batch()
     batch["target_celltype"] = torch.tensor([0, 1, 0, 1] * 3)
@@ -135,7 +144,12 @@ def test_masked_input_hides_the_values():
 
 def test_missing_genes_are_never_scored():
     module = SpatialPretrainModule(
-        6, n_latent=4, n_hidden=8, encoder="mlp", objective="mask", objective_kwargs={"strategy": "entries", "fraction": 1.0},
+        6,
+        n_latent=4,
+        n_hidden=8,
+        encoder="mlp",
+        objective="mask",
+        objective_kwargs={"strategy": "entries", "fraction": 1.0},
         gene_present=[True, True, False, True, False, True],
     )
     module.eval()
@@ -167,7 +181,9 @@ def test_byol_loss_values():
 
 
 def test_byol_target_is_an_ema_of_the_online_network():
-    module = SpatialPretrainModule(6, n_latent=4, n_hidden=8, encoder="gat", heads=2, objective="byol", objective_kwargs={"tau": 0.9})
+    module = SpatialPretrainModule(
+        6, n_latent=4, n_hidden=8, encoder="gat", heads=2, objective="byol", objective_kwargs={"tau": 0.9}
+    )
     obj: BYOL = module.objective
     before = [p.clone() for p in obj.target_encoder.parameters()]
     with torch.no_grad():
@@ -209,9 +225,16 @@ def test_pseudolabel_and_classification_score_seeds_only():
     batch = _batch()
     for objective, kwargs, key, values in [
         ("pseudolabel", {"sizes": [3, 2]}, "target_pseudolabels", torch.tensor([[[0, 0, 3], [1, 0, 2]]] * 12)),
-        ("classify", {"n_classes": 3, "class_weights": [1.0, 2.0, 1.0]}, "target_labels", torch.tensor([0, 1, -1, 2] * 3)),
+        (
+            "classify",
+            {"n_classes": 3, "class_weights": [1.0, 2.0, 1.0]},
+            "target_labels",
+            torch.tensor([0, 1, -1, 2] * 3),
+        ),
     ]:
-        module = SpatialPretrainModule(6, n_latent=4, n_hidden=8, encoder="gcn", objective=objective, objective_kwargs=kwargs)
+        module = SpatialPretrainModule(
+            6, n_latent=4, n_hidden=8, encoder="gcn", objective=objective, objective_kwargs=kwargs
+        )
         module.eval()
         batch[key] = values.clone()
         inference = module.inference(**module._get_inference_input(batch))

@@ -112,8 +112,11 @@ def test_each_likelihood_matches_reference_log_prob(likelihood):
     torch.testing.assert_close(got, ref.sum(-1), rtol=1e-5, atol=1e-4)
 
 
-def test_module_sum_constraint_for_every_likelihood():
-    module = SuperResModule([4, 3], ["nb", "gaussian"], n_subspots=7, n_subspot_features=2, n_hidden=8, n_latent=4)
+@pytest.mark.parametrize("count_aware", [False, True])
+def test_module_sum_constraint_for_every_likelihood(count_aware):
+    module = SuperResModule(
+        [4, 3], ["nb", "gaussian"], n_subspots=7, n_subspot_features=2, n_hidden=8, n_latent=4, count_aware=count_aware
+    )
     x = torch.cat([torch.poisson(torch.full((5, 4), 6.0)), torch.randn(5, 3)], 1)
     feats = torch.randn(5, 7 * 2)
     edges = torch.zeros(2, 0, dtype=torch.long)
@@ -125,9 +128,11 @@ def test_module_sum_constraint_for_every_likelihood():
     assert (out["subspot_mean"][..., :4] >= 0).all()
 
 
-def test_save_load_reproduces_outputs(tmp_path):
+@pytest.mark.parametrize("count_aware", [False, True])
+def test_save_load_reproduces_outputs(tmp_path, count_aware):
     sdata = _grid_sdata()
-    model = ss.tl.superres(sdata, shapes_key="spots", layout="hexagon", **FAST)
+    model = ss.tl.superres(sdata, shapes_key="spots", layout="hexagon", count_aware=count_aware, **FAST)
+    assert model.module.count_aware is count_aware
     ref = model.get_subspot_expression()
     model.save(tmp_path / "m", save_anndata=True)
     loaded = SUPERRES.load(tmp_path / "m")
@@ -218,3 +223,56 @@ def test_baselines_and_context_against_hand_computed_values():
     ctx = graph_context_features(adj, centres, sub, np.array([[1.0], [3.0]]), bandwidth=1.0).reshape(2, 2, 2)
     np.testing.assert_allclose(ctx[0, :, 0], [3.0, 3.0])  # one neighbour: its value, whatever the weights
     np.testing.assert_allclose(ctx[..., 1], 0.0)
+
+
+def _density_adata(n_spots=240, k=4, n_genes=6, seed=0):
+    """Spots = sums of K sub-spots whose counts scale with a known per-sub-spot density (the only feature)."""
+    rng = np.random.default_rng(seed)
+    density = rng.uniform(0.2, 2.0, (n_spots, k))
+    profile = rng.uniform(2.0, 6.0, n_genes)
+    sub = rng.poisson(density[..., None] * profile)  # (n, K, G)
+    adata = AnnData(sub.sum(1).astype(np.float32))
+    adata.obsm["feats"] = np.log(density).astype(np.float32)  # one feature per sub-spot, flattened (K * 1)
+    return adata, sub.reshape(-1, n_genes), density.ravel()
+
+
+@pytest.mark.parametrize("count_aware", [True, False])
+def test_count_aware_branch_learns_where_the_counts_are(count_aware):
+    adata, truth, density = _density_adata()
+    SUPERRES.setup_anndata(adata, subspot_features_key="feats", n_subspots=4, connectivity_key=None)
+    model = SUPERRES(adata, n_hidden=16, n_latent=4, use_graph=False, count_aware=count_aware)
+    model.train(max_epochs=60, batch_size=60, train_size=1.0, plan_kwargs={"lr": 1e-2}, enable_progress_bar=False)
+    pred = model.get_subspot_expression()
+    np.testing.assert_allclose(pred.reshape(-1, 4, 6).sum(1), adata.X, rtol=1e-4, atol=1e-3)
+    r = np.corrcoef(pred.sum(1), density)[0, 1]
+    uniform = np.corrcoef(uniform_split(adata.X, 4).sum(1), density)[0, 1]
+    if count_aware:  # the spot totals teach the branch that denser sub-spots hold more transcripts
+        assert r > 0.8 and r > uniform + 0.2, (r, uniform)
+        assert np.corrcoef(pred.ravel(), truth.ravel())[0, 1] > np.corrcoef(
+            uniform_split(adata.X, 4).ravel(), truth.ravel()
+        )[0, 1]
+    else:  # a split of the observed total with one composition everywhere cannot see density
+        assert r < uniform + 0.2, (r, uniform)
+
+
+def test_representation_pcs_match_svd_and_add_depth():
+    from sslspatial.tl._superres import _representation
+
+    rng = np.random.default_rng(1)
+    x = rng.poisson(3.0, (40, 10)).astype(np.float64)
+    rep = _representation(x, ["nb"], [10], n_pcs=3)
+    lib = x.sum(1, keepdims=True)
+    z = np.log1p(x / lib * np.median(lib))
+    z = (z - z.mean(0)) / (z.std(0) + 1e-8)
+    u, sv, _ = np.linalg.svd(z - z.mean(0), full_matrices=False)
+    pcs = u[:, :3] * sv[:3]
+    pcs /= pcs[:, :1].std()
+    np.testing.assert_allclose(np.abs(rep[:, :3]), np.abs(pcs), rtol=1e-6, atol=1e-8)  # PCs up to sign
+    depth = np.log1p(lib.ravel())
+    np.testing.assert_allclose(rep[:, 3], (depth - depth.mean()) / depth.std(), rtol=1e-6, atol=1e-8)
+    wide = _representation(x[:6], ["nb"], [10], n_pcs=3)  # fewer spots than features: the n x n Gram route
+    z6 = np.log1p(x[:6] / lib[:6] * np.median(lib[:6]))
+    z6 = (z6 - z6.mean(0)) / (z6.std(0) + 1e-8)
+    u, sv, _ = np.linalg.svd(z6 - z6.mean(0), full_matrices=False)
+    ref = u[:, :3] * sv[:3]
+    np.testing.assert_allclose(np.abs(wide[:, :3]), np.abs(ref / ref[:, :1].std()), rtol=1e-5, atol=1e-7)

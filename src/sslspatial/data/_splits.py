@@ -44,7 +44,9 @@ def section_split(sections, test_sections) -> Split:
     test_sections = [test_sections] if isinstance(test_sections, str) else list(test_sections)
     unknown = set(map(str, test_sections)) - set(sections)
     if unknown:
-        raise ValueError(f"test_sections {sorted(unknown)} are not sections of the data (have {sorted(set(sections))}).")
+        raise ValueError(
+            f"test_sections {sorted(unknown)} are not sections of the data (have {sorted(set(sections))})."
+        )
     is_test = np.isin(sections, [str(s) for s in test_sections])
     if is_test.all():
         raise ValueError("Every section is held out: keep at least one section for training.")

@@ -38,7 +38,7 @@ _N_NEIGHBOURS = 10
 _IMAGE_MARGIN = 10.0  # micrometres of blank slide around the tissue; also the image's translation
 
 
-def _check_args(n_cells, n_genes, n_cell_types, n_domains, n_sections, extent, spot_layouts, pixel_size, effect):
+def _check_args(n_cells, n_genes, n_cell_types, n_domains, n_sections, extent, spot_layouts, image, pixel_size, effect):
     for name, value in [("n_cells", n_cells), ("n_genes", n_genes), ("n_cell_types", n_cell_types)]:
         if int(value) != value or value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -56,6 +56,22 @@ def _check_args(n_cells, n_genes, n_cell_types, n_domains, n_sections, extent, s
     unknown = [layout for layout in spot_layouts if layout not in SPOT_LAYOUTS]
     if unknown or len(set(spot_layouts)) != len(spot_layouts):
         raise ValueError(f"`spot_layouts` must be distinct names among {tuple(SPOT_LAYOUTS)}, got {spot_layouts!r}.")
+    for layout in spot_layouts:
+        n_spots = n_sections * (extent / (SPOT_LAYOUTS[layout]["pitch"] * min(1.0, extent / 1000.0))) ** 2
+        if n_spots > 1_000_000:
+            raise ValueError(
+                f"`extent` {extent} would give ~{n_spots:.0f} {layout} spots: lower it or drop the layout."
+            )
+    width, height = _image_shape((n_sections * extent * 1.1, extent), pixel_size)
+    if image and width * height > 100_000_000:
+        raise ValueError(f"The image would have {width} x {height} pixels: raise `pixel_size` or pass `image=False`.")
+
+
+def _image_shape(extent_xy: tuple[float, float], pixel_size: float) -> tuple[int, int]:
+    """Width and height in pixels of the image covering the tissue plus its blank margin."""
+    width = int(np.ceil((extent_xy[0] + 2 * _IMAGE_MARGIN) / pixel_size))
+    height = int(np.ceil((extent_xy[1] + 2 * _IMAGE_MARGIN) / pixel_size))
+    return width, height
 
 
 def _domain_field(xy: np.ndarray, extent: float, params: dict[str, Any], n_domains: int) -> np.ndarray:
@@ -96,10 +112,7 @@ def _disc(radius_px: float) -> np.ndarray:
 
 def _draw_he(xy, cell_type, type_look, tissue_boxes, extent_xy, pixel_size, rng) -> np.ndarray:
     """H&E-like RGB image (3, y, x) uint8 by Beer-Lambert optical densities of stamped nuclei and cytoplasm."""
-    width = int(np.ceil((extent_xy[0] + 2 * _IMAGE_MARGIN) / pixel_size))
-    height = int(np.ceil((extent_xy[1] + 2 * _IMAGE_MARGIN) / pixel_size))
-    if width * height > 100_000_000:
-        raise ValueError(f"The image would have {width} x {height} pixels: raise `pixel_size` or pass `image=False`.")
+    width, height = _image_shape(extent_xy, pixel_size)
     pix = (xy + _IMAGE_MARGIN) / pixel_size  # intrinsic coordinates; pixel j covers [j, j + 1)
     ix = np.clip(np.floor(pix[:, 0]).astype(np.int64), 0, width - 1)
     iy = np.clip(np.floor(pix[:, 1]).astype(np.int64), 0, height - 1)
@@ -308,8 +321,18 @@ def synthetic_tissue(
     (500, ['table', 'table_subspots_visium', 'table_visium'])
     """
     spot_layouts = tuple(spot_layouts)
-    _check_args(n_cells, n_genes, n_cell_types, n_domains, n_sections, extent, spot_layouts, pixel_size,
-                neighbourhood_effect)  # fmt: skip
+    _check_args(
+        n_cells,
+        n_genes,
+        n_cell_types,
+        n_domains,
+        n_sections,
+        extent,
+        spot_layouts,
+        image,
+        pixel_size,
+        neighbourhood_effect,
+    )
     extent, rng = float(extent), np.random.default_rng(seed)
     n_types, gap = int(n_cell_types), 0.1 * float(extent)
     type_names = np.array([f"type_{t}" for t in range(n_types)], dtype=object)
@@ -318,7 +341,8 @@ def synthetic_tissue(
     var_names = [f"gene_{g}" for g in range(n_genes)]
 
     # ground-truth programmes
-    composition = 0.5 * np.eye(n_types)[np.arange(n_domains) % n_types] + 0.5 * rng.dirichlet(np.ones(n_types), n_domains)
+    dominant = np.eye(n_types)[np.arange(n_domains) % n_types]
+    composition = 0.5 * dominant + 0.5 * rng.dirichlet(np.ones(n_types), n_domains)
     base = rng.normal(0.0, 1.0, n_genes)
     type_logmean = base[None, :] + rng.normal(0.0, 0.4, (n_types, n_genes))
     n_markers = max(1, min(5, n_genes // (2 * n_types)))
@@ -338,7 +362,8 @@ def synthetic_tissue(
     xy, domain, cell_type, section, neighbour_frac = [], [], [], [], []
     field_params = []
     for s, size in enumerate(sizes):
-        params = {"angle": rng.uniform(-np.pi / 6, np.pi / 6), "waves": [(rng.uniform(0.02, 0.06), f, rng.uniform(0, 2 * np.pi)) for f in (1.0, 2.0)]}  # fmt: skip
+        waves = [(rng.uniform(0.02, 0.06), f, rng.uniform(0, 2 * np.pi)) for f in (1.0, 2.0)]
+        params = {"angle": rng.uniform(-np.pi / 6, np.pi / 6), "waves": waves}
         field_params.append(params)
         local = rng.uniform(0.0, extent, (size, 2))
         dom = _domain_field(local, extent, params, n_domains)
@@ -348,7 +373,9 @@ def synthetic_tissue(
         _, nn = cKDTree(local).query(local, k=k + 1)
         neighbour_frac.append(np.eye(n_types)[types[nn[:, 1:]]].mean(axis=1))
         xy.append(local + np.array([s * (extent + gap), 0.0]))
-        domain.append(dom), cell_type.append(types), section.append(np.full(size, s))
+        domain.append(dom)
+        cell_type.append(types)
+        section.append(np.full(size, s))
     xy, domain, cell_type, section = (np.concatenate(a) for a in (xy, domain, cell_type, section))
     neighbour_frac = np.concatenate(neighbour_frac)
 
@@ -365,6 +392,7 @@ def synthetic_tissue(
             "cell_type": pd.Categorical(type_names[cell_type], categories=type_names),
             "domain": pd.Categorical(domain_names[domain], categories=domain_names),
             "section": pd.Categorical(section_names[section], categories=section_names),
+            "true_size_factor": size_factor,
         },
         index=[f"cell_{i}" for i in range(n_cells)],
     )

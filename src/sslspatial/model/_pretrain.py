@@ -34,7 +34,9 @@ def _quiet_lightning():
     levels = {name: logging.getLogger(name).level for name in names}
     with warnings.catch_warnings():
         quiet_dependencies()
-        warnings.filterwarnings("ignore", message=".*(number of training batches|LeafSpec|litlogger|Last batch will have).*")
+        warnings.filterwarnings(
+            "ignore", message=".*(number of training batches|LeafSpec|litlogger|Last batch will have).*"
+        )
         for name in names:
             logging.getLogger(name).setLevel(logging.WARNING)
         try:
@@ -341,8 +343,10 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     # ------------------------------------------------------------------ derived models
     def derive(self, adata: AnnData | None = None, gene_present: list[bool] | None = None, **overrides):
-        """A new model with this model's encoder settings and weights (encoder and mask token), e.g. with
-        ``objective="classify"`` for fine-tuning, on ``adata`` (default: the same data)."""
+        """A new model with this model's encoder settings and weights (encoder and mask token), e.g.
+
+        with ``objective="classify"`` for fine-tuning, on ``adata`` (default: the same data).
+        """
         params = dict(self.init_params_["non_kwargs"])
         params.update(overrides)
         if gene_present is not None:
@@ -358,8 +362,9 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     @classmethod
     def load_query_data(cls, adata: AnnData, reference: SpatialPretrainModel, layer: str | None = None):
-        """Apply a pretrained model to another dataset with an overlapping gene panel (like scvi's
-        ``load_query_data``): genes are aligned to the reference panel by name; reference genes missing from the
+        """Apply a pretrained model to another dataset with an overlapping gene panel (like scvi's ...
+
+        ... ``load_query_data``): genes are aligned to the reference panel by name; reference genes missing from the
         query are treated as masked (replaced by the mask token at the input, never scored).
 
         Parameters

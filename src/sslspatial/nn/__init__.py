@@ -4,6 +4,6 @@ from ._graph_encoders import ENCODERS, GraphEncoder, MLPHead
 
 __all__ = ["ENCODERS", "GraphEncoder", "MLPHead"]
 
-from ._hist2st import ConvMixerEncoder, SpotContext  # noqa: E402
+from ._hist2st import ConvMixerEncoder, SpotContext
 
 __all__ += ["ConvMixerEncoder", "SpotContext"]

@@ -1,5 +1,7 @@
-"""Self-supervised objectives: masked reconstruction (cells, entries, gene programmes, a cell type), Barlow Twins,
-BYOL, k-means pseudo-label multi-task, and the supervised classification head used for fine-tuning."""
+"""Self-supervised objectives: masked reconstruction (cells, entries, gene programmes, a cell type), Barlow Twins, ...
+
+... BYOL, k-means pseudo-label multi-task, and the supervised classification head used for fine-tuning.
+"""
 
 from ._base import ObjectiveOutput
 from ._contrastive import BYOL, BarlowTwins, augment, barlow_twins_loss, byol_loss
@@ -8,8 +10,8 @@ from ._masking import (
     STRATEGIES,
     Decoder,
     MaskedReconstruction,
-    mask_celltype,
     mask_cells,
+    mask_celltype,
     mask_entries,
     mask_programmes,
     masked_nll,

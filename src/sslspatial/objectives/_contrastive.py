@@ -32,8 +32,9 @@ def augment(x_t: torch.Tensor, noise: float, dropout: float) -> tuple[torch.Tens
 
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051) -> torch.Tensor:
-    """Barlow Twins: ``sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2`` with ``C`` the cross-correlation of the
-    batch-standardised embeddings.
+    """Barlow Twins: ``sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2`` with ``C`` the cross-correlation of the ...
+
+    ... batch-standardised embeddings.
 
     Examples
     --------
@@ -62,8 +63,9 @@ def byol_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class BarlowTwins(nn.Module):
-    """Barlow Twins on seed embeddings of two augmented views (projector ``n_latent -> 512 -> 512``, ``lambd``
-    0.0051 as in the reference).
+    """Barlow Twins on seed embeddings of two augmented views (projector ``n_latent -> 512 -> 512``, ``lambd`` ...
+
+    ... 0.0051 as in the reference).
 
     Examples
     --------
@@ -96,8 +98,9 @@ class BarlowTwins(nn.Module):
 
 
 class BYOL(nn.Module):
-    """BYOL: an online encoder + projector + predictor regresses the projection of a target network, which is an
-    exponential moving average (``tau``) of the online encoder and projector, updated after every optimiser step by
+    """BYOL: an online encoder + projector + predictor regresses the projection of a target network, which is an ...
+
+    ... exponential moving average (``tau``) of the online encoder and projector, updated after every optimiser step by
     :meth:`update_target` (the model's training loop calls it through a Lightning callback).
 
     Parameters
@@ -162,7 +165,9 @@ class BYOL(nn.Module):
             online.append(self.predictor(self.projector(z)))
             with torch.no_grad():
                 self.target_encoder.train(self.training)
-                zt = seed_slice(module.encode(view, edge_index, degree, mask=mask, encoder=self.target_encoder), n_seeds)
+                zt = seed_slice(
+                    module.encode(view, edge_index, degree, mask=mask, encoder=self.target_encoder), n_seeds
+                )
                 target.append(self.target_projector(zt))
         if n_seeds < 2:  # batch norm in the heads needs two seeds
             per_seed = 0.0 * online[0].sum(-1)

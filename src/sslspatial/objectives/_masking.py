@@ -1,5 +1,6 @@
-"""Masked reconstruction: mask whole cells, random entries, gene programmes or a cell type, and reconstruct the masked
-values under a count (``nb``, ``zinb``, ``poisson``) or Gaussian likelihood, scoring **masked targets only**.
+"""Masked reconstruction: mask whole cells, random entries, gene programmes or a cell type, and reconstruct the ...
+
+... masked values under a count (``nb``, ``zinb``, ``poisson``) or Gaussian likelihood, scoring **masked targets only**.
 
 Masked inputs are replaced by a learned per-gene mask token (the module's), so a zero count stays distinguishable from
 a hidden one. Genes missing from a transferred dataset are always masked and never scored.
@@ -19,8 +20,9 @@ DEFAULT_FRACTION = {"cells": 0.2, "entries": 0.5, "programmes": 0.5, "celltype":
 
 
 def mask_cells(n_nodes: int, n_genes: int, n_seeds: int, fraction: float, device=None) -> torch.Tensor:
-    """Mask every gene of ``round(fraction * n)`` random cells, drawn separately among seeds (at least one) and among
-    the other nodes, so seeds are masked at the requested rate.
+    """Mask every gene of ``round(fraction * n)`` random cells, drawn separately among seeds (at least one) and ...
+
+    ... among the other nodes, so seeds are masked at the requested rate.
 
     Examples
     --------
@@ -126,9 +128,12 @@ def masked_nll(distribution: torch.distributions.Distribution, target: torch.Ten
 
 
 class Decoder(nn.Module):
-    """Latent -> distribution over genes. Counts: mean ``library * softmax(logits)`` over the present genes, per-gene
-    inverse dispersion (``nb``/``zinb``), zero-inflation logits (``zinb``). Gaussian: identity-output mean (no sigmoid,
-    so log-expression is not capped) and a per-gene scale."""
+    """Latent -> distribution over genes.
+
+    Counts: mean ``library * softmax(logits)`` over the present genes, per-gene inverse dispersion (``nb``/``zinb``),
+    zero-inflation logits (``zinb``). Gaussian: identity-output mean (no sigmoid, so log-expression is not capped) and a
+    per-gene scale.
+    """
 
     def __init__(self, n_latent: int, n_genes: int, n_hidden: int = 128, likelihood: str = "nb"):
         super().__init__()

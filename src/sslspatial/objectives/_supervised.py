@@ -42,7 +42,9 @@ class Classification(nn.Module):
             raise ValueError(f"Classification needs at least 2 classes, got {n_classes}.")
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(n_latent, n_classes)
-        weights = torch.ones(n_classes) if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        weights = (
+            torch.ones(n_classes) if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        )
         self.register_buffer("class_weights", weights)
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:

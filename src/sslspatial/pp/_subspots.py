@@ -76,6 +76,7 @@ def subspot_offsets(
     if layout == "hexagon":
         angles = np.deg2rad(np.arange(6) * 60.0)
         ring = (2.0 * r / 3.0) * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        ring[np.abs(ring) < 1e-12 * r] = 0.0  # exact zeros instead of cos(90°) round-off
         offsets = np.vstack([np.zeros((1, 2)), ring])
         return offsets, r / 3.0
     n = int(n_per_side)

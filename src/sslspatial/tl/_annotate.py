@@ -1,5 +1,7 @@
-"""``ss.tl.annotate``: cell-type prediction from a pretrained model (fine-tuning, kNN probe or linear probe), and
-``ss.tl.transfer``: a pretrained model applied to another dataset with an overlapping gene panel."""
+"""``ss.tl.annotate``: cell-type prediction from a pretrained model (fine-tuning, kNN probe or linear probe), and ...
+
+... ``ss.tl.transfer``: a pretrained model applied to another dataset with an overlapping gene panel.
+"""
 
 from __future__ import annotations
 
@@ -47,8 +49,9 @@ def annotate(
     overwrite: bool = False,
     train_kwargs: dict | None = None,
 ) -> SpatialPretrainModel:
-    """Predict cell types with a pretrained model: fine-tune it with a class-weighted classification head, or probe
-    its embedding with kNN / logistic regression.
+    """Predict cell types with a pretrained model: fine-tune it with a class-weighted classification head, or probe ...
+
+    ... its embedding with kNN / logistic regression.
 
     Only the labels of the training cells are used: cells whose ``labels_key`` is missing (NaN or
     ``unlabeled_category``) and cells outside ``train_indices`` are predicted, never trained on. For an honest
@@ -139,7 +142,9 @@ def _finetune(model, codes, train_idx, classes, max_epochs, batch_size, lr, trai
         steps_per_epoch = int(np.ceil(n_train / batch_size))
         max_epochs = int(np.clip(np.ceil(300 / steps_per_epoch), 5, 300))
     weights = balanced_class_weights(codes, classes.size)
-    tuned = model.derive(objective="classify", objective_kwargs={"n_classes": int(classes.size), "class_weights": weights})
+    tuned = model.derive(
+        objective="classify", objective_kwargs={"n_classes": int(classes.size), "class_weights": weights}
+    )
     tuned.train(
         max_epochs=max_epochs,
         batch_size=batch_size,

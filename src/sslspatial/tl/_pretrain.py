@@ -1,7 +1,9 @@
-"""User functions for self-supervised pretraining: ``pretrain_mask``, ``pretrain_contrastive``,
-``pretrain_pseudolabel``. Each validates its input before any training, trains a
+"""User functions for self-supervised pretraining: ``pretrain_mask``, ``pretrain_contrastive``, ...
+
+... ``pretrain_pseudolabel``. Each validates its input before any training, trains a
 :class:`~sslspatial.model.SpatialPretrainModel`, writes the embedding to ``obsm["X_<key_added>"]`` and returns the
-model."""
+model.
+"""
 
 from __future__ import annotations
 
@@ -274,8 +276,9 @@ def pretrain_pseudolabel(
     train_kwargs: dict | None = None,
     **model_kwargs,
 ) -> SpatialPretrainModel:
-    """scPretrain-style pretraining: predict k-means pseudo-labels at three resolutions per section
-    (``K = n/100``, ``n/50``, ``n/200 + 1``) with one head each (cross-entropy on raw logits).
+    """scPretrain-style pretraining: predict k-means pseudo-labels at three resolutions per section (``K = n/100``, ...
+
+    ... ``n/50``, ``n/200 + 1``) with one head each (cross-entropy on raw logits).
 
     Parameters
     ----------
@@ -316,4 +319,6 @@ def pretrain_pseudolabel(
         objective_kwargs={"sizes": sizes},
         **model_kwargs,
     )
-    return _train_and_write(table, model, key_added, max_epochs, batch_size, lr, {"pseudolabels": targets}, train_kwargs)
+    return _train_and_write(
+        table, model, key_added, max_epochs, batch_size, lr, {"pseudolabels": targets}, train_kwargs
+    )
