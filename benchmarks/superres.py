@@ -264,7 +264,7 @@ def main() -> None:
         "121 x 117 um fields: 10 um bins (5 um sub-bins) give 260 spots, 20 um bins only 60 (too few to train on: "
         "with the default 300 epochs the model overfits far below the uniform split, so it gets 30). Genes with >= 50 "
         "transcripts. Kernel baseline: best of bandwidths 0.25 / 0.5 / 1 x spot pitch (chosen on the truth, i.e. "
-        "optimistic). Runtime: default model sizes (hidden 128, latent 128, one encoder layer), default share model."
+        "optimistic). Runtime: default model sizes (hidden 128, latent 128, one encoder layer), default (count-aware) model."
     ), "datasets": {}}  # fmt: skip
     t0 = time.perf_counter()
     for name, (ps, mods, pitch), layout, n_epochs in (

@@ -1,6 +1,7 @@
-"""CLI of the pretraining capability: ``sslspatial pretrain`` and ``sslspatial annotate`` on a SpatialData zarr ...
+"""CLI of the pretraining capability.
 
-... store (in place), and its step of ``sslspatial demo``.
+CLI of the pretraining capability: ``sslspatial pretrain`` and ``sslspatial annotate`` on a SpatialData zarr store (in
+place), and its step of ``sslspatial demo``.
 """
 
 from __future__ import annotations
@@ -97,9 +98,10 @@ def _devices(value: str):
 
 
 def demo(sdata, out_dir: Path) -> dict:
-    """Pretrain on the synthetic tissue (masked cells, GAT), annotate cell types from 10% of the labels of one ...
+    """The pretraining step of ``sslspatial demo``.
 
-    ... spatial half, and cluster the embedding into domains; returns accuracy figures against the synthetic truth.
+    Pretrain on the synthetic tissue (masked cells, GAT), annotate cell types from 10% of the labels of one spatial
+    half, and cluster the embedding into domains; returns accuracy figures against the synthetic truth.
     """
     import matplotlib.pyplot as plt
     import numpy as np

@@ -140,9 +140,10 @@ class SubgraphCollate:
 
 
 def make_collate(adata_manager, n_hops: int = 0, targets: dict[str, np.ndarray] | None = None) -> SubgraphCollate:
-    """Build the collate of a model's data: features from the registry, graph from ``obsp[connectivity_key]`` (a ...
+    """Build the collate of a model's data.
 
-    ... setup argument of the model).
+    Build the collate of a model's data: features from the registry, graph from ``obsp[connectivity_key]`` (a setup
+    argument of the model).
     """
     setup = adata_manager.registry["setup_args"]
     x = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
@@ -179,9 +180,10 @@ class SubgraphDataLoader(AnnDataLoader):
 
 
 class SubgraphDataSplitter(DataSplitter):
-    """:class:`~scvi.dataloaders.DataSplitter` building :class:`SubgraphDataLoader` s (pass ``external_indexing`` ...
+    """DataSplitter building :class:`SubgraphDataLoader` s.
 
-    ... for honest section-wise or spatial-block splits, see :mod:`sslspatial.data._splits`).
+    :class:`~scvi.dataloaders.DataSplitter` building :class:`SubgraphDataLoader` s (pass ``external_indexing`` for
+    honest section-wise or spatial-block splits, see :mod:`sslspatial.data._splits`).
 
     Examples
     --------

@@ -362,9 +362,10 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     @classmethod
     def load_query_data(cls, adata: AnnData, reference: SpatialPretrainModel, layer: str | None = None):
-        """Apply a pretrained model to another dataset with an overlapping gene panel (like scvi's ...
+        """Apply a pretrained model to another dataset with an overlapping gene panel.
 
-        ... ``load_query_data``): genes are aligned to the reference panel by name; reference genes missing from the
+        Apply a pretrained model to another dataset with an overlapping gene panel (like scvi's ``load_query_data``):
+        genes are aligned to the reference panel by name; reference genes missing from the
         query are treated as masked (replaced by the mask token at the input, never scored).
 
         Parameters

@@ -1,6 +1,7 @@
-"""The torch module of :class:`sslspatial.model.SpatialPretrainModel`: a pluggable encoder over k-hop subgraphs and ...
+"""The torch module of :class:`sslspatial.model.SpatialPretrainModel`.
 
-... a pluggable objective (no AnnData in here).
+The torch module of :class:`sslspatial.model.SpatialPretrainModel`: a pluggable encoder over k-hop subgraphs and a
+pluggable objective (no AnnData in here).
 
 A minibatch (built by :class:`sslspatial.data.SubgraphCollate`) holds the raw features ``x`` of every node of the
 subgraph (seeds first), ``edge_index``, ``n_seeds`` and the full-graph ``degree``. Inputs are log1p-normalised counts
@@ -120,9 +121,10 @@ class SpatialPretrainModule(BaseModuleClass):
         mask: torch.Tensor | None = None,
         encoder: nn.Module | None = None,
     ) -> torch.Tensor:
-        """Embed every node of a subgraph from transformed inputs; ``mask`` entries (and missing genes) are replaced ...
+        """Embed every node of a subgraph from transformed inputs.
 
-        ... by the mask token.
+        Embed every node of a subgraph from transformed inputs; ``mask`` entries (and missing genes) are replaced by the
+        mask token.
         """
         hidden = ~self.gene_present if mask is None else (mask | ~self.gene_present)
         x_in = torch.where(hidden, self.mask_token.to(x_t.dtype).expand_as(x_t), x_t)

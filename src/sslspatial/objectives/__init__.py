@@ -1,6 +1,7 @@
-"""Self-supervised objectives: masked reconstruction (cells, entries, gene programmes, a cell type), Barlow Twins, ...
+"""Self-supervised objectives and the fine-tuning head.
 
-... BYOL, k-means pseudo-label multi-task, and the supervised classification head used for fine-tuning.
+Self-supervised objectives: masked reconstruction (cells, entries, gene programmes, a cell type), Barlow Twins, BYOL,
+k-means pseudo-label multi-task, and the supervised classification head used for fine-tuning.
 """
 
 from ._base import ObjectiveOutput

@@ -32,9 +32,10 @@ def augment(x_t: torch.Tensor, noise: float, dropout: float) -> tuple[torch.Tens
 
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051) -> torch.Tensor:
-    """Barlow Twins: ``sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2`` with ``C`` the cross-correlation of the ...
+    """Barlow Twins loss of two batches of embeddings.
 
-    ... batch-standardised embeddings.
+    Barlow Twins: ``sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2`` with ``C`` the cross-correlation of the batch-
+    standardised embeddings.
 
     Examples
     --------
@@ -63,9 +64,10 @@ def byol_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class BarlowTwins(nn.Module):
-    """Barlow Twins on seed embeddings of two augmented views (projector ``n_latent -> 512 -> 512``, ``lambd`` ...
+    """Barlow Twins on the seed embeddings of two augmented views.
 
-    ... 0.0051 as in the reference).
+    Barlow Twins on seed embeddings of two augmented views (projector ``n_latent -> 512 -> 512``, ``lambd`` 0.0051 as in
+    the reference).
 
     Examples
     --------
@@ -98,9 +100,10 @@ class BarlowTwins(nn.Module):
 
 
 class BYOL(nn.Module):
-    """BYOL: an online encoder + projector + predictor regresses the projection of a target network, which is an ...
+    """BYOL with an exponential-moving-average target network.
 
-    ... exponential moving average (``tau``) of the online encoder and projector, updated after every optimiser step by
+    BYOL: an online encoder + projector + predictor regresses the projection of a target network, which is an
+    exponential moving average (``tau``) of the online encoder and projector, updated after every optimiser step by
     :meth:`update_target` (the model's training loop calls it through a Lightning callback).
 
     Parameters

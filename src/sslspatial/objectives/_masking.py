@@ -1,6 +1,7 @@
-"""Masked reconstruction: mask whole cells, random entries, gene programmes or a cell type, and reconstruct the ...
+"""Masked reconstruction objectives.
 
-... masked values under a count (``nb``, ``zinb``, ``poisson``) or Gaussian likelihood, scoring **masked targets only**.
+Masked reconstruction: mask whole cells, random entries, gene programmes or a cell type, and reconstruct the masked
+values under a count (``nb``, ``zinb``, ``poisson``) or Gaussian likelihood, scoring **masked targets only**.
 
 Masked inputs are replaced by a learned per-gene mask token (the module's), so a zero count stays distinguishable from
 a hidden one. Genes missing from a transferred dataset are always masked and never scored.
@@ -20,9 +21,10 @@ DEFAULT_FRACTION = {"cells": 0.2, "entries": 0.5, "programmes": 0.5, "celltype":
 
 
 def mask_cells(n_nodes: int, n_genes: int, n_seeds: int, fraction: float, device=None) -> torch.Tensor:
-    """Mask every gene of ``round(fraction * n)`` random cells, drawn separately among seeds (at least one) and ...
+    """Mask whole cells, at the same rate among seeds and among the other nodes.
 
-    ... among the other nodes, so seeds are masked at the requested rate.
+    Mask every gene of ``round(fraction * n)`` random cells, drawn separately among seeds (at least one) and among the
+    other nodes, so seeds are masked at the requested rate.
 
     Examples
     --------

@@ -1,6 +1,7 @@
-"""scPretrain-style multi-task pseudo-label pretraining: k-means labellings at several resolutions per section (``K ...
+"""scPretrain-style multi-task pseudo-label pretraining.
 
-... = n / 100``, ``n / 50``, ``n / 200 + 1``), one classification head per resolution, cross-entropy on the raw logits
+scPretrain-style multi-task pseudo-label pretraining: k-means labellings at several resolutions per section (``K = n /
+100``, ``n / 50``, ``n / 200 + 1``), one classification head per resolution, cross-entropy on the raw logits
 (not on ``sigmoid(logits)``), restricted to the clusters of the cell's own section.
 """
 

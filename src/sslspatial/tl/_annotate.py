@@ -1,6 +1,7 @@
-"""``ss.tl.annotate``: cell-type prediction from a pretrained model (fine-tuning, kNN probe or linear probe), and ...
+"""Cell-type annotation and transfer to new datasets.
 
-... ``ss.tl.transfer``: a pretrained model applied to another dataset with an overlapping gene panel.
+``ss.tl.annotate``: cell-type prediction from a pretrained model (fine-tuning, kNN probe or linear probe), and
+``ss.tl.transfer``: a pretrained model applied to another dataset with an overlapping gene panel.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def annotate(
     overwrite: bool = False,
     train_kwargs: dict | None = None,
 ) -> SpatialPretrainModel:
-    """Predict cell types with a pretrained model: fine-tune it with a class-weighted classification head, or probe ...
+    """Predict cell types with a pretrained model.
 
-    ... its embedding with kNN / logistic regression.
+    Predict cell types with a pretrained model: fine-tune it with a class-weighted classification head, or probe its
+    embedding with kNN / logistic regression.
 
     Only the labels of the training cells are used: cells whose ``labels_key`` is missing (NaN or
     ``unlabeled_category``) and cells outside ``train_indices`` are predicted, never trained on. For an honest

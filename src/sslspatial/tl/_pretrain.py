@@ -1,6 +1,7 @@
-"""User functions for self-supervised pretraining: ``pretrain_mask``, ``pretrain_contrastive``, ...
+"""User functions for self-supervised pretraining.
 
-... ``pretrain_pseudolabel``. Each validates its input before any training, trains a
+User functions for self-supervised pretraining: ``pretrain_mask``, ``pretrain_contrastive``, ``pretrain_pseudolabel``.
+Each validates its input before any training, trains a
 :class:`~sslspatial.model.SpatialPretrainModel`, writes the embedding to ``obsm["X_<key_added>"]`` and returns the
 model.
 """
@@ -276,9 +277,10 @@ def pretrain_pseudolabel(
     train_kwargs: dict | None = None,
     **model_kwargs,
 ) -> SpatialPretrainModel:
-    """scPretrain-style pretraining: predict k-means pseudo-labels at three resolutions per section (``K = n/100``, ...
+    """scPretrain-style pretraining on k-means pseudo-labels.
 
-    ... ``n/50``, ``n/200 + 1``) with one head each (cross-entropy on raw logits).
+    scPretrain-style pretraining: predict k-means pseudo-labels at three resolutions per section (``K = n/100``,
+    ``n/50``, ``n/200 + 1``) with one head each (cross-entropy on raw logits).
 
     Parameters
     ----------

@@ -150,7 +150,7 @@ def superres(
     n_hidden: int = 128,
     n_latent: int = 128,
     image_weight: float = 1.0,
-    count_aware: bool = False,
+    count_aware: bool = True,
     n_layers: int = 1,
     overwrite: bool = False,
     accelerator: str = "auto",
@@ -210,8 +210,8 @@ def superres(
         Model sizes and the image-regulariser weight.
     count_aware
         Let the sub-spot branch predict absolute rates, explaining each spot's total count as well as its composition
-        (learns where the transcripts are, e.g. from nuclear-stain density in the image); default shares of the
-        observed total.
+        (learns where the transcripts are, e.g. from nuclear-stain density in the image). False: the branch only
+        splits the observed total by composition (``benchmarks/results/superres.md`` compares both).
     n_layers
         Graph-transformer layers of the spot encoder (= hops of the subgraph each minibatch carries). The enhanced
         profiles with ``spot_mean="observed"`` do not depend on the encoder (it only fits the denoised spot mean), so
