@@ -24,6 +24,15 @@ from sslspatial.module._superres import SuperResModule
 FAST = {"max_epochs": 2, "n_hidden": 16, "n_latent": 8, "batch_size": 32}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one torch thread is fastest, and on a busy 2-core machine two threads can be 10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _grid_sdata(n_side=6, n_genes=5, seed=0, tables=("table",), image=False):
     """Square bins of side 2 on an n x n grid, NB-ish counts with a left-right gradient, knn-8 graph."""
     rng = np.random.default_rng(seed)

@@ -14,7 +14,8 @@ import numpy as np
 
 from .._constants import check_key
 from .._io import SectionImage, get_coordinates, get_image, get_table, is_spatialdata
-from ._patches import obs_regions, resolve_region_images, section_patches, size_in_pixels
+from ._patches import section_patches, size_in_pixels
+from ._patches_sdata import obs_regions, resolve_region_images
 
 # Ruifrok & Johnston H&E(+DAB) stain vectors (optical density per RGB channel), rows: haematoxylin, eosin, residual
 _STAINS = np.array([[0.650, 0.704, 0.286], [0.072, 0.990, 0.105], [0.268, 0.570, 0.776]])

@@ -15,7 +15,8 @@ from ..data._patch_loader import PatchSection, PatchSource
 from ..metrics import pearson_per_gene
 from ..model._hist2expr import Hist2Expr
 from ..pp._image_features import image_features
-from ..pp._patches import check_centres_inside, check_image_values, obs_regions, resolve_region_images
+from ..pp._patches import check_centres_inside, check_image_values
+from ..pp._patches_sdata import obs_regions, resolve_region_images
 from ..pp._tissue import tissue_grid
 
 
