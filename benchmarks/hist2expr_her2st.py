@@ -5,8 +5,8 @@ sections, predict the fifth from its image alone; per-gene Pearson over the 785 
 (variance of the target over all five sections); training time. Same folds: ridge regression on colour / texture
 statistics of the same patches (``ss.pp.image_features(method="stats")``), and the model with each loss term removed.
 
-Usage: ``python benchmarks/hist2expr_her2st.py [--quick] [--ablation-folds C5,C3]``; writes
-``benchmarks/results/hist2expr_her2st.{json,md}``.
+Usage: ``python benchmarks/hist2expr_her2st.py [--quick] [--ablation-folds C5] [--resume]``; writes
+``benchmarks/results/hist2expr_her2st.{json,md}`` after every fold (``--resume`` skips folds already there).
 """
 
 from __future__ import annotations
@@ -148,11 +148,35 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def write(results: dict, folds_done: list[str], ablation_folds: list[str], epochs, quick: bool) -> None:
+    """Averages, metadata, then ``results/hist2expr_her2st[_quick].{json,md}`` (called after every fold)."""
+    names = sorted({n for r in results["folds"].values() for n in r})
+    results["average"] = {}
+    for name in names:
+        rs = [r[name] for r in results["folds"].values() if name in r]
+        results["average"][name] = {
+            "n_folds": len(rs),
+            **{k: float(np.mean([r[k] for r in rs])) for k in ("mean_pcc", "mean_pcc_top50", "train_seconds")},
+        }
+    missing = [f for f in SECTIONS if f not in results["folds"]]
+    note = "Ablations ran on folds " + (", ".join(ablation_folds) or "none") + " only (CPU time)."
+    if missing:
+        note += f" Partial run: folds {', '.join(missing)} not (yet) computed."
+    results["meta"] = {"config": {**CONFIG, "max_epochs": epochs or CONFIG["max_epochs"]}, "quick": quick,
+                       "threads": torch.get_num_threads(), "platform": platform.processor() or platform.machine(),
+                       "note": note}  # fmt: skip
+    OUT.mkdir(parents=True, exist_ok=True)
+    name = "hist2expr_her2st" + ("_quick" if quick else "")
+    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (OUT / f"{name}.md").write_text(markdown(results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="two folds, 10 epochs, no ablations")
-    parser.add_argument("--ablation-folds", default="C5,C3", help="folds on which the ablations run ('all' or list)")
+    parser.add_argument("--ablation-folds", default="C5", help="folds on which the ablations run ('all' or list)")
     parser.add_argument("--folds", default="all")
+    parser.add_argument("--resume", action="store_true", help="keep folds already in the results json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -164,7 +188,12 @@ def main() -> None:
     if args.quick:
         folds, ablation_folds, epochs = folds[-2:], [], 10
     results = {"folds": {}, "meta": {}}
+    previous = OUT / ("hist2expr_her2st" + ("_quick" if args.quick else "") + ".json")
+    if args.resume and previous.exists():
+        results["folds"] = json.loads(previous.read_text())["folds"]
     for fold in folds:
+        if fold in results["folds"]:
+            continue
         res = {"ridge_stats": ridge_fold(sdata, target, fold, top50, CONFIG["spot_scale"])}
         res["hist2expr"] = model_fold(sdata, hvg, target, fold, top50, epochs=epochs)
         if fold in ablation_folds:
@@ -172,25 +201,7 @@ def main() -> None:
                 res[f"hist2expr_{name}"] = model_fold(sdata, hvg, target, fold, top50, overrides, epochs=epochs)
         results["folds"][fold] = res
         print(fold, {k: round(v["mean_pcc"], 3) for k, v in res.items()}, flush=True)
-    names = sorted({n for r in results["folds"].values() for n in r})
-    results["average"] = {}
-    for name in names:
-        rs = [r[name] for r in results["folds"].values() if name in r]
-        results["average"][name] = {
-            "n_folds": len(rs),
-            **{k: float(np.mean([r[k] for r in rs])) for k in ("mean_pcc", "mean_pcc_top50", "train_seconds")},
-        }
-    note = (
-        "Ablations ran on folds " + ", ".join(ablation_folds) + " only (CPU time)." if ablation_folds != SECTIONS
-        else "Ablations ran on every fold."
-    )  # fmt: skip
-    results["meta"] = {"config": {**CONFIG, "max_epochs": epochs or CONFIG["max_epochs"]}, "quick": args.quick,
-                       "threads": torch.get_num_threads(), "platform": platform.processor() or platform.machine(),
-                       "note": note}  # fmt: skip
-    OUT.mkdir(parents=True, exist_ok=True)
-    name = "hist2expr_her2st" + ("_quick" if args.quick else "")
-    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))
-    (OUT / f"{name}.md").write_text(markdown(results))
+        write(results, list(results["folds"]), ablation_folds, epochs, args.quick)
     print(markdown(results))
 
 
