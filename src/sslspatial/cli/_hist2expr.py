@@ -79,7 +79,7 @@ def demo(sdata, out_dir: Path) -> dict:
 
     table = sdata.tables["table_visium"]
     x = table.obsm["spatial"][:, 0]
-    halves = np.where(x < np.median(x), "left", "right")
+    halves = np.where(x < np.median(x), "left", "right").astype(object)
     halves[(x < np.quantile(x, 0.25))] = "left_val"  # a validation strip for early stopping
     table.obs["hist2expr_half"] = halves
     hist2expr(
