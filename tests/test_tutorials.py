@@ -16,7 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 
 REDUCED = {
-    "01_pretrain_annotate_transfer.ipynb": {"PRETRAIN_EPOCHS": 2, "FINETUNE_EPOCHS": 2, "N_THREADS": 1},
+    "01_pretrain_annotate_transfer.ipynb": {
+        "PRETRAIN_EPOCHS": 2,
+        "FINETUNE_EPOCHS": 2,
+        "PANEL_FRACTIONS": (1.0, 0.5),
+        "N_THREADS": 1,
+    },
     "02_hist2expr_her2st.ipynb": {"MAX_EPOCHS": 1, "IMAGE_DOWNSCALE": 8, "N_GENES": 30, "N_THREADS": 1},
     "03_superres_osmfish.ipynb": {"MAX_EPOCHS": 2, "N_THREADS": 1},
     "04_synthetic_chain.ipynb": {
@@ -88,3 +93,38 @@ def test_synthetic_chain(shared_data):
     assert 0.0 <= res["annotation_macro_f1"] <= 1.0 and -1.0 <= res["domains_ari"] <= 1.0
     # the sub-spots sum to the spots, so even a barely trained model stays near the uniform split
     assert res["superres_pearson"] > res["uniform_pearson"] - 0.1
+
+
+@pytest.mark.slow
+def test_pretrain_annotate_transfer(shared_data):
+    res = _run("01_pretrain_annotate_transfer.ipynb", shared_data)
+    assert 6.0 <= res["mean_degree"] <= 8.0  # radius 400 px on STARmap
+    assert res["n_labelled"] == 210 and res["n_test"] == 1053  # 20% of the 1,049 BZ5 cells; all of BZ9
+    # even two epochs of fine-tuning beat nothing; the baseline does not depend on training (about 0.44)
+    assert 0.0 < res["finetune_macro_f1"] <= 1.0 and 0.0 <= res["knn_macro_f1"] <= 1.0
+    assert 0.3 < res["baseline_macro_f1"] < 0.6
+    assert set(res["transfer_macro_f1"]) == set(res["transfer_baseline_macro_f1"]) == {"166", "83"}
+    # the full-panel "query" is the reference itself: the transferred model must reproduce the fine-tuned predictions
+    assert res["transfer_macro_f1"]["166"] == pytest.approx(res["finetune_macro_f1"])
+    assert all(0.0 <= v <= 1.0 for v in res["transfer_macro_f1"].values())
+    assert -1.0 <= res["domains_ari"] <= 1.0 and res["domains_ari_pca"] > 0.3
+
+
+@pytest.mark.slow
+def test_hist2expr_her2st(shared_data):
+    res = _run("02_hist2expr_her2st.ipynb", shared_data)
+    assert res["n_genes"] == 30 and len(res["best_genes"]) == 2
+    assert res["heldout_mean_pearson"] > 0.0  # C5, never seen in training, predicted from its image
+    assert -1.0 <= res["b4_grid_mean_pearson"] <= 1.0
+    assert res["grid_shapes"] and res["n_grid_spots"] > 100  # pseudo-spots over the B4 tissue
+    assert {"hist2expr", "table"} <= set(res["tables"])
+
+
+@pytest.mark.slow
+def test_superres_osmfish(shared_data):
+    res = _run("03_superres_osmfish.ipynb", shared_data)
+    assert res["n_spots"] == 1036 and res["n_genes"] == 33  # 50 um squares over the 4,839 valid cells
+    assert res["uniform_pearson"] == pytest.approx(0.5845, abs=1e-3)  # no training involved
+    # the sub-spots sum to the spots, so even a barely trained model stays near the uniform split
+    assert res["superres_pearson"] > res["uniform_pearson"] - 0.02
+    assert {"table", "table_superres"} <= set(res["tables"])

@@ -151,3 +151,24 @@ def test_transfer_partial_panel_then_annotate():
     none = tissue(genes=[f"x{i}" for i in range(10)])
     with pytest.raises(ValueError, match="No gene overlap"):
         ss.tl.transfer(none, model)
+
+
+def test_annotate_linear_probe_with_expression_pcs_equals_a_manual_probe():
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    adata = tissue()
+    model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
+    train = np.flatnonzero(adata.obs["section"] == "s1")
+    ss.tl.annotate(adata, model, "cell_type", method="linear", train_indices=train, expression_pcs=3)
+    # by hand: [standardised embedding, standardised PCs of log1p(1e4 x / library)], balanced logistic regression
+    z = model.get_latent_representation()
+    pcs = PCA(3, random_state=0).fit_transform(np.log1p(1e4 * adata.X / adata.X.sum(1, keepdims=True)))
+    features = np.c_[StandardScaler().fit_transform(z), StandardScaler().fit_transform(pcs)]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    clf.fit(features[train], adata.obs["cell_type"].astype(str).to_numpy()[train])
+    np.testing.assert_allclose(adata.obsm["annotate_probabilities"].to_numpy(), clf.predict_proba(features), atol=1e-4)
+    with pytest.raises(ValueError, match="probes only"):
+        ss.tl.annotate(adata, model, "cell_type", method="finetune", expression_pcs=3, overwrite=True)

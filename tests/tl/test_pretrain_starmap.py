@@ -1,5 +1,12 @@
-"""Real data (marked ``slow``): STARmap mPFC, pretrain on both sections without labels, annotate BZ9 from 10% of
-the BZ5 labels, and beat PCA + logistic regression trained on the same labelled cells."""
+"""Real data (marked ``slow``, ~30 s on one thread): STARmap mPFC, pretrain on both sections without labels,
+annotate BZ9 from 10% of the BZ5 labels, and beat PCA + logistic regression trained on the same labelled cells.
+
+The recipe that wins: k-means pseudo-label pretraining (scPretrain) of a GAT, then a class-balanced linear probe on
+[embedding, PCs of the cell's own expression] (``expression_pcs=30``). Measured when this test was written (label
+draw 0): probe 0.511, PCA + logreg 0.436, the same balanced probe on the PCs alone 0.432; over six label draws
+0.457 vs 0.408 (wins 5 / 6). Fine-tuning the whole encoder with 105 labelled cells over-fits (0.388), and
+masked-cell embeddings probe poorly (0.22): see benchmarks/results/celltyping.md.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +18,23 @@ import sslspatial as ss
 from sslspatial.metrics import classification_report
 
 
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic and fair to other jobs on a shared machine
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow  # real data
-def test_starmap_pretrain_then_annotate_beats_pca_logreg(shared_data):
+def test_starmap_pretrain_then_annotate_beats_pca_logreg(shared_data, one_thread):
+    import scvi
     from scipy.spatial import cKDTree
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
     torch.manual_seed(0)
-    import scvi
-
     scvi.settings.seed = 0
     adata = ss.datasets.starmap_mpfc(path=shared_data / "starmap_mpfc")
     # coordinates are pixels: pick the radius giving a mean degree of about 4-8 (computed, not guessed)
@@ -42,17 +57,25 @@ def test_starmap_pretrain_then_annotate_beats_pca_logreg(shared_data):
     labels[labelled] = truth[labelled]
     adata.obs["labels_10pct"] = labels
 
-    # baseline: PCA (fit on all cells, no labels, like the pretraining) + logistic regression on the labelled cells
+    # baselines: PCA (fit on all cells, no labels, like the pretraining) + logistic regression on the labelled cells;
+    # plain (the issue's baseline) and the probe's own classifier (balanced, standardised) on the PCs alone
     x = np.log1p(1e4 * adata.X / adata.X.sum(1, keepdims=True))
     pcs = PCA(30, random_state=0).fit_transform(x)
-    baseline = LogisticRegression(max_iter=2000).fit(pcs[labelled], truth[labelled]).predict(pcs[bz9])
-    f1_baseline = classification_report(truth[bz9], baseline)["macro_f1"]
+    plain = LogisticRegression(max_iter=2000).fit(pcs[labelled], truth[labelled]).predict(pcs[bz9])
+    f1_baseline = classification_report(truth[bz9], plain)["macro_f1"]
+    scaled = StandardScaler().fit_transform(pcs)
+    balanced = LogisticRegression(max_iter=2000, class_weight="balanced").fit(scaled[labelled], truth[labelled])
+    f1_pcs_probe = classification_report(truth[bz9], balanced.predict(scaled[bz9]))["macro_f1"]
 
     model = ss.tl.pretrain_pseudolabel(
-        adata, library_key="section", encoder="gat", n_hidden=64, n_latent=64, max_epochs=20, batch_size=128
+        adata, library_key="section", encoder="gat", n_layers=1, n_hidden=64, n_latent=64, max_epochs=20, batch_size=128
     )
-    ss.tl.annotate(adata, model, "labels_10pct", method="linear")
+    ss.tl.annotate(adata, model, "labels_10pct", method="linear", expression_pcs=30)
     assert not adata.obs["annotate_train"].to_numpy()[bz9].any()  # BZ9 labels never used
     f1 = classification_report(truth[bz9], adata.obs["annotate_prediction"].astype(str).to_numpy()[bz9])["macro_f1"]
-    print(f"STARmap BZ5 10% -> BZ9 macro-F1: pretrained {f1:.3f}, PCA + logreg {f1_baseline:.3f}")
-    assert f1 > f1_baseline
+    print(
+        f"STARmap BZ5 10% -> BZ9 macro-F1: pretrained probe {f1:.3f}, PCA + logreg {f1_baseline:.3f}, "
+        f"balanced probe on PCs alone {f1_pcs_probe:.3f}"
+    )
+    assert f1 > f1_baseline + 0.02
+    assert f1 > f1_pcs_probe + 0.02  # the embedding adds information beyond the expression PCs
