@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scvi.distributions import NegativeBinomial, Poisson, ZeroInflatedNegativeBinomial
@@ -167,6 +168,12 @@ def test_prediction_on_image_only_regions(fitted):
     xy = (centroids.compute() if hasattr(centroids, "compute") else centroids)[["x", "y"]].to_numpy()
     spots = sdata.tables["table_visium"].obsm["spatial"]
     assert xy.min() >= spots.min() - 100 and xy.max() <= spots.max() + 100
+    # the output table carries coordinates (for ss.pl.expression_maps) and grid ids of the same dtype as the spots'
+    np.testing.assert_allclose(sub.obsm["spatial"], xy, atol=1e-6)
+    assert list(sub.obs["instance_id"]) == list(grid.index)
+    assert pd.api.types.infer_dtype(out.obs["instance_id"]) == pd.api.types.infer_dtype(
+        sdata.tables["table_visium"].obs["spot_id"]
+    )
     # a shapes element without measurements is predicted too, linked by its instance ids
     extra = out[out.obs["region"] == "extra_spots"]
     assert extra.n_obs == 5 and list(extra.obs["instance_id"]) == list(sdata.shapes["extra_spots"].index)

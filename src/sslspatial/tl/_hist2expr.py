@@ -301,7 +301,7 @@ def _write(sdata, table, adata, model, genes, train_regions, validation, table_u
     attrs = table_attrs(table)
     instance_key = attrs.get("instance_key", "instance_id")
     names = train_regions + table_units + list(extra_sections)
-    obs_parts, x_parts, measured_parts, var_pearson, means = [], [], [], {}, {}
+    obs_parts, x_parts, measured_parts, coord_parts, var_pearson, means = [], [], [], [], {}, {}
     counts = adata.X
     library = adata.obs[model.adata_manager.registry["setup_args"]["library_key"]].to_numpy()
     full_layer = np.full(table.shape, np.nan, np.float32)
@@ -320,10 +320,17 @@ def _write(sdata, table, adata, model, genes, train_regions, validation, table_u
             means[name] = {"mean": float(np.nanmean(r)), "median": float(np.nanmedian(r)), "split": split}
             full_layer[np.ix_(rows, gene_pos)] = pred
             measured_parts.append(truth)
+            coord_parts.append(np.asarray(measured[name].coords, dtype=np.float64))
         else:
             section, region, index = extra_sections[name]
             if index is None:  # pseudo-spot grid: a new shapes element
-                index = pd.RangeIndex(len(pred))
+                # instance ids must share one dtype across the regions of the table: follow the measured table's ids
+                ids_are_numeric = pd.api.types.is_integer_dtype(table.obs[instance_key])
+                index = (
+                    pd.RangeIndex(len(pred))
+                    if ids_are_numeric
+                    else pd.Index([f"{name}_grid_{i}" for i in range(len(pred))])
+                )
                 gdf = gpd.GeoDataFrame({"radius": np.full(len(pred), section.size_px / 2)},
                                        geometry=points(section.centres_px), index=index)  # fmt: skip
                 from spatialdata.transformations import get_transformation
@@ -334,6 +341,7 @@ def _write(sdata, table, adata, model, genes, train_regions, validation, table_u
             obs = pd.DataFrame({"region": region, "instance_id": np.asarray(index), "section": name,
                                 "split": "predict"}, index=[f"{region}-{i}" for i in index])  # fmt: skip
             measured_parts.append(np.full(pred.shape, np.nan, np.float32))
+            coord_parts.append(np.asarray(section.coords, dtype=np.float64))
         obs_parts.append(obs)
         x_parts.append(pred)
     obs = pd.concat(obs_parts)
@@ -342,6 +350,7 @@ def _write(sdata, table, adata, model, genes, train_regions, validation, table_u
     obs["region"] = pd.Categorical(obs["region"], categories=regions)
     out = ad.AnnData(np.concatenate(x_parts).astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
     out.layers["measured"] = np.concatenate(measured_parts)
+    out.obsm["spatial"] = np.concatenate(coord_parts)
     for k, v in var_pearson.items():
         out.var[k] = v
     out.uns[key_added] = {"mean_pearson": means, "genes": len(genes), "target": "log1p(x / total * 1e4)"}
