@@ -84,7 +84,7 @@ def demo(sdata, out_dir: Path) -> dict:
     table.obs["hist2expr_half"] = halves
     hist2expr(
         sdata, table_key="table_visium", image_key="he", section_key="hist2expr_half",
-        train_regions=["left", "left_val"], predict_regions=["right"], patch_px=32, max_epochs=25,
+        train_regions=["left", "left_val"], predict_regions=["right"], patch_px=24, max_epochs=10,
         n_validation_sections=1, model_kwargs={"embed_kernel": 4, "dim": 64, "transformer_depth": 1},
         train_kwargs={"enable_progress_bar": False}, key_added="hist2expr", overwrite=True,
     )  # fmt: skip

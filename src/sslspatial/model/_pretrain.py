@@ -211,6 +211,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         early_stopping: bool = False,
+        batch_order: str = "spatial",
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ):
@@ -235,6 +236,12 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
             from the same CPU-side graph, so memory per device stays bounded by the batch.
         early_stopping
             Stop on the validation loss (needs ``validation_indices``).
+        batch_order
+            ``"spatial"`` (default for graph encoders): each training batch is a run of consecutive seeds along a
+            Z-order curve of ``obsm["spatial"]`` (reverse Cuthill-McKee order of the graph without coordinates), with
+            a random offset and batch order every epoch; neighbouring seeds share their k-hop neighbourhoods, so a
+            batch's subgraph is about 1.3x the batch instead of about 15x (2 hops, degree 6) and an epoch is that
+            much faster. ``"random"``: uniformly shuffled seeds (the SGD textbook choice; slower on large graphs).
         plan_kwargs
             Extra :class:`~scvi.train.TrainingPlan` arguments.
         **trainer_kwargs
@@ -245,6 +252,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         >>> model.train(max_epochs=10, batch_size=512)  # doctest: +SKIP
         >>> model.train(max_epochs=10, accelerator="gpu", devices=4, strategy="ddp")  # doctest: +SKIP
         """
+        check_choice(batch_order, ("spatial", "random"), "batch_order")
         n_obs = self.adata.n_obs
         train_idx = np.arange(n_obs) if train_indices is None else np.asarray(train_indices, dtype=np.int64)
         val_idx = np.array([], dtype=np.int64) if validation_indices is None else np.asarray(validation_indices)
@@ -263,6 +271,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
             "external_indexing": [train_idx, val_idx, np.setdiff1d(np.arange(n_obs), np.r_[train_idx, val_idx])],
             "n_hops": self.module.n_hops,
             "targets": targets,
+            "locality": self._locality() if batch_order == "spatial" and self.module.n_hops > 0 else None,
         }
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
@@ -280,6 +289,15 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
                 callbacks=callbacks,
                 **trainer_kwargs,
             )
+
+    def _locality(self) -> np.ndarray:
+        """Locality rank of every cell (Z-order of ``obsm["spatial"]``, else reverse Cuthill-McKee of the graph)."""
+        from ..data._loaders import locality_order
+
+        if Key.SPATIAL in self.adata.obsm:
+            return locality_order(coordinates=np.asarray(self.adata.obsm[Key.SPATIAL]))
+        key = self.adata_manager.registry["setup_args"].get("connectivity_key")
+        return locality_order(adjacency=self.adata.obsp[key])
 
     # ------------------------------------------------------------------ outputs
     def _loader(self, adata: AnnData | None, indices, batch_size: int, targets=None):
