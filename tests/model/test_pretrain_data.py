@@ -89,3 +89,27 @@ def test_buffer_split_removes_cells_near_test_cells_brute_force():
     reach2 = (reach.astype(int) @ reach.astype(int)) > 0
     near = reach2[:, 60:].any(1)
     np.testing.assert_array_equal(out.train, np.arange(60)[~near[:60]])
+
+
+def test_locality_batches_cover_every_seed_once_and_shrink_subgraphs():
+    from scipy.spatial import cKDTree
+
+    from sslspatial.data._loaders import LocalityBatchSampler, SubgraphCollate, locality_order
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, (3000, 2))
+    pairs = cKDTree(xy).query_pairs(2.5, output_type="ndarray")  # mean degree about 6
+    i, j = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]
+    adj = sp.csr_matrix((np.ones(i.size), (i, j)), shape=(3000, 3000))
+    for rank in (locality_order(coordinates=xy), locality_order(adjacency=adj)):
+        np.testing.assert_array_equal(np.sort(rank), np.arange(3000))  # a permutation
+        sampler = LocalityBatchSampler(rank, batch_size=256)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 12
+        np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(3000))  # every seed once
+        collate = SubgraphCollate(np.zeros((3000, 1), dtype=np.float32), adj, n_hops=2)
+        local = np.mean([collate.subgraph(np.asarray(b))[0].size for b in batches if len(b) == 256])
+        random = np.mean([collate.subgraph(rng.choice(3000, 256, replace=False))[0].size for _ in range(10)])
+        assert local < 0.5 * random  # neighbouring seeds share their 2-hop neighbourhoods
+    # Z-order: cells close in space are close in the order
+    np.testing.assert_array_equal(locality_order(np.array([[0.0, 0.0], [10, 10], [0.1, 0], [9.9, 10]])), [0, 3, 1, 2])

@@ -151,7 +151,7 @@ def locality_order(coordinates: np.ndarray | None = None, adjacency: sp.spmatrix
     Examples
     --------
     >>> locality_order(np.array([[0.0, 0.0], [10.0, 10.0], [0.1, 0.0], [9.9, 10.0]])).tolist()
-    [0, 2, 1, 3]
+    [0, 3, 1, 2]
     """
     if coordinates is not None:
         xy = np.asarray(coordinates, dtype=np.float64)[:, :2]

@@ -306,9 +306,19 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         adata = self._validate_anndata(adata)
         manager = self.get_anndata_manager(adata, required=True)
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        # visit the cells in locality order (much smaller subgraphs per batch), undone by _unsort
+        self._inverse = None
+        if self.module.n_hops > 0 and indices.size > batch_size and Key.SPATIAL in adata.obsm:
+            from ..data._loaders import locality_order
+
+            order = np.argsort(locality_order(np.asarray(adata.obsm[Key.SPATIAL])[indices]), kind="stable")
+            indices, self._inverse = indices[order], np.argsort(order)
         return SubgraphDataLoader(
             manager, n_hops=self.module.n_hops, targets=targets, indices=indices, batch_size=batch_size, shuffle=False
         )
+
+    def _unsort(self, values: np.ndarray) -> np.ndarray:
+        return values if getattr(self, "_inverse", None) is None else values[self._inverse]
 
     @torch.inference_mode()
     def get_latent_representation(
@@ -339,7 +349,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         for tensors in self._loader(adata, indices, batch_size):
             tensors = {k: v.to(self.device) for k, v in tensors.items()}
             out.append(self.module.inference(**self.module._get_inference_input(tensors))["qzm"].cpu())
-        return torch.cat(out).numpy()
+        return self._unsort(torch.cat(out).numpy())
 
     @torch.inference_mode()
     def predict_proba(
@@ -357,7 +367,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         for tensors in self._loader(adata, indices, batch_size):
             tensors = {k: v.to(self.device) for k, v in tensors.items()}
             out.append(self.module.classify(tensors).cpu())
-        return torch.cat(out).numpy()
+        return self._unsort(torch.cat(out).numpy())
 
     # ------------------------------------------------------------------ derived models
     def derive(self, adata: AnnData | None = None, gene_present: list[bool] | None = None, **overrides):
