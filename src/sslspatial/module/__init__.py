@@ -1,9 +1,6 @@
-"""module."""
+"""scvi-tools modules (torch math; no AnnData in here)."""
 
-from ._pretrain import SpatialPretrainModule  # noqa: E402
+from ._hist2expr import Hist2ExprModule
+from ._pretrain import SpatialPretrainModule
 
-__all__ = [*globals().get("__all__", []), "SpatialPretrainModule"]
-
-from ._hist2expr import Hist2ExprModule  # noqa: E402
-
-__all__ = [*globals().get("__all__", []), "Hist2ExprModule"]
+__all__ = ["Hist2ExprModule", "SpatialPretrainModule"]
