@@ -113,7 +113,7 @@ def demo(sdata, out_dir: Path) -> dict:
     table = sdata.tables["table"]
     t0 = time.perf_counter()
     model = tl.pretrain_mask(
-        sdata, n_hidden=64, max_epochs=8, batch_size=256, key_added="pretrain_mask", overwrite=True
+        sdata, n_hidden=64, max_epochs=3, batch_size=256, key_added="pretrain_mask", overwrite=True
     )
     t_pretrain = time.perf_counter() - t0
     split = half_split(table.obsm["spatial"])
