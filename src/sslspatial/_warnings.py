@@ -24,7 +24,15 @@ _NOISY_MODULES = (
     "zarr",
     "docrep",
 )
-_NOISY_LOGGERS = ("spatialdata", "spatialdata._logging", "squidpy", "lightning.pytorch", "lightning.fabric", "ome_zarr")
+_NOISY_LOGGERS = (
+    "spatialdata",
+    "spatialdata._logging",
+    "scvi.data.fields._arraylike_field",
+    "squidpy",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "ome_zarr",
+)
 _F = TypeVar("_F", bound=Callable)
 
 
@@ -37,6 +45,7 @@ def _install_filters() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Transforming to str index.*")
     warnings.filterwarnings("ignore", message=".*zarr v3 autosharding.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def quiet_dependencies() -> None:

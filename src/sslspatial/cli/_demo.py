@@ -57,6 +57,7 @@ def run_demo(out_dir: Path, n_cells: int = 3000, seed: int = 0, only: list[str] 
     import scvi
 
     from .. import datasets, pp
+    from .._warnings import quiet
     from . import capability_modules
 
     start = time.perf_counter()
@@ -83,7 +84,8 @@ def run_demo(out_dir: Path, n_cells: int = 3000, seed: int = 0, only: list[str] 
             continue
         print(f"Running {name} ...")
         t0 = time.perf_counter()
-        section = module.demo(sdata, out_dir)
+        with quiet():
+            section = module.demo(sdata, out_dir)
         section["seconds"] = round(time.perf_counter() - t0, 1)
         report["figures"] += [str(f) for f in section.pop("figures", [])]
         report["capabilities"][name] = section
