@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import time
@@ -66,6 +67,7 @@ def main() -> None:
     import sslspatial as ss
 
     n_cells = args.n_cells or (100_000 if args.quick else 1_000_000)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     adata, radius = synthetic_atlas(n_cells, args.n_genes)
     t_data = time.perf_counter() - t0
@@ -97,6 +99,8 @@ def main() -> None:
         "peak_rss_gb": round(peak_gb, 2),
         "peak_below_8gb": bool(peak_gb < 8),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     RESULTS.mkdir(exist_ok=True)
     name = "atlas_scale_quick" if args.quick else "atlas_scale"
@@ -106,8 +110,9 @@ def main() -> None:
         "",
         "One epoch of the default `ss.tl.pretrain_mask` (GAT, 2 layers, 20% of cells masked, NB likelihood) on CPU, "
         f"torch threads = {args.threads}, batch size {args.batch_size} seeds + their 2-hop subgraphs. "
-        "Written by `benchmarks/atlas_scale.py`; the machine was shared with other jobs, so throughput is a lower "
-        "bound.",
+        "Written by `benchmarks/atlas_scale.py`. Throughput counts the whole `pretrain_mask` call (setup, graph "
+        "ordering, training); the 1-minute load average before and after the run shows whether other jobs shared the "
+        "CPUs (throughput is then a lower bound).",
         "",
         "| quantity | value |",
         "|---|---|",
