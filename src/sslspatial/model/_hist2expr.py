@@ -15,6 +15,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from .._validate import check_counts
 from ..data._patch_loader import PatchSource, PatchWindowSplitter, WindowDataset
 from ..module._hist2expr import Hist2ExprModule
+from ._plan import TrainingPlan
 
 _LIBRARY = "library_size"
 
@@ -54,6 +55,7 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
     """
 
     _module_cls = Hist2ExprModule
+    _training_plan_cls = TrainingPlan
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ from ..data._loaders import SubgraphDataLoader, SubgraphDataSplitter
 from ..module._pretrain import SpatialPretrainModule
 from ..nn import ENCODERS
 from ..objectives import LIKELIHOODS, OBJECTIVES
+from ._plan import TrainingPlan
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
     _module_cls = SpatialPretrainModule
     _data_loader_cls = SubgraphDataLoader
     _data_splitter_cls = SubgraphDataSplitter
+    _training_plan_cls = TrainingPlan
 
     def __init__(
         self,

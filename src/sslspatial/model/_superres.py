@@ -20,6 +20,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from .._constants import Key
 from ..data import khop_subgraph
 from ..module._superres import LIKELIHOODS, SuperResModule
+from ._plan import TrainingPlan
 
 __all__ = ["SUPERRES", "graph_context_features"]
 
@@ -106,6 +107,7 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     _module_cls = SuperResModule
     _data_loader_cls = _SubgraphLoader
     _data_splitter_cls = _SubgraphSplitter
+    _training_plan_cls = TrainingPlan
 
     def __init__(
         self,

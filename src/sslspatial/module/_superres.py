@@ -16,6 +16,10 @@ Generative model, per spot ``n`` with K sub-spots and features split into modali
   more transcripts (e.g. from the image's nuclear-stain density), not only what they express.
 - Enhanced profiles: ``m_nk = mu_n * pi_nk`` with ``pi_nk = g_nk / sum_k g_nk`` (count) or
   ``m_nk = mu_n / K + g_nk - mean_k g_nk`` (Gaussian), so ``sum_k m_nk = mu_n`` exactly.
+- Uniform prior (``uniform_weight``): the spot likelihood only sees the sum over sub-spots, so where the sub-spot
+  features carry no evidence the within-spot allocation is arbitrary; a penalty on the within-spot variance of the
+  sub-spot log-means (over K, summed over features, like the log-likelihood) shrinks it toward the uniform split unless the data across
+  spots support a deviation.
 - Image regulariser: on randomly sampled sub-spot pairs (never the dense (NK)^2 matrix), pairs whose image features
   are similar get similar sub-spot compositions (weight ``exp(-d^2 / 2 median(d^2))``).
 """
@@ -69,6 +73,9 @@ class SuperResModule(BaseModuleClass):
         than a composition of the observed total.
     rate_init
         Initial per-feature log-rate offset ``b`` of the count-aware branch (e.g. ``log(mean spot count / K)``).
+    uniform_weight
+        Weight of the uniform prior: the within-spot variance (over K) of the sub-spot branch's log-means (Gaussian:
+        of its means), summed over features; 0 disables it.
 
     Examples
     --------
@@ -97,6 +104,7 @@ class SuperResModule(BaseModuleClass):
         use_position: bool = False,
         count_aware: bool = False,
         rate_init: list[float] | None = None,
+        uniform_weight: float = 0.0,
     ):
         super().__init__()
         if len(modality_sizes) != len(likelihoods):
@@ -113,6 +121,7 @@ class SuperResModule(BaseModuleClass):
         self.image_weight = float(image_weight)
         self.n_pairs = int(n_pairs)
         self.use_graph = bool(use_graph)
+        self.uniform_weight = float(uniform_weight)
         bounds = [0]
         for s in self.modality_sizes:
             bounds.append(bounds[-1] + s)
@@ -180,7 +189,7 @@ class SuperResModule(BaseModuleClass):
         b, k = x.shape[0], self.n_subspots
         h = self.spot_decoder(z)
         sub = self.subspot_decoder(features.reshape(b, k, -1))
-        spot_mean, branch_sum, subspot_mean, composition, zi = [], [], [], [], []
+        spot_mean, branch_sum, subspot_mean, composition, zi, spread = [], [], [], [], [], []
         zi_start = self.n_input
         for sl, lik in zip(self.slices, self.likelihoods, strict=True):
             n_feat = sl.stop - sl.start
@@ -191,6 +200,7 @@ class SuperResModule(BaseModuleClass):
                 m = mu[:, None, :] / k + g - g.mean(1, keepdim=True)
                 gsum = g.sum(1)
                 composition.append(g)
+                spread.append(g.var(1, unbiased=False))
             else:
                 lib = x[:, sl].sum(-1, keepdim=True)
                 mu = lib * torch.softmax(h[:, sl], -1) + _EPS
@@ -204,6 +214,7 @@ class SuperResModule(BaseModuleClass):
                     g = lib[:, None, :] * share + _EPS  # (B, K, G_m)
                     composition.append(torch.log_softmax(logits, -1))
                 gsum = g.sum(1)
+                spread.append(torch.log(g).var(1, unbiased=False))
                 m = mu[:, None, :] * (g / gsum[:, None, :])
                 if lik == "zinb":
                     zi[-1] = h[:, zi_start : zi_start + n_feat]
@@ -216,6 +227,7 @@ class SuperResModule(BaseModuleClass):
             "branch_sum": torch.cat(branch_sum, -1),
             "subspot_mean": torch.cat(subspot_mean, -1),
             "composition": torch.cat(composition, -1),
+            "within_spot_spread": torch.cat(spread, -1).sum(-1),
             "zi_logits": zi,
             "pz": TorchNormal(torch.zeros_like(z), torch.ones_like(z)),
         }
@@ -251,12 +263,19 @@ class SuperResModule(BaseModuleClass):
         rec_sum = -self._log_likelihood(x, generative_outputs["branch_sum"], zi)
         kl = kl_divergence(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
         image = self._image_penalty(tensors["subspot_features"], generative_outputs["composition"])
+        spread = generative_outputs["within_spot_spread"]
         loss = (rec_spot + rec_sum + kl_weight * kl).mean() + self.image_weight * image
+        if self.uniform_weight > 0:
+            loss = loss + self.uniform_weight * spread.mean()
         return LossOutput(
             loss=loss,
             reconstruction_loss={"spot": rec_spot, "subspot_sum": rec_sum},
             kl_local={"kl_divergence_z": kl},
-            extra_metrics={"image_penalty": image.detach(), "subspot_sum_nll": rec_sum.mean().detach()},
+            extra_metrics={
+                "image_penalty": image.detach(),
+                "subspot_sum_nll": rec_sum.mean().detach(),
+                "within_spot_spread": spread.mean().detach(),
+            },
         )
 
     @torch.inference_mode()

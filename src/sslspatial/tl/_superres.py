@@ -151,6 +151,7 @@ def superres(
     n_latent: int = 128,
     image_weight: float = 1.0,
     count_aware: bool = True,
+    uniform_weight: float = 0.1,
     n_layers: int = 1,
     overwrite: bool = False,
     accelerator: str = "auto",
@@ -212,6 +213,11 @@ def superres(
         Let the sub-spot branch predict absolute rates, explaining each spot's total count as well as its composition
         (learns where the transcripts are, e.g. from nuclear-stain density in the image). False: the branch only
         splits the observed total by composition (``benchmarks/results/superres.md`` compares both).
+    uniform_weight
+        Shrink each spot's sub-spot allocation toward the uniform split where the sub-spot features carry no evidence
+        (penalty on the within-spot variance of the sub-spot log-means; see
+        :class:`~sslspatial.module._superres.SuperResModule`). Without it the graph-only model fell below the uniform
+        split on osmFISH hexagonal pseudo-spots (``benchmarks/results/superres.md``); 0 disables it.
     n_layers
         Graph-transformer layers of the spot encoder (= hops of the subgraph each minibatch carries). The enhanced
         profiles with ``spot_mean="observed"`` do not depend on the encoder (it only fits the denoised spot mean), so
@@ -308,7 +314,7 @@ def superres(
     )
     model = SUPERRES(
         work, likelihood=list(mods.values()), n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers,
-        use_graph=use_graph, image_weight=image_weight, count_aware=count_aware,
+        use_graph=use_graph, image_weight=image_weight, count_aware=count_aware, uniform_weight=uniform_weight,
     )  # fmt: skip
     if max_epochs is None:
         max_epochs = int(min(300, max(30, 30000 // len(rows))))
