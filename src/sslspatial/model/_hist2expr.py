@@ -79,6 +79,12 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
             distill_weight=distill_weight,
             **module_kwargs,
         )
+        if adata is not None:
+            counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            library = np.asarray(self.adata_manager.get_from_registry("library"), dtype=np.float64).reshape(-1, 1)
+            counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
+            target = np.log1p(counts / np.maximum(library, 1e-8) * self.module.target_sum)
+            self.module.set_target_stats(torch.as_tensor(target.mean(0)), torch.as_tensor(target.std(0)))
         self.patch_source: PatchSource | None = None
         self._model_summary_string = (
             f"Hist2Expr: {self.summary_stats.n_vars} genes, {patch_px} px patches, likelihood {likelihood}, "

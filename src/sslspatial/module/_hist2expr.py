@@ -7,6 +7,11 @@ Loss per spot (each term switchable, for ablations):
 with ``y = log1p(x / library * target_sum)``, the count mean ``mu = softmax(count head) * sum_g x`` (scaled by the
 spot's size), and the teacher ``y_teacher`` the average prediction over ``n_views`` randomly rotated / flipped /
 colour-jittered copies of the patches, under stop-gradient (Hist2ST's teacher has no stop-gradient, METHODS.md §3).
+
+With ``standardize=True`` (default) the gene head predicts per-gene standardised targets, ``y_hat = m + s * head(z)``
+with the training mean ``m`` and standard deviation ``s`` of each gene, and the MSE and distillation terms are
+measured in those units: every gene weighs the same in the loss, as in the evaluation (the mean over genes of per-gene
+Pearson correlations), instead of the few highly variable genes dominating an MSE on the raw log scale.
 """
 
 from __future__ import annotations
@@ -76,6 +81,9 @@ class Hist2ExprModule(BaseModuleClass):
         ``feature_mean`` / ``feature_std`` and concatenated to the ConvMixer output.
     use_patches
         Encode the patches with the ConvMixer (False: precomputed features only).
+    standardize
+        Predict per-gene standardised targets (buffers ``target_mean`` / ``target_std``, set by the model from its
+        training table) so that every gene weighs the same in the MSE and distillation terms.
     """
 
     def __init__(
@@ -103,6 +111,7 @@ class Hist2ExprModule(BaseModuleClass):
         target_sum: float = 1e4,
         n_features: int = 0,
         use_patches: bool = True,
+        standardize: bool = True,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -117,6 +126,9 @@ class Hist2ExprModule(BaseModuleClass):
         self.use_patches, self.n_features = use_patches, n_features
         self.encoder = ConvMixerEncoder(patch_px, embed_kernel, channels, convmixer_depth, mixer_kernel,
                                         down_channels, dropout)  # fmt: skip
+        self.standardize = bool(standardize)
+        self.register_buffer("target_mean", torch.zeros(n_genes))
+        self.register_buffer("target_std", torch.ones(n_genes))
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         in_dim = (self.encoder.out_dim if use_patches else 0) + n_features
@@ -130,6 +142,11 @@ class Hist2ExprModule(BaseModuleClass):
             self.zi_head = nn.Linear(self.context.out_dim, n_genes)
         if likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.zeros(n_genes))
+
+    def set_target_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-gene mean and standard deviation of the training targets (used with ``standardize=True``)."""
+        self.target_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.target_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {k: tensors[k] for k in (PATCHES_KEY, POSITIONS_KEY, EDGE_INDEX_KEY)}
@@ -161,7 +178,8 @@ class Hist2ExprModule(BaseModuleClass):
     @auto_move_data
     def generative(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predicted log-normalised expression ``y_hat`` and count-distribution parameters."""
-        out = {"y_hat": self.gene_head(z)}
+        head = self.gene_head(z)
+        out = {"y_hat": self.target_mean + self.target_std * head if self.standardize else head}
         if hasattr(self, "count_head"):
             out["rate"] = torch.softmax(self.count_head(z), dim=-1)
             if self.mse_weight == 0:  # no regression head training: predict from the count model's mean proportions
@@ -190,7 +208,7 @@ class Hist2ExprModule(BaseModuleClass):
                 patches = augment_patches(tensors[PATCHES_KEY])
                 vectors = self.spot_vectors(patches, tensors.get(FEATURES_KEY))
                 z = self.context(vectors, tensors[POSITIONS_KEY], tensors[EDGE_INDEX_KEY])
-                preds.append(self.gene_head(z))
+                preds.append(self.generative(z)["y_hat"])
             return torch.stack(preds).mean(0)
 
     def loss(
@@ -210,7 +228,8 @@ class Hist2ExprModule(BaseModuleClass):
         counts, library = tensors[COUNTS_KEY], tensors[LIBRARY_KEY]
         target = log_normalize(counts, library, self.target_sum)
         y_hat = generative_outputs["y_hat"]
-        mse = F.mse_loss(y_hat, target, reduction="none").mean(-1)
+        scale = self.target_std if self.standardize else torch.ones_like(self.target_std)
+        mse = F.mse_loss(y_hat / scale, target / scale, reduction="none").mean(-1)
         zero = torch.zeros_like(mse)
         nll = zero
         if self.likelihood != "none" and w_lik > 0:
@@ -218,7 +237,7 @@ class Hist2ExprModule(BaseModuleClass):
             nll = -dist.log_prob(value).mean(-1)
         distill = zero
         if self.training and w_dis > 0 and self.n_views > 0:
-            distill = F.mse_loss(y_hat, self.teacher(tensors), reduction="none").mean(-1)
+            distill = F.mse_loss(y_hat / scale, self.teacher(tensors) / scale, reduction="none").mean(-1)
         total = w_mse * mse + w_lik * nll + w_dis * distill
         return LossOutput(
             loss=total.mean(),
