@@ -36,7 +36,7 @@ CONFIG = {
     "patch_px": 32,
     "spot_scale": 1.5,  # patch side = spot_scale x spot diameter
     "max_epochs": 60,
-    "lr": 5e-3,
+    "lr": 1e-2,
     "window_size": 32,
     "n_validation_sections": 0,
     "model_kwargs": {},  # package defaults: dim 128, ConvMixer 32 ch x 2, Transformer depth 1, GraphSAGE x 2 + LSTM-JK

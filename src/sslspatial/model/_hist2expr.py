@@ -151,7 +151,7 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
     def train(
         self,
         max_epochs: int = 60,
-        lr: float = 5e-3,
+        lr: float = 1e-2,
         weight_decay: float = 1e-4,
         validation_sections: list[str] | tuple[str, ...] = (),
         window_size: int = 32,

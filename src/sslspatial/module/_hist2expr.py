@@ -101,7 +101,7 @@ class Hist2ExprModule(BaseModuleClass):
         heads: int = 4,
         gnn_depth: int = 2,
         jk: str = "lstm",
-        dropout: float = 0.1,
+        dropout: float = 0.3,
         likelihood: str = "zinb",
         mse_weight: float = 1.0,
         likelihood_weight: float = 0.25,

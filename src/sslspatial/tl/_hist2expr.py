@@ -93,7 +93,7 @@ def hist2expr(
     distill_weight: float = 0.5,
     n_validation_sections: int = 1,
     max_epochs: int = 60,
-    lr: float = 5e-3,
+    lr: float = 1e-2,
     window_size: int = 32,
     grid_spacing: float | None = None,
     value_range: tuple[float, float] | None = None,
