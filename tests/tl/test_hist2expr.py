@@ -67,6 +67,26 @@ def test_each_loss_term_matches_hand_computation(likelihood):
     assert torch.allclose(out.loss, (mse + 0.25 * nll.mean(1)).mean(), atol=1e-5)
 
 
+def test_standardized_targets_weigh_every_gene_the_same():
+    """With target stats set, y_hat = mean + sd * head and the MSE is measured in per-gene SD units."""
+    module = Hist2ExprModule(5, patch_px=16, likelihood="none", likelihood_weight=0.0, **TINY)
+    mean, sd = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0]), torch.tensor([0.1, 0.5, 1.0, 2.0, 4.0])
+    module.set_target_stats(mean, sd)
+    module.eval()
+    batch = _batch()
+    inf = module.inference(**module._get_inference_input(batch))
+    gen = module.generative(**module._get_generative_input(batch, inf))
+    head = module.gene_head(inf["z"])
+    assert torch.allclose(gen["y_hat"], mean + sd * head, atol=1e-6)
+    target = torch.log1p(batch[COUNTS_KEY] / batch[LIBRARY_KEY] * 1e4)
+    out = module.loss(batch, inf, gen, mse_weight=1.0, distill_weight=0.0)
+    assert torch.allclose(out.reconstruction_loss["mse"], (((gen["y_hat"] - target) / sd) ** 2).mean(1), atol=1e-5)
+    # a prediction off by one SD in every gene costs the same per gene, whatever the gene's scale
+    shifted = {**gen, "y_hat": target + sd}
+    per_gene = module.loss(batch, inf, shifted, mse_weight=1.0, distill_weight=0.0).reconstruction_loss["mse"]
+    assert torch.allclose(per_gene, torch.ones(6), atol=1e-5)
+
+
 def test_distillation_is_mse_to_a_stop_gradient_teacher():
     module = Hist2ExprModule(5, patch_px=16, likelihood="none", likelihood_weight=0.0, n_views=3, **TINY)
     module.train()

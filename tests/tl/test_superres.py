@@ -121,6 +121,31 @@ def test_each_likelihood_matches_reference_log_prob(likelihood):
     torch.testing.assert_close(got, ref.sum(-1), rtol=1e-5, atol=1e-4)
 
 
+def test_uniform_shrinkage_penalty_is_the_within_spot_variance_of_log_means():
+    """loss(uniform_weight=w) - loss(w=0) = w * mean over spots of sum over genes of var_k log g_nkg."""
+    torch.manual_seed(0)
+    kwargs = {"n_subspots": 4, "n_subspot_features": 3, "n_hidden": 8, "n_latent": 4, "count_aware": True}
+    plain, shrunk = SuperResModule([5], ["nb"], **kwargs), SuperResModule([5], ["nb"], uniform_weight=0.7, **kwargs)
+    shrunk.load_state_dict(plain.state_dict())
+    plain.eval()
+    shrunk.eval()
+    x = torch.poisson(torch.full((6, 5), 4.0))
+    tensors = {"X": x, "x_sub": x, "edge_index": torch.zeros(2, 0, dtype=torch.long),
+               "subspot_features": torch.randn(6, 4 * 3)}  # fmt: skip
+    losses, gens = [], []
+    for module in (plain, shrunk):
+        inf = module.inference(x, tensors["edge_index"], 6)
+        inf["z"] = inf["qz"].loc  # deterministic
+        gen = module.generative(inf["z"], x, tensors["subspot_features"])
+        gens.append(gen)
+        losses.append(module.loss(tensors, inf, gen).loss)
+    sub = plain.subspot_decoder(tensors["subspot_features"].reshape(6, 4, -1))
+    log_g = (sub + plain.rate_bias).clamp(max=20.0).exp().add(1e-8).log()
+    expected = log_g.var(1, unbiased=False).sum(-1).mean()
+    torch.testing.assert_close(gens[1]["within_spot_spread"].mean(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses[1] - losses[0], 0.7 * expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("count_aware", [False, True])
 def test_module_sum_constraint_for_every_likelihood(count_aware):
     module = SuperResModule(
