@@ -144,7 +144,8 @@ def write_markdown(rows, path: Path, epochs: int, quick: bool) -> None:
         f"# Cell typing{' (quick)' if quick else ''}",
         "",
         f"GAT encoder (2 layers, hidden 64, latent 32); pretraining {epochs} epochs on all cells without labels; "
-        "fine-tuning with class-weighted cross-entropy (about 300 steps); kNN probe k=5; linear probe = balanced logistic "
+        "fine-tuning with class-weighted cross-entropy (about 300 steps, head warm-started from the linear probe on the "
+        "frozen embedding: LP-FT); kNN probe k=5; linear probe = balanced logistic "
         "regression on [standardised embedding, standardised 30 PCs of the cell's expression]. Test cells are a held-out "
         "section (STARmap) or spatial half (osmFISH). Written by `benchmarks/celltyping.py`.",
         "",

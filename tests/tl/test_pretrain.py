@@ -172,3 +172,28 @@ def test_annotate_linear_probe_with_expression_pcs_equals_a_manual_probe():
     np.testing.assert_allclose(adata.obsm["annotate_probabilities"].to_numpy(), clf.predict_proba(features), atol=1e-4)
     with pytest.raises(ValueError, match="probes only"):
         ss.tl.annotate(adata, model, "cell_type", method="finetune", expression_pcs=3, overwrite=True)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_finetune_warm_start_head_reproduces_the_linear_probe(n_classes):
+    """Before any fine-tuning step the warm-started head predicts exactly what the logistic regression does."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from sslspatial.tl._annotate import _probe_init
+
+    adata = tissue()
+    model = ss.tl.pretrain_mask(adata, **SMALL)
+    z = model.get_latent_representation()
+    codes = (np.arange(adata.n_obs) % n_classes).astype(np.int64)
+    codes[adata.obsm["spatial"][:, 0] < 50] = 0  # an uneven, partly learnable labelling
+    train = np.sort(np.random.default_rng(0).choice(adata.n_obs, 120, replace=False))
+    tuned = model.derive(objective="classify", objective_kwargs={"n_classes": n_classes})
+    _probe_init(tuned, z, codes, train, n_classes)
+    tuned.is_trained_ = True
+    clf = LogisticRegression(max_iter=2000, class_weight="balanced").fit(z[train], codes[train])
+    head = tuned.module.objective.head
+    with torch.no_grad():
+        logits = head(torch.as_tensor(z, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(torch.softmax(torch.as_tensor(logits), -1).numpy(), clf.predict_proba(z), atol=1e-4)
+    np.testing.assert_array_equal(tuned.predict_proba().argmax(1), clf.predict(z))

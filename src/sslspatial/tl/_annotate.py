@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .. import _io
 from .._constants import Key, check_key
@@ -47,6 +48,7 @@ def annotate(
     lr: float = 1e-3,
     n_neighbors: int = 5,
     expression_pcs: int = 0,
+    warm_start: bool = True,
     key_added: str = "annotate",
     overwrite: bool = False,
     train_kwargs: dict | None = None,
@@ -87,6 +89,10 @@ def annotate(
         embedding (each block standardised). The embedding then adds context and denoised structure to the cell's
         identity instead of replacing it; with few labels this is the most accurate probe on STARmap (see
         ``benchmarks/celltyping.py``). ``0`` (default) probes the embedding alone.
+    warm_start
+        Fine-tuning only: initialise the classification head from a class-balanced logistic regression on the frozen
+        embedding of the training cells, then fine-tune (the LP-FT recipe), so training starts from the linear probe
+        instead of a random head that first distorts the pretrained encoder.
     key_added
         Writes ``obs[f"{key_added}_prediction"]``, ``obsm[f"{key_added}_probabilities"]`` (DataFrame, one column per
         class) and ``obs[f"{key_added}_train"]`` (cells whose labels were used).
@@ -136,7 +142,9 @@ def annotate(
     codes = np.full(table.n_obs, -1, dtype=np.int64)
     codes[train_idx] = np.searchsorted(classes, labels.iloc[train_idx].astype(str).to_numpy())
     if method == "finetune":
-        result, proba = _finetune(model, codes, train_idx, classes, max_epochs, batch_size, lr, train_kwargs)
+        result, proba = _finetune(
+            model, codes, train_idx, classes, max_epochs, batch_size, lr, train_kwargs, warm_start=warm_start
+        )
     else:
         result, proba = model, _probe(model, codes, train_idx, classes.size, method, n_neighbors, expression_pcs)
     table.obs[pred_key] = pd.Categorical(classes[proba.argmax(1)], categories=classes)
@@ -145,7 +153,7 @@ def annotate(
     return result
 
 
-def _finetune(model, codes, train_idx, classes, max_epochs, batch_size, lr, train_kwargs):
+def _finetune(model, codes, train_idx, classes, max_epochs, batch_size, lr, train_kwargs, warm_start=True):
     n_train = train_idx.size
     if batch_size is None:
         batch_size = int(min(128, n_train))
@@ -158,6 +166,8 @@ def _finetune(model, codes, train_idx, classes, max_epochs, batch_size, lr, trai
     tuned = model.derive(
         objective="classify", objective_kwargs={"n_classes": int(classes.size), "class_weights": weights}
     )
+    if warm_start:
+        _probe_init(tuned, model.get_latent_representation(), codes, train_idx, classes.size)
     tuned.train(
         max_epochs=max_epochs,
         batch_size=batch_size,
@@ -167,6 +177,23 @@ def _finetune(model, codes, train_idx, classes, max_epochs, batch_size, lr, trai
         **(train_kwargs or {}),
     )
     return tuned, tuned.predict_proba()
+
+
+def _probe_init(tuned, z, codes, train_idx, n_classes) -> None:
+    """Set the classification head to a class-balanced logistic regression fitted on the frozen embedding."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=2000, class_weight="balanced").fit(z[train_idx], codes[train_idx])
+    weight, bias = np.zeros((n_classes, z.shape[1])), np.full(n_classes, -10.0)  # absent classes: never predicted
+    if clf.coef_.shape[0] == 1:  # binary: sklearn's single logit w.z + b = logit(class 1) - logit(class 0)
+        weight[clf.classes_] = np.stack([-clf.coef_[0] / 2, clf.coef_[0] / 2])
+        bias[clf.classes_] = [-clf.intercept_[0] / 2, clf.intercept_[0] / 2]
+    else:
+        weight[clf.classes_], bias[clf.classes_] = clf.coef_, clf.intercept_
+    head = tuned.module.objective.head
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
 
 
 def _probe(model, codes, train_idx, n_classes, method, n_neighbors, expression_pcs=0):
