@@ -240,3 +240,21 @@ def test_bad_inputs_raise_before_training(tissue, monkeypatch):
     finally:
         sdata.images["he"] = he
     assert not calls
+
+
+def test_model_target_stats_are_the_training_mean_and_sd_of_log_normalised_counts():
+    """Chunked over rows of a sparse table, equal to the dense computation (and stored in the module's buffers)."""
+    import scipy.sparse as sp
+    from anndata import AnnData
+
+    from sslspatial.model import Hist2Expr
+
+    x = np.random.default_rng(0).poisson(2, (300, 7)).astype(np.float32)
+    adata = AnnData(sp.csr_matrix(x))
+    Hist2Expr.setup_anndata(adata)
+    model = Hist2Expr(adata, **TINY)
+    target = np.log1p(x / x.sum(1, keepdims=True) * 1e4)
+    mean, sd = model._target_stats(chunk=64)
+    np.testing.assert_allclose(mean.numpy(), target.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(sd.numpy(), target.std(0), rtol=1e-5)
+    np.testing.assert_allclose(model.module.target_std.numpy(), target.std(0), rtol=1e-5)

@@ -80,17 +80,31 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
             **module_kwargs,
         )
         if adata is not None:
-            counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            library = np.asarray(self.adata_manager.get_from_registry("library"), dtype=np.float64).reshape(-1, 1)
-            counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
-            target = np.log1p(counts / np.maximum(library, 1e-8) * self.module.target_sum)
-            self.module.set_target_stats(torch.as_tensor(target.mean(0)), torch.as_tensor(target.std(0)))
+            self.module.set_target_stats(*self._target_stats())
         self.patch_source: PatchSource | None = None
         self._model_summary_string = (
             f"Hist2Expr: {self.summary_stats.n_vars} genes, {patch_px} px patches, likelihood {likelihood}, "
             f"weights mse {mse_weight} / likelihood {likelihood_weight} / distill {distill_weight}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _target_stats(self, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-gene mean and standard deviation of the training targets ``log1p(x / library * target_sum)``.
+
+        Accumulated over row chunks, so a large (sparse) training table is never densified at once.
+        """
+        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        library = np.asarray(self.adata_manager.get_from_registry("library"), dtype=np.float64).reshape(-1, 1)
+        total, total_sq = np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
+        for start in range(0, counts.shape[0], chunk):
+            block = counts[start : start + chunk]
+            block = block.toarray() if hasattr(block, "toarray") else np.asarray(block, dtype=np.float64)
+            target = np.log1p(block / np.maximum(library[start : start + chunk], 1e-8) * self.module.target_sum)
+            total += target.sum(0)
+            total_sq += (target**2).sum(0)
+        mean = total / counts.shape[0]
+        std = np.sqrt(np.maximum(total_sq / counts.shape[0] - mean**2, 0.0))
+        return torch.as_tensor(mean), torch.as_tensor(std)
 
     @classmethod
     def setup_anndata(cls, adata: AnnData, layer: str | None = None, library_key: str | None = None, **kwargs):

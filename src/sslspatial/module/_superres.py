@@ -18,8 +18,8 @@ Generative model, per spot ``n`` with K sub-spots and features split into modali
   ``m_nk = mu_n / K + g_nk - mean_k g_nk`` (Gaussian), so ``sum_k m_nk = mu_n`` exactly.
 - Uniform prior (``uniform_weight``): the spot likelihood only sees the sum over sub-spots, so where the sub-spot
   features carry no evidence the within-spot allocation is arbitrary; a penalty on the within-spot variance of the
-  sub-spot log-means (over K, summed over features, like the log-likelihood) shrinks it toward the uniform split unless the data across
-  spots support a deviation.
+  sub-spot log-means (over K, summed over features like the log-likelihood) shrinks it toward the uniform split
+  unless the data across spots support a deviation.
 - Image regulariser: on randomly sampled sub-spot pairs (never the dense (NK)^2 matrix), pairs whose image features
   are similar get similar sub-spot compositions (weight ``exp(-d^2 / 2 median(d^2))``).
 """
