@@ -1,6 +1,6 @@
 """CLI of the pretraining capability.
 
-CLI of the pretraining capability: ``sslspatial pretrain`` and ``sslspatial annotate`` on a SpatialData zarr store (in
+``sslspatial pretrain`` and ``sslspatial annotate`` on a SpatialData zarr store (in
 place), and its step of ``sslspatial demo``.
 """
 

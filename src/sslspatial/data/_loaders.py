@@ -213,7 +213,7 @@ class LocalityBatchSampler:
 def make_collate(adata_manager, n_hops: int = 0, targets: dict[str, np.ndarray] | None = None) -> SubgraphCollate:
     """Build the collate of a model's data.
 
-    Build the collate of a model's data: features from the registry, graph from ``obsp[connectivity_key]`` (a setup
+    Features from the registry, graph from ``obsp[connectivity_key]`` (a setup
     argument of the model).
     """
     setup = adata_manager.registry["setup_args"]

@@ -302,25 +302,29 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         return locality_order(adjacency=self.adata.obsp[key])
 
     # ------------------------------------------------------------------ outputs
-    def _loader(self, adata: AnnData | None, indices, batch_size: int, targets=None):
+    def _per_cell(self, adata: AnnData | None, indices, batch_size: int, compute) -> np.ndarray:
+        """Apply ``compute`` (minibatch tensors -> per-seed rows) to every requested cell, rows in request order.
+
+        The cells are visited in locality order (much smaller subgraphs per batch) and the rows put back afterwards.
+        """
         if adata is not None:
             adata.obs[Key.INDICES] = np.arange(adata.n_obs)  # re-index: a subset's row ids changed
         adata = self._validate_anndata(adata)
         manager = self.get_anndata_manager(adata, required=True)
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
-        # visit the cells in locality order (much smaller subgraphs per batch), undone by _unsort
-        self._inverse = None
+        order = np.arange(indices.size)
         if self.module.n_hops > 0 and indices.size > batch_size and Key.SPATIAL in adata.obsm:
             from ..data._loaders import locality_order
 
             order = np.argsort(locality_order(np.asarray(adata.obsm[Key.SPATIAL])[indices]), kind="stable")
-            indices, self._inverse = indices[order], np.argsort(order)
-        return SubgraphDataLoader(
-            manager, n_hops=self.module.n_hops, targets=targets, indices=indices, batch_size=batch_size, shuffle=False
+        loader = SubgraphDataLoader(
+            manager, n_hops=self.module.n_hops, indices=indices[order], batch_size=batch_size, shuffle=False
         )
-
-    def _unsort(self, values: np.ndarray) -> np.ndarray:
-        return values if getattr(self, "_inverse", None) is None else values[self._inverse]
+        self.module.eval()
+        rows = torch.cat([compute({k: v.to(self.device) for k, v in t.items()}).cpu() for t in loader]).numpy()
+        out = np.empty_like(rows)
+        out[order] = rows  # row i of the loader output belongs to requested cell order[i]
+        return out
 
     @torch.inference_mode()
     def get_latent_representation(
@@ -346,12 +350,10 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         >>> z = model.get_latent_representation()  # doctest: +SKIP
         """
         self._check_if_trained(warn=False)
-        self.module.eval()
-        out = []
-        for tensors in self._loader(adata, indices, batch_size):
-            tensors = {k: v.to(self.device) for k, v in tensors.items()}
-            out.append(self.module.inference(**self.module._get_inference_input(tensors))["qzm"].cpu())
-        return self._unsort(torch.cat(out).numpy())
+        module = self.module
+        return self._per_cell(
+            adata, indices, batch_size, lambda tensors: module.inference(**module._get_inference_input(tensors))["qzm"]
+        )
 
     @torch.inference_mode()
     def predict_proba(
@@ -364,12 +366,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         >>> proba = finetuned.predict_proba()  # doctest: +SKIP
         """
         self._check_if_trained(warn=False)
-        self.module.eval()
-        out = []
-        for tensors in self._loader(adata, indices, batch_size):
-            tensors = {k: v.to(self.device) for k, v in tensors.items()}
-            out.append(self.module.classify(tensors).cpu())
-        return self._unsort(torch.cat(out).numpy())
+        return self._per_cell(adata, indices, batch_size, self.module.classify)
 
     # ------------------------------------------------------------------ derived models
     def derive(self, adata: AnnData | None = None, gene_present: list[bool] | None = None, **overrides):
@@ -394,8 +391,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
     def load_query_data(cls, adata: AnnData, reference: SpatialPretrainModel, layer: str | None = None):
         """Apply a pretrained model to another dataset with an overlapping gene panel.
 
-        Apply a pretrained model to another dataset with an overlapping gene panel (like scvi's ``load_query_data``):
-        genes are aligned to the reference panel by name; reference genes missing from the
+        Like scvi's ``load_query_data``: genes are aligned to the reference panel by name; reference genes missing from the
         query are treated as masked (replaced by the mask token at the input, never scored).
 
         Parameters

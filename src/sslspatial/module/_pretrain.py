@@ -1,6 +1,6 @@
 """The torch module of :class:`sslspatial.model.SpatialPretrainModel`.
 
-The torch module of :class:`sslspatial.model.SpatialPretrainModel`: a pluggable encoder over k-hop subgraphs and a
+A pluggable encoder over k-hop subgraphs and a
 pluggable objective (no AnnData in here).
 
 A minibatch (built by :class:`sslspatial.data.SubgraphCollate`) holds the raw features ``x`` of every node of the
@@ -123,8 +123,7 @@ class SpatialPretrainModule(BaseModuleClass):
     ) -> torch.Tensor:
         """Embed every node of a subgraph from transformed inputs.
 
-        Embed every node of a subgraph from transformed inputs; ``mask`` entries (and missing genes) are replaced by the
-        mask token.
+        ``mask`` entries (and missing genes) are replaced by the mask token.
         """
         hidden = ~self.gene_present if mask is None else (mask | ~self.gene_present)
         x_in = torch.where(hidden, self.mask_token.to(x_t.dtype).expand_as(x_t), x_t)

@@ -1,8 +1,8 @@
 """scPretrain-style multi-task pseudo-label pretraining.
 
-scPretrain-style multi-task pseudo-label pretraining: k-means labellings at several resolutions per section (``K = n /
-100``, ``n / 50``, ``n / 200 + 1``), one classification head per resolution, cross-entropy on the raw logits
-(not on ``sigmoid(logits)``), restricted to the clusters of the cell's own section.
+K-means labellings at several resolutions per section (``K = n / 100``, ``n / 50``, ``n / 200 + 1``), one
+classification head per resolution, cross-entropy on the raw logits (not on ``sigmoid(logits)``), restricted to the
+clusters of the cell's own section.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def annotate(
 ) -> SpatialPretrainModel:
     """Predict cell types with a pretrained model.
 
-    Predict cell types with a pretrained model: fine-tune it with a class-weighted classification head, or probe its
+    Fine-tune it with a class-weighted classification head, or probe its
     embedding with kNN / logistic regression.
 
     Only the labels of the training cells are used: cells whose ``labels_key`` is missing (NaN or

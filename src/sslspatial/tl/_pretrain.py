@@ -1,8 +1,7 @@
 """User functions for self-supervised pretraining.
 
-User functions for self-supervised pretraining: ``pretrain_mask``, ``pretrain_contrastive``, ``pretrain_pseudolabel``.
-Each validates its input before any training, trains a
-:class:`~sslspatial.model.SpatialPretrainModel`, writes the embedding to ``obsm["X_<key_added>"]`` and returns the
+``pretrain_mask``, ``pretrain_contrastive``, ``pretrain_pseudolabel``. Each validates its input before any training,
+trains a :class:`~sslspatial.model.SpatialPretrainModel`, writes the embedding to ``obsm["X_<key_added>"]`` and returns the
 model.
 """
 
