@@ -146,6 +146,11 @@ def test_uniform_shrinkage_penalty_is_the_within_spot_variance_of_log_means():
     torch.testing.assert_close(losses[1] - losses[0], 0.7 * expected, rtol=1e-4, atol=1e-5)
 
 
+def test_negative_uniform_weight_raises():
+    with pytest.raises(ValueError, match="uniform_weight must be >= 0"):
+        SuperResModule([5], ["nb"], n_subspots=4, uniform_weight=-0.1)
+
+
 @pytest.mark.parametrize("count_aware", [False, True])
 def test_module_sum_constraint_for_every_likelihood(count_aware):
     module = SuperResModule(

@@ -121,6 +121,8 @@ class SuperResModule(BaseModuleClass):
         self.image_weight = float(image_weight)
         self.n_pairs = int(n_pairs)
         self.use_graph = bool(use_graph)
+        if uniform_weight < 0:
+            raise ValueError(f"uniform_weight must be >= 0 (0 disables the shrinkage), got {uniform_weight}.")
         self.uniform_weight = float(uniform_weight)
         bounds = [0]
         for s in self.modality_sizes:
