@@ -5,8 +5,9 @@ sections, predict the fifth from its image alone; per-gene Pearson over the 785 
 (variance of the target over all five sections); training time. Same folds: ridge regression on colour / texture
 statistics of the same patches (``ss.pp.image_features(method="stats")``), and the model with each loss term removed.
 
-Usage: ``python benchmarks/hist2expr_her2st.py [--quick] [--ablation-folds C5] [--resume]``; writes
-``benchmarks/results/hist2expr_her2st.{json,md}`` after every fold (``--resume`` skips folds already there).
+Usage: ``python benchmarks/hist2expr_her2st.py [--quick] [--ablation-folds C5] [--ablations all] [--resume]``;
+writes ``benchmarks/results/hist2expr_her2st.{json,md}`` after every fold (``--resume`` keeps the methods already
+there and runs only the missing ones).
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ CONFIG = {
     "n_validation_sections": 0,
     "model_kwargs": {},  # package defaults: dim 128, ConvMixer 32 ch x 2, Transformer depth 1, GraphSAGE x 2 + LSTM-JK
 }
+#: run on the ablation folds: each loss term removed, and per-section colour (Reinhard) normalisation of the patches
 ABLATIONS = {
     "no_mse": {"mse_weight": 0.0},
     "no_likelihood": {"likelihood_weight": 0.0, "likelihood": "none"},
     "no_distillation": {"distill_weight": 0.0},
+    "colour_normalize": {"colour_normalize": True},
 }
 
 
@@ -159,7 +162,10 @@ def write(results: dict, folds_done: list[str], ablation_folds: list[str], epoch
             **{k: float(np.mean([r[k] for r in rs])) for k in ("mean_pcc", "mean_pcc_top50", "train_seconds")},
         }
     missing = [f for f in SECTIONS if f not in results["folds"]]
-    note = "Ablations ran on folds " + (", ".join(ablation_folds) or "none") + " only (CPU time)."
+    ran = {n.removeprefix("hist2expr_"): [f for f, r in results["folds"].items() if n in r]
+           for n in names if n.startswith("hist2expr_")}  # fmt: skip
+    note = "Ablations (CPU time limits where they ran): " + (
+        "; ".join(f"{n} on {', '.join(f)}" for n, f in ran.items()) or "none") + "."
     if missing:
         note += f" Partial run: folds {', '.join(missing)} not (yet) computed."
     results["meta"] = {"config": {**CONFIG, "max_epochs": epochs or CONFIG["max_epochs"]}, "quick": quick,
@@ -176,7 +182,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two folds, 10 epochs, no ablations")
     parser.add_argument("--ablation-folds", default="C5", help="folds on which the ablations run ('all' or list)")
     parser.add_argument("--folds", default="all")
-    parser.add_argument("--resume", action="store_true", help="keep folds already in the results json")
+    parser.add_argument("--resume", action="store_true", help="keep methods already in the results json")
+    parser.add_argument("--ablations", default="all", help="which ablations to run ('all' or a comma list)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -191,13 +198,20 @@ def main() -> None:
     previous = OUT / ("hist2expr_her2st" + ("_quick" if args.quick else "") + ".json")
     if args.resume and previous.exists():
         results["folds"] = json.loads(previous.read_text())["folds"]
+    ablations = ABLATIONS if args.ablations == "all" else {k: ABLATIONS[k] for k in args.ablations.split(",")}
     for fold in folds:
-        if fold in results["folds"]:
-            continue
-        res = {"ridge_stats": ridge_fold(sdata, target, fold, top50, CONFIG["spot_scale"])}
-        res["hist2expr"] = model_fold(sdata, hvg, target, fold, top50, epochs=epochs)
+        res = results["folds"].get(fold, {})
+        todo = [m for m in ("ridge_stats", "hist2expr") if m not in res]
         if fold in ablation_folds:
-            for name, overrides in ABLATIONS.items():
+            todo += [f"hist2expr_{name}" for name in ablations if f"hist2expr_{name}" not in res]
+        if not todo:
+            continue
+        if "ridge_stats" in todo:
+            res["ridge_stats"] = ridge_fold(sdata, target, fold, top50, CONFIG["spot_scale"])
+        if "hist2expr" in todo:
+            res["hist2expr"] = model_fold(sdata, hvg, target, fold, top50, epochs=epochs)
+        for name, overrides in ablations.items():
+            if f"hist2expr_{name}" in todo:
                 res[f"hist2expr_{name}"] = model_fold(sdata, hvg, target, fold, top50, overrides, epochs=epochs)
         results["folds"][fold] = res
         print(fold, {k: round(v["mean_pcc"], 3) for k, v in res.items()}, flush=True)

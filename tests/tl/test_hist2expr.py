@@ -258,3 +258,31 @@ def test_model_target_stats_are_the_training_mean_and_sd_of_log_normalised_count
     np.testing.assert_allclose(mean.numpy(), target.mean(0), rtol=1e-6)
     np.testing.assert_allclose(sd.numpy(), target.std(0), rtol=1e-5)
     np.testing.assert_allclose(model.module.target_std.numpy(), target.std(0), rtol=1e-5)
+
+
+def test_colour_normalize_gives_every_section_the_same_tissue_colour(tissue, monkeypatch):
+    from sslspatial.pp._patches import ColourStats, colour_normalize, crop_patches, to_unit_range
+
+    seen = {}
+    monkeypatch.setattr(ss.model.Hist2Expr, "train", lambda self, **kw: seen.update(source=self.patch_source))
+    monkeypatch.setattr(ss.model.Hist2Expr, "predict", lambda self, *a, **k: None)
+    monkeypatch.setattr("sslspatial.tl._hist2expr._write", lambda *a, **k: None)
+    target = np.array([0.70, 0.50, 0.68])  # colour_normalize's default target (a typical H&E look)
+    for normalize in (False, True):
+        _fit(tissue, colour_normalize=normalize, train_regions=["section_0", "section_1"], predict_regions=None)
+        for section in seen["source"].sections:
+            assert (section.colour is not None) == normalize
+            if not normalize:
+                continue
+            assert len(section) <= 512  # so the statistics come from every spot's patch
+            raw = to_unit_range(crop_patches(section.image, section.centres_px, section.size_px), (0.0, 255.0))
+            stats = ColourStats.of(raw)
+            np.testing.assert_allclose(section.colour.mean, stats.mean, rtol=1e-5)
+            np.testing.assert_allclose(section.colour.std, stats.std, rtol=1e-5)
+            pixels = np.moveaxis(raw, 1, -1).reshape(-1, 3)
+            tissue_px = pixels.mean(1) < 0.85
+            out = np.moveaxis(colour_normalize(raw, section.colour), 1, -1).reshape(-1, 3)[tissue_px]
+            unclipped = ((out > 0) & (out < 1)).all(1)
+            assert unclipped.mean() > 0.9
+            # on the tissue pixels, each channel now has the target mean (clipping moves it a little)
+            np.testing.assert_allclose(out.mean(0), target, atol=0.03)

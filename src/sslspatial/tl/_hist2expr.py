@@ -15,7 +15,7 @@ from ..data._patch_loader import PatchSection, PatchSource
 from ..metrics import pearson_per_gene
 from ..model._hist2expr import Hist2Expr
 from ..pp._image_features import image_features
-from ..pp._patches import check_centres_inside, check_image_values
+from ..pp._patches import ColourStats, check_centres_inside, check_image_values, crop_patches, to_unit_range
 from ..pp._patches_sdata import obs_regions, resolve_region_images
 from ..pp._tissue import tissue_grid
 
@@ -49,13 +49,16 @@ def _spot_size(sdata, table, region: str, cs: str) -> float:
     raise ValueError(f"Cannot infer the spot size of region {region!r}: pass spot_size=<diameter in coordinate units>.")
 
 
-def _section(sdata, name, image_key, cs, coords, rows, size, unit, value_range, features) -> PatchSection:
+def _section(sdata, name, image_key, cs, coords, rows, size, unit, value_range, features, normalize) -> PatchSection:
     image = get_image(sdata, image_key, cs)
     vr = check_image_values(image, value_range, name=f"image {image_key!r}")
     px = image.to_pixels(coords)
     check_centres_inside(image, px, what=f"spots of {name!r}")
     size_px = max(int(round(size * (image.pixels_per_unit if unit == "coords" else 1.0))), 1)
     section = PatchSection(name, image.image, px, coords, rows, size_px, vr)
+    if normalize:  # Reinhard: this section's tissue colour statistics, from up to 512 of its patches
+        pick = np.random.default_rng(0).permutation(len(px))[:512]
+        section.colour = ColourStats.of(to_unit_range(crop_patches(image.image, px[np.sort(pick)], size_px), vr))
     if features is not None:
         method, weights = features if isinstance(features, tuple) else (features, None)
         section.features = image_features(image, coords, size, method, unit=unit, weights=weights, value_range=vr)
@@ -98,6 +101,7 @@ def hist2expr(
     grid_spacing: float | None = None,
     value_range: tuple[float, float] | None = None,
     tta: bool = False,
+    colour_normalize: bool = False,
     key_added: str = "hist2expr",
     overwrite: bool = False,
     accelerator: str = "auto",
@@ -159,6 +163,11 @@ def hist2expr(
         Pixel value range, required unless images are RGB uint8.
     tta
         Average predictions over the 8 rotations / flips.
+    colour_normalize
+        Reinhard colour normalisation per section: each section's patches are shifted and scaled, channel by channel,
+        so that its tissue pixels (from up to 512 of its patches) share one mean and standard deviation. Meant for
+        staining differences between sections; on her2st leave-one-out it changed nothing measurable
+        (``benchmarks/results/hist2expr_her2st.md``, row ``hist2expr_colour_normalize``).
     key_added
         Name of the new table (and of the layer).
     overwrite
@@ -234,7 +243,7 @@ def hist2expr(
         size = spot_size if spot_size is not None else _spot_size(sdata, table, region, cs)
         sizes[name] = size
         coords = get_coordinates(sdata, table_key, "spatial", cs)[rows]
-        measured_sections[name] = _section(sdata, name, key, cs, coords, rows, size, size_unit, value_range, feats)
+        measured_sections[name] = _section(sdata, name, key, cs, coords, rows, size, size_unit, value_range, feats, colour_normalize)
     train_size = float(np.median([sizes[n] for n in train_regions]))
     pitch = float(np.median([measured_sections[n].pitch for n in train_regions]))
     extra_sections: dict[str, tuple[PatchSection, str, pd.Index | None]] = {}
@@ -244,7 +253,7 @@ def hist2expr(
             coords, index = _shape_centres(sdata, name, cs)
             size = spot_size if spot_size is not None else _spot_size(sdata, table, name, cs)
             section = _section(sdata, name, key, cs, coords, np.full(len(coords), -1), size, size_unit, value_range,
-                               feats)  # fmt: skip
+                               feats, colour_normalize)  # fmt: skip
             extra_sections[name] = (section, name, index)
         else:
             from spatialdata.transformations import get_transformation
@@ -258,7 +267,7 @@ def hist2expr(
             if grid_name in sdata.shapes and not overwrite:
                 raise ValueError(f"shapes[{grid_name!r}] already exists; pass overwrite=True.")
             section = _section(sdata, name, name, cs, coords, np.full(len(coords), -1), train_size, size_unit,
-                               value_range, feats)  # fmt: skip
+                               value_range, feats, colour_normalize)  # fmt: skip
             extra_sections[name] = (section, grid_name, None)
 
     # --- model -----------------------------------------------------------------------------------------------
