@@ -164,8 +164,11 @@ def write(results: dict, folds_done: list[str], ablation_folds: list[str], epoch
     missing = [f for f in SECTIONS if f not in results["folds"]]
     ran = {n.removeprefix("hist2expr_"): [f for f, r in results["folds"].items() if n in r]
            for n in names if n.startswith("hist2expr_")}  # fmt: skip
-    note = "Ablations (CPU time limits where they ran): " + (
-        "; ".join(f"{n} on {', '.join(f)}" for n, f in ran.items()) or "none") + "."
+    note = (
+        "Ablations (CPU time limits where they ran): "
+        + ("; ".join(f"{n} on {', '.join(f)}" for n, f in ran.items()) or "none")
+        + "."
+    )
     if missing:
         note += f" Partial run: folds {', '.join(missing)} not (yet) computed."
     results["meta"] = {"config": {**CONFIG, "max_epochs": epochs or CONFIG["max_epochs"]}, "quick": quick,

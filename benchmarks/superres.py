@@ -250,7 +250,10 @@ def timing_5000(epochs: int, threads: int, n_layers: int = 1) -> dict:
 def _markdown(res: dict) -> str:
     lines = ["# superres benchmark", "", res["protocol"], ""]
     for name, r in res["datasets"].items():
-        lines += [f"## {name} ({r['n_spots']} spots, K = {r['K']}, {r['n_features']} features, {r['epochs']} epochs)", ""]
+        lines += [
+            f"## {name} ({r['n_spots']} spots, K = {r['K']}, {r['n_features']} features, {r['epochs']} epochs)",
+            "",
+        ]
         if "points_per_subspot" in r:
             pts = r["points_per_subspot"]
             lines += [f"Points (cells or transcripts) per sub-spot: {pts['mean']:.2f} on average, "

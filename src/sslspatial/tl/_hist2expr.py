@@ -243,7 +243,9 @@ def hist2expr(
         size = spot_size if spot_size is not None else _spot_size(sdata, table, region, cs)
         sizes[name] = size
         coords = get_coordinates(sdata, table_key, "spatial", cs)[rows]
-        measured_sections[name] = _section(sdata, name, key, cs, coords, rows, size, size_unit, value_range, feats, colour_normalize)
+        measured_sections[name] = _section(
+            sdata, name, key, cs, coords, rows, size, size_unit, value_range, feats, colour_normalize
+        )
     train_size = float(np.median([sizes[n] for n in train_regions]))
     pitch = float(np.median([measured_sections[n].pitch for n in train_regions]))
     extra_sections: dict[str, tuple[PatchSection, str, pd.Index | None]] = {}
