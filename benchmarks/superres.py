@@ -256,7 +256,7 @@ def _markdown(res: dict) -> str:
         ]
         if "points_per_subspot" in r:
             pts = r["points_per_subspot"]
-            lines += [f"Points (cells or transcripts) per sub-spot: {pts['mean']:.2f} on average, "
+            lines += [f"Points (cells, transcripts or measured spots) per sub-spot: {pts['mean']:.2f} on average, "
                       f"{100 * pts['empty_fraction']:.0f}% of sub-spots empty.", ""]  # fmt: skip
         lines += ["| method | mean Pearson | mean RMSE | mean SSIM | seconds | Pearson, seeds 0 / 1 / 2 (mean) |",
                   "|---|---|---|---|---|---|"]  # fmt: skip

@@ -43,3 +43,23 @@ def test_graph_subcommand_writes_in_place(tmp_path):
 def test_unknown_method_is_rejected():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["graph", "x.zarr", "--method", "voronoi"])
+
+
+def test_demo_runs_every_capability_and_beats_the_baselines(tmp_path, capsys):
+    """``sslspatial demo`` end to end on a small tissue: outputs written, and each score against the synthetic truth."""
+    import json
+    from pathlib import Path
+
+    import spatialdata as sd
+
+    assert main(["demo", "--n-cells", "600", "--out", str(tmp_path)]) == 0
+    assert "Demo finished" in capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    caps = report["capabilities"]
+    assert set(caps) == {"graph", "pretrain", "hist2expr", "superres"}
+    assert caps["superres"]["subspot_pearson"] > caps["superres"]["uniform_split_pearson"]
+    assert caps["hist2expr"]["mean_pearson_heldout"] > 0
+    assert len(report["figures"]) == 4 and all(Path(f).stat().st_size > 0 for f in report["figures"])
+    back = sd.read_zarr(tmp_path / "synthetic.zarr")
+    assert {"hist2expr", "table_st_superres"} <= set(back.tables)  # predictions and sub-spot profiles persisted
+    assert "spots_st_subspots" in back.shapes
