@@ -63,3 +63,8 @@ def test_demo_runs_every_capability_and_beats_the_baselines(tmp_path, capsys):
     back = sd.read_zarr(tmp_path / "synthetic.zarr")
     assert {"hist2expr", "table_st_superres"} <= set(back.tables)  # predictions and sub-spot profiles persisted
     assert "spots_st_subspots" in back.shapes
+
+
+def test_hist2expr_subcommand_parses_colour_normalisation():
+    assert build_parser().parse_args(["hist2expr", "x.zarr", "--colour-normalize"]).colour_normalize
+    assert not build_parser().parse_args(["hist2expr", "x.zarr"]).colour_normalize

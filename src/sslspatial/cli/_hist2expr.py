@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--likelihood", default="zinb", choices=["zinb", "nb", "poisson", "gaussian", "none"])
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--validation-sections", type=int, default=1)
+    p.add_argument("--colour-normalize", action="store_true", help="per-section Reinhard colour normalisation")
     p.add_argument("--key-added", default="hist2expr")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--model-out", default=None, help="folder to save the trained model to")
@@ -57,6 +58,7 @@ def run(args) -> int:
         likelihood=args.likelihood,
         max_epochs=args.max_epochs,
         n_validation_sections=args.validation_sections,
+        colour_normalize=args.colour_normalize,
         key_added=args.key_added,
         overwrite=args.overwrite,
     )
