@@ -49,7 +49,9 @@ def _spot_size(sdata, table, region: str, cs: str) -> float:
     raise ValueError(f"Cannot infer the spot size of region {region!r}: pass spot_size=<diameter in coordinate units>.")
 
 
-def _section(sdata, name, image_key, cs, coords, rows, size, unit, value_range, features, normalize) -> PatchSection:
+def _section(
+    sdata, name, image_key, cs, coords, rows, size, unit, value_range, features, normalize=False
+) -> PatchSection:
     image = get_image(sdata, image_key, cs)
     vr = check_image_values(image, value_range, name=f"image {image_key!r}")
     px = image.to_pixels(coords)
