@@ -156,7 +156,7 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write(results: dict, folds_done: list[str], ablation_folds: list[str], epochs, quick: bool) -> None:
+def write(results: dict, epochs, quick: bool) -> None:
     """Averages, metadata, then ``results/hist2expr_her2st[_quick].{json,md}`` (called after every fold)."""
     names = sorted({n for r in results["folds"].values() for n in r})
     results["average"] = {}
@@ -226,7 +226,7 @@ def main() -> None:
                 res[f"hist2expr_{name}"] = model_fold(sdata, hvg, target, fold, top50, overrides, epochs=epochs)
         results["folds"][fold] = res
         print(fold, {k: round(v["mean_pcc"], 3) for k, v in res.items()}, flush=True)
-        write(results, list(results["folds"]), ablation_folds, epochs, args.quick)
+        write(results, epochs, args.quick)
     print(markdown(results))
 
 
