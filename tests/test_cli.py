@@ -68,3 +68,24 @@ def test_demo_runs_every_capability_and_beats_the_baselines(tmp_path, capsys):
 def test_hist2expr_subcommand_parses_colour_normalisation():
     assert build_parser().parse_args(["hist2expr", "x.zarr", "--colour-normalize"]).colour_normalize
     assert not build_parser().parse_args(["hist2expr", "x.zarr"]).colour_normalize
+
+
+def test_hist2expr_subcommand_trains_saves_and_predicts_with_the_saved_model(tmp_path):
+    """``--model-out`` then ``--model-in``: the second call trains nothing and reproduces the held-out prediction."""
+    import spatialdata as sd
+
+    from sslspatial.datasets._synthetic import synthetic_tissue
+
+    tissue = synthetic_tissue(n_cells=600, n_genes=8, n_sections=3, spot_layouts=("visium",), seed=2)
+    path, model_dir = tmp_path / "t.zarr", tmp_path / "model"
+    tissue.write(path)
+    common = [str(path), "--table-key", "table_visium", "--image-key", "he", "--section-key", "section"]
+    assert main(["hist2expr", *common, "--train-regions", "section_0,section_1", "--predict-regions", "section_2",
+                 "--validation-sections", "0", "--max-epochs", "1", "--patch-px", "16",
+                 "--model-out", str(model_dir)]) == 0  # fmt: skip
+    assert main(["hist2expr", *common, "--model-in", str(model_dir), "--predict-regions", "section_2",
+                 "--key-added", "again"]) == 0  # fmt: skip
+    back = sd.read_zarr(path)
+    first, again = back.tables["hist2expr"], back.tables["again"]
+    assert set(again.obs["section"]) == {"section_2"}
+    np.testing.assert_allclose(again.X, first[first.obs["section"] == "section_2"].X, atol=1e-5)

@@ -286,3 +286,32 @@ def test_colour_normalize_gives_every_section_the_same_tissue_colour(tissue, mon
             assert unclipped.mean() > 0.9
             # on the tissue pixels, each channel now has the target mean (clipping moves it a little)
             np.testing.assert_allclose(out.mean(0), target, atol=0.03)
+
+
+def test_reloaded_model_predicts_new_regions_with_its_training_patch_settings(tissue, tmp_path):
+    """``model=``: no training; colour normalisation, spot size and grid pitch come back from the saved model."""
+    common = {"table_key": "table_visium", "image_key": "he", "section_key": "section"}
+    model = _fit(tissue, colour_normalize=True, predict_regions=["section_2", "he"], key_added="h2e_cn", overwrite=True)
+    first = tissue.tables["h2e_cn"]
+    model.save(tmp_path / "m", save_anndata=True)
+    loaded = ss.model.Hist2Expr.load(tmp_path / "m")
+    assert loaded.patch_settings["colour_normalize"] is True
+    ss.tl.hist2expr(tissue, **common, model=loaded, predict_regions=["section_2", "he"], key_added="h2e_again")
+    again = tissue.tables["h2e_again"]
+    assert set(again.obs["split"]) == {"predict"} and set(again.obs["section"]) == {"section_2", "he"}
+    for section in ("section_2", "he"):  # the held-out section and the pseudo-spot grid over the image
+        np.testing.assert_allclose(
+            again[again.obs["section"] == section].X, first[first.obs["section"] == section].X, atol=1e-5
+        )
+    np.testing.assert_allclose(again.var["pearson_section_2"], first.var["pearson_section_2"], atol=1e-4)
+    # the recorded setting is what makes them equal: without colour normalisation the predictions move
+    loaded.patch_settings["colour_normalize"] = False
+    ss.tl.hist2expr(tissue, **common, model=loaded, predict_regions=["section_2"], key_added="h2e_raw")
+    raw = tissue.tables["h2e_raw"].X
+    assert np.abs(raw - first[first.obs["section"] == "section_2"].X).max() > 1e-3
+    with pytest.raises(ValueError, match="leave train_regions empty"):
+        ss.tl.hist2expr(tissue, **common, model=loaded, train_regions=["section_0"], predict_regions=["section_2"])
+    with pytest.raises(ValueError, match="genes are the model's"):
+        ss.tl.hist2expr(tissue, **common, model=loaded, genes=["gene_0"], predict_regions=["section_2"])
+    with pytest.raises(TypeError, match="trained sslspatial.model.Hist2Expr"):
+        ss.tl.hist2expr(tissue, **common, model="model", predict_regions=["section_2"])

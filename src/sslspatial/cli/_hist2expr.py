@@ -25,14 +25,17 @@ def register(subparsers) -> None:
     p.add_argument("--section-key", default=None, help="obs column splitting regions into sections")
     p.add_argument("--genes", default=None, help="comma-separated genes (default: all of the table)")
     p.add_argument("--spot-size", type=float, default=None, help="patch side in coordinate units (default: spot)")
-    p.add_argument("--patch-px", type=int, default=64)
+    p.add_argument("--patch-px", type=int, default=32)
     p.add_argument("--likelihood", default="zinb", choices=["zinb", "nb", "poisson", "gaussian", "none"])
-    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--max-epochs", type=int, default=60)
     p.add_argument("--validation-sections", type=int, default=1)
     p.add_argument("--colour-normalize", action="store_true", help="per-section Reinhard colour normalisation")
     p.add_argument("--key-added", default="hist2expr")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--model-out", default=None, help="folder to save the trained model to")
+    p.add_argument(
+        "--model-in", default=None, help="folder of a model saved with --model-out: predict only, no training"
+    )
     p.set_defaults(func=run)
 
 
@@ -45,6 +48,11 @@ def run(args) -> int:
 
     sdata = sd.read_zarr(args.zarr)
     shapes_before = set(sdata.shapes)
+    trained = None
+    if args.model_in:
+        from ..model import Hist2Expr
+
+        trained = Hist2Expr.load(args.model_in)
     model = hist2expr(
         sdata,
         table_key=args.table_key,
@@ -59,13 +67,14 @@ def run(args) -> int:
         max_epochs=args.max_epochs,
         n_validation_sections=args.validation_sections,
         colour_normalize=args.colour_normalize,
+        model=trained,
         key_added=args.key_added,
         overwrite=args.overwrite,
     )
     new_shapes = sorted(set(sdata.shapes) - shapes_before)
-    _io.persist(sdata, [*new_shapes, args.key_added, args.table_key])
+    _io.persist(sdata, [*new_shapes, args.key_added, *([args.table_key] if args.table_key in sdata.tables else [])])
     if args.model_out:
-        model.save(args.model_out, overwrite=True)
+        model.save(args.model_out, overwrite=True, save_anndata=True)
     means = sdata.tables[args.key_added].uns[args.key_added]["mean_pearson"]
     for name, m in means.items():
         print(f"{name} ({m['split']}): mean per-gene Pearson {m['mean']:.3f}")

@@ -43,6 +43,10 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         ``"zinb"`` (default), ``"nb"``, ``"poisson"``, ``"gaussian"`` or ``"none"``.
     mse_weight, likelihood_weight, distill_weight
         Loss weights (0 switches a term off).
+    patch_settings
+        How the training patches were prepared (:func:`~sslspatial.tl.hist2expr` records ``colour_normalize``,
+        ``features``, ``feature_weights``, ``size_unit``, ``spot_size`` and ``pitch``). Saved with the model, so that
+        ``ss.tl.hist2expr(sdata, model=loaded, predict_regions=...)`` prepares new sections the same way.
     **module_kwargs
         Further :class:`~sslspatial.module._hist2expr.Hist2ExprModule` arguments (``dim``, ``transformer_depth``, ...).
 
@@ -65,6 +69,7 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         mse_weight: float = 1.0,
         likelihood_weight: float = 0.25,
         distill_weight: float = 0.5,
+        patch_settings: dict[str, Any] | None = None,
         **module_kwargs: Any,
     ):
         super().__init__(adata)
@@ -82,6 +87,7 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         if adata is not None:
             self.module.set_target_stats(*self._target_stats())
         self.patch_source: PatchSource | None = None
+        self.patch_settings = dict(patch_settings or {})
         self._model_summary_string = (
             f"Hist2Expr: {self.summary_stats.n_vars} genes, {patch_px} px patches, likelihood {likelihood}, "
             f"weights mse {mse_weight} / likelihood {likelihood_weight} / distill {distill_weight}"

@@ -67,6 +67,24 @@ def _section(
     return section
 
 
+def _trained_settings(model, train_regions, predict_regions, genes) -> dict:
+    """Checks of prediction-only use (``model=``); the model's patch settings."""
+    if not isinstance(model, Hist2Expr):
+        raise TypeError(f"model must be a trained sslspatial.model.Hist2Expr, not {type(model).__name__}.")
+    if train_regions:
+        raise ValueError("With model= nothing is trained: leave train_regions empty, or pass model=None to train.")
+    if not predict_regions:
+        raise ValueError("With model=, name the sections, shapes or images to predict in predict_regions.")
+    if model.adata is None:
+        raise ValueError(
+            "The model carries no AnnData, so its genes are unknown: load it with Hist2Expr.load(path, adata=...) "
+            "or save it with model.save(path, save_anndata=True)."
+        )
+    if genes is not None and list(genes) != list(model.adata.var_names):
+        raise ValueError("With model=, genes are the model's (model.adata.var_names): leave genes=None.")
+    return model.patch_settings
+
+
 def _shape_centres(sdata, region: str, cs: str) -> tuple[np.ndarray, pd.Index]:
     from spatialdata import get_centroids
 
@@ -104,6 +122,7 @@ def hist2expr(
     value_range: tuple[float, float] | None = None,
     tta: bool = False,
     colour_normalize: bool = False,
+    model: Hist2Expr | None = None,
     key_added: str = "hist2expr",
     overwrite: bool = False,
     accelerator: str = "auto",
@@ -170,6 +189,12 @@ def hist2expr(
         so that its tissue pixels (from up to 512 of its patches) share one mean and standard deviation. Meant for
         staining differences between sections; on her2st leave-one-out it changed nothing measurable
         (``benchmarks/results/hist2expr_her2st.md``, row ``hist2expr_colour_normalize``).
+    model
+        An already trained :class:`~sslspatial.model.Hist2Expr` (e.g. ``Hist2Expr.load(path, adata=...)``): nothing
+        is trained, ``predict_regions`` are predicted with it, and their patches are prepared as for its training
+        (``patch_px``, ``features``, colour normalisation, ``size_unit``, and unless given ``spot_size`` and
+        ``grid_spacing``, from ``model.patch_settings``; ``spot_size`` and ``grid_spacing`` are in the training
+        data's coordinate units, so pass them for data in other units). ``genes`` are the model's.
     key_added
         Name of the new table (and of the layer).
     overwrite
@@ -189,10 +214,22 @@ def hist2expr(
     >>> sdata = ss.datasets.her2st(path="../shared/data/her2st", genes="hvg", image_downscale=4)  # doctest: +SKIP
     >>> model = ss.tl.hist2expr(sdata, train_regions=["B4_spots", "C2_spots"], predict_regions=["C3_spots"])  # doctest: +SKIP
     >>> sdata["hist2expr"].uns["hist2expr"]["mean_pearson"]  # doctest: +SKIP
+    >>> model.save("her2st_model", save_anndata=True)  # doctest: +SKIP
+    >>> loaded = ss.model.Hist2Expr.load("her2st_model")  # doctest: +SKIP
+    >>> ss.tl.hist2expr(other_sdata, model=loaded, predict_regions=["he_image"])  # doctest: +SKIP
     """
     if not is_spatialdata(sdata):
         raise TypeError("hist2expr needs a SpatialData holding the table, the spot shapes and the image(s).")
     check_key(key_added, "key_added")
+    if model is not None:  # prediction only: the patch settings and genes are the trained model's
+        settings = _trained_settings(model, train_regions, predict_regions, genes)
+        genes, patch_px, use_patches = list(model.adata.var_names), model.module.patch_px, model.module.use_patches
+        features, feature_weights = settings.get("features"), settings.get("feature_weights")
+        colour_normalize = bool(settings.get("colour_normalize", False))
+        size_unit = settings.get("size_unit", size_unit)
+        spot_size = spot_size if spot_size is not None else settings.get("spot_size")
+        grid_spacing = grid_spacing if grid_spacing is not None else settings.get("pitch")
+        train_regions, n_validation_sections = [], 0
     if not use_patches and features is None:
         raise ValueError("use_patches=False needs features (e.g. features='stats').")
     feats = None if features is None else (features, feature_weights)
@@ -200,22 +237,22 @@ def hist2expr(
         raise ValueError(f"size_unit={size_unit!r} is not one of 'coords', 'px'.")
     if key_added in sdata.tables and not overwrite:
         raise ValueError(f"tables[{key_added!r}] already exists; pass overwrite=True or another key_added.")
-    table = get_table(sdata, table_key)
-    unit_of_obs, units = _units(table, section_key)
-    regions_of_obs = obs_regions(table)[1]
+    table = get_table(sdata, table_key) if model is None or table_key in sdata.tables else None
+    unit_of_obs, units = _units(table, section_key) if table is not None else (np.array([]), [])
+    regions_of_obs = obs_regions(table)[1] if table is not None else None
     predict_regions = list(predict_regions or [])
     train_regions = list(train_regions) if train_regions is not None else [u for u in units if u not in predict_regions]
     unknown = [u for u in train_regions if u not in units]
     if unknown:
         raise ValueError(f"train_regions {unknown} are not sections of table {table_key!r} ({units}).")
-    if not train_regions:
+    if not train_regions and model is None:
         raise ValueError("No training section: train_regions is empty.")
-    if genes is not None:
+    if genes is not None and (model is None or any(u in units for u in predict_regions)):
         missing = [g for g in genes if g not in table.var_names]
         if missing:
             raise ValueError(f"{len(missing)} requested gene(s) are missing from table {table_key!r}: {missing[:10]}.")
     genes = list(table.var_names) if genes is None else list(genes)
-    if n_validation_sections >= len(train_regions):
+    if n_validation_sections >= len(train_regions) and model is None:
         raise ValueError(
             f"{len(train_regions)} training section(s) leave no room for {n_validation_sections} validation "
             "section(s): add training sections, or pass n_validation_sections=0 to train without validation."
@@ -248,8 +285,11 @@ def hist2expr(
         measured_sections[name] = _section(
             sdata, name, key, cs, coords, rows, size, size_unit, value_range, feats, colour_normalize
         )
-    train_size = float(np.median([sizes[n] for n in train_regions]))
-    pitch = float(np.median([measured_sections[n].pitch for n in train_regions]))
+    if model is None:
+        train_size = float(np.median([sizes[n] for n in train_regions]))
+        pitch = float(np.median([measured_sections[n].pitch for n in train_regions]))
+    else:
+        train_size, pitch = spot_size, grid_spacing
     extra_sections: dict[str, tuple[PatchSection, str, pd.Index | None]] = {}
     for name in other:
         if name in sdata.shapes:
@@ -264,6 +304,11 @@ def hist2expr(
 
             cs = sorted(get_transformation(sdata.images[name], get_all=True))[0]
             image = get_image(sdata, name, cs)
+            if train_size is None or (grid_spacing or pitch) is None:
+                raise ValueError(
+                    f"Predicting image {name!r} on a pseudo-spot grid needs spot_size and grid_spacing (this model "
+                    "does not record its training spot size and pitch)."
+                )
             coords = tissue_grid(image, grid_spacing or pitch)
             if len(coords) == 0:
                 raise ValueError(f"No tissue found in image {name!r}: pass grid_spacing or predict on spot shapes.")
@@ -275,27 +320,34 @@ def hist2expr(
             extra_sections[name] = (section, grid_name, None)
 
     # --- model -----------------------------------------------------------------------------------------------
-    adata = table[:, genes].copy() if layer is None else _with_layer(table[:, genes], layer)
-    if library_key is None:
+    counts, library = None, None
+    if table is not None:
         x = table.layers[layer] if layer else table.X
-        adata.obs["_hist2expr_total"] = np.asarray(x.sum(1)).ravel()
-        library_key = "_hist2expr_total"
-    Hist2Expr.setup_anndata(adata, library_key=library_key)
-    n_features = 0 if feats is None else measured_sections[train_regions[0]].features.shape[1]
-    model = Hist2Expr(adata, patch_px=patch_px, likelihood=likelihood, mse_weight=mse_weight,
-                      likelihood_weight=likelihood_weight, distill_weight=distill_weight, n_features=n_features,
-                      use_patches=use_patches, **(model_kwargs or {}))  # fmt: skip
+        library = table.obs[library_key].to_numpy(np.float64) if library_key else np.asarray(x.sum(1)).ravel()
+        counts = x[:, table.var_names.get_indexer(genes)] if table_units or model is None else None
     validation = list(train_regions[-n_validation_sections:]) if n_validation_sections else []
-    model.set_patch_source(PatchSource([measured_sections[n] for n in train_regions], patch_px))
-    info(f"hist2expr: training on {train_regions} (validation {validation}), {len(genes)} genes")
-    model.train(max_epochs=max_epochs, lr=lr, validation_sections=validation, window_size=window_size,
-                early_stopping=bool(validation), accelerator=accelerator, devices=devices, **(train_kwargs or {}))  # fmt: skip
+    if model is None:
+        adata = table[:, genes].copy() if layer is None else _with_layer(table[:, genes], layer)
+        adata.obs["_hist2expr_total"] = library
+        Hist2Expr.setup_anndata(adata, library_key="_hist2expr_total")
+        n_features = 0 if feats is None else measured_sections[train_regions[0]].features.shape[1]
+        settings = {"colour_normalize": colour_normalize, "features": features, "feature_weights": feature_weights,
+                    "size_unit": size_unit, "spot_size": train_size, "pitch": pitch}  # fmt: skip
+        model = Hist2Expr(adata, patch_px=patch_px, likelihood=likelihood, mse_weight=mse_weight,
+                          likelihood_weight=likelihood_weight, distill_weight=distill_weight, n_features=n_features,
+                          use_patches=use_patches, patch_settings=settings, **(model_kwargs or {}))  # fmt: skip
+        model.set_patch_source(PatchSource([measured_sections[n] for n in train_regions], patch_px))
+        info(f"hist2expr: training on {train_regions} (validation {validation}), {len(genes)} genes")
+        model.train(max_epochs=max_epochs, lr=lr, validation_sections=validation, window_size=window_size,
+                    early_stopping=bool(validation), accelerator=accelerator, devices=devices, **(train_kwargs or {}))  # fmt: skip
+    else:
+        info(f"hist2expr: predicting {predict_regions} with the given model, {len(genes)} genes")
 
     # --- predictions -----------------------------------------------------------------------------------------
     all_sections = [measured_sections[n] for n in train_regions + table_units] + [v[0] for v in extra_sections.values()]
     preds = model.predict(PatchSource(all_sections, patch_px), window_size=window_size, tta=tta)
-    return _write(sdata, table, adata, model, genes, train_regions, validation, table_units, extra_sections,
-                  measured_sections, preds, regions_of_obs, key_added, layer)  # fmt: skip
+    return _write(sdata, table, counts, library, model, genes, train_regions, validation, table_units,
+                  extra_sections, measured_sections, preds, regions_of_obs, key_added)  # fmt: skip
 
 
 def _with_layer(view, layer):
@@ -304,21 +356,19 @@ def _with_layer(view, layer):
     return adata
 
 
-def _write(sdata, table, adata, model, genes, train_regions, validation, table_units, extra_sections, measured,
-           preds, regions_of_obs, key_added, layer):  # fmt: skip
+def _write(sdata, table, counts, library, model, genes, train_regions, validation, table_units, extra_sections,
+           measured, preds, regions_of_obs, key_added):  # fmt: skip
     import anndata as ad
     import geopandas as gpd
     from shapely import points
     from spatialdata.models import ShapesModel, TableModel
 
-    attrs = table_attrs(table)
+    attrs = table_attrs(table) if table is not None else {}
     instance_key = attrs.get("instance_key", "instance_id")
     names = train_regions + table_units + list(extra_sections)
     obs_parts, x_parts, measured_parts, coord_parts, var_pearson, means = [], [], [], [], {}, {}
-    counts = adata.X
-    library = adata.obs[model.adata_manager.registry["setup_args"]["library_key"]].to_numpy()
-    full_layer = np.full(table.shape, np.nan, np.float32)
-    gene_pos = table.var_names.get_indexer(genes)
+    full_layer = np.full(table.shape, np.nan, np.float32) if table is not None else None
+    gene_pos = table.var_names.get_indexer(genes) if table is not None else None
     for name, pred in zip(names, preds, strict=True):
         if name in measured:
             rows = measured[name].rows
@@ -338,7 +388,7 @@ def _write(sdata, table, adata, model, genes, train_regions, validation, table_u
             section, region, index = extra_sections[name]
             if index is None:  # pseudo-spot grid: a new shapes element
                 # instance ids must share one dtype across the regions of the table: follow the measured table's ids
-                ids_are_numeric = pd.api.types.is_integer_dtype(table.obs[instance_key])
+                ids_are_numeric = table is None or pd.api.types.is_integer_dtype(table.obs[instance_key])
                 index = (
                     pd.RangeIndex(len(pred))
                     if ids_are_numeric
@@ -368,5 +418,6 @@ def _write(sdata, table, adata, model, genes, train_regions, validation, table_u
         out.var[k] = v
     out.uns[key_added] = {"mean_pearson": means, "genes": len(genes), "target": "log1p(x / total * 1e4)"}
     sdata.tables[key_added] = TableModel.parse(out, region=regions, region_key="region", instance_key="instance_id")
-    table.layers[key_added] = full_layer
+    if table is not None and measured:
+        table.layers[key_added] = full_layer
     return model
