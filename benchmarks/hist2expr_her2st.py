@@ -4,10 +4,12 @@ Targets are ``log1p(counts / spot total * 1e4)`` with the total over the whole t
 sections, predict the fifth from its image alone; per-gene Pearson over the 785 genes and over the 50 most variable
 (variance of the target over all five sections); training time. Same folds: ridge regression on colour / texture
 statistics of the same patches (``ss.pp.image_features(method="stats")``), and the model with each loss term removed.
+The default model also trains with seeds 1 and 2 (initialisation and minibatch windows), to show how much of a
+difference is training noise, and the average of the three seeds' predictions is scored as a 3-model ensemble.
 
-Usage: ``python benchmarks/hist2expr_her2st.py [--quick] [--ablation-folds C5] [--ablations all] [--resume]``;
-writes ``benchmarks/results/hist2expr_her2st.{json,md}`` after every fold (``--resume`` keeps the methods already
-there and runs only the missing ones).
+Usage: ``python benchmarks/hist2expr_her2st.py [--quick] [--ablation-folds C5] [--ablations all] [--resume]
+[--folds all]``; writes ``benchmarks/results/hist2expr_her2st.{json,md}`` after every fold (``--resume`` keeps the
+methods already there and runs only the missing ones; two ``--resume`` processes may run disjoint ``--folds``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ ABLATIONS = {
     "no_distillation": {"distill_weight": 0.0},
     "colour_normalize": {"colour_normalize": True},
 }
+#: the default model's extra seeds; "hist2expr_ensemble" scores the mean prediction of seed 0 and these
+SEEDS = (1, 2)
+SEED_METHODS = (*(f"hist2expr_seed{s}" for s in SEEDS), "hist2expr_ensemble")
 
 
 def load():
@@ -96,7 +101,8 @@ def ridge_fold(sdata, target, test, top50, scale):
     return out
 
 
-def model_fold(sdata, hvg, target, test, top50, overrides=None, shuffle=False, epochs=None):
+def model_fold(sdata, hvg, target, test, top50, overrides=None, epochs=None, seed=0):
+    """Train on the other sections, predict ``test``: the summary and the predictions."""
     config = {**CONFIG, **(overrides or {})}
     table = sdata.tables["table"]
     sec = table.obs["section"].astype(str).to_numpy()
@@ -106,11 +112,11 @@ def model_fold(sdata, hvg, target, test, top50, overrides=None, shuffle=False, e
     if epochs is not None:
         config["max_epochs"] = epochs
     t0 = time.perf_counter()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = ss.tl.hist2expr(
         sdata, table_key="table", genes=hvg, train_regions=train, predict_regions=[f"{test}_spots"],
         spot_size=size, patch_px=config["patch_px"], library_key="total_counts", max_epochs=config["max_epochs"],
-        key_added="hist2expr", overwrite=True, train_kwargs={"enable_progress_bar": False}, **kwargs,
+        key_added="hist2expr", overwrite=True, train_kwargs={"enable_progress_bar": False, "seed": seed}, **kwargs,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     pred_table = sdata.tables["hist2expr"]
@@ -120,7 +126,7 @@ def model_fold(sdata, hvg, target, test, top50, overrides=None, shuffle=False, e
     out = summarise(pearson_per_gene(truth, pred), top50)
     out["train_seconds"] = seconds
     out["n_parameters"] = int(sum(p.numel() for p in model.module.parameters()))
-    return out
+    return out, pred, truth
 
 
 def markdown(results: dict) -> str:
@@ -152,12 +158,50 @@ def markdown(results: dict) -> str:
             f"| {name} | {r['n_folds']} | {r['mean_pcc']:.3f} | {r['mean_pcc_top50']:.3f} | "
             f"{'' if same is None else f'{same:.3f}'} |"
         )
+    lines += seed_table(results)
     lines += ["", results["meta"]["note"], ""]
     return "\n".join(lines)
 
 
-def write(results: dict, epochs, quick: bool) -> None:
-    """Averages, metadata, then ``results/hist2expr_her2st[_quick].{json,md}`` (called after every fold)."""
+def seed_table(results: dict) -> list[str]:
+    """Mean PCC of the default model per seed, their spread, and the 3-seed ensemble, per fold and on average."""
+    seeded = {f: r for f, r in results["folds"].items() if all(m in r for m in ("hist2expr", *SEED_METHODS))}
+    if not seeded:
+        return []
+    lines = ["", "## Training noise: the default model over seeds", "",
+             "| fold | " + " | ".join(f"seed {s}" for s in (0, *SEEDS)) + " | mean (sd) over seeds | ensemble of the "
+             f"{len(SEEDS) + 1} |", "|---|" + "---|" * (len(SEEDS) + 3)]  # fmt: skip
+    per_seed = []
+    for fold, r in seeded.items():
+        values = [r["hist2expr"]["mean_pcc"], *(r[f"hist2expr_seed{s}"]["mean_pcc"] for s in SEEDS)]
+        per_seed.append(values)
+        lines.append(
+            f"| {fold} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {np.mean(values):.3f} ({np.std(values):.3f})"
+            f" | {r['hist2expr_ensemble']['mean_pcc']:.3f} |"
+        )
+    fold_means = np.mean(per_seed, axis=0)  # the 5-fold average of each seed
+    ensemble = np.mean([r["hist2expr_ensemble"]["mean_pcc"] for r in seeded.values()])
+    lines.append(
+        f"| mean of {len(seeded)} folds | "
+        + " | ".join(f"{v:.3f}" for v in fold_means)
+        + f" | {np.mean(fold_means):.3f} ({np.std(fold_means):.3f}) | {ensemble:.3f} |"
+    )
+    return lines
+
+
+def write(results: dict, epochs, quick: bool, own_folds: list[str] | None = None) -> None:
+    """Averages, metadata, then ``results/hist2expr_her2st[_quick].{json,md}`` (called after every fold).
+
+    With ``own_folds`` (``--resume``), the other folds are taken from the file as it is now, so that processes
+    running disjoint folds do not overwrite each other's results.
+    """
+    name = "hist2expr_her2st" + ("_quick" if quick else "")
+    path = OUT / f"{name}.json"
+    if own_folds is not None and path.exists():
+        on_disk = json.loads(path.read_text())["folds"]
+        merged = {f: results["folds"].get(f) if f in own_folds else on_disk.get(f, results["folds"].get(f))
+                  for f in SECTIONS}  # fmt: skip
+        results["folds"] = {f: r for f, r in merged.items() if r is not None}
     names = sorted({n for r in results["folds"].values() for n in r})
     results["average"] = {}
     for name in names:
@@ -183,8 +227,7 @@ def write(results: dict, epochs, quick: bool) -> None:
                        "threads": torch.get_num_threads(), "platform": platform.processor() or platform.machine(),
                        "note": note}  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
-    name = "hist2expr_her2st" + ("_quick" if quick else "")
-    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))
+    path.write_text(json.dumps(results, indent=2))
     (OUT / f"{name}.md").write_text(markdown(results))
 
 
@@ -215,18 +258,28 @@ def main() -> None:
         todo = [m for m in ("ridge_stats", "hist2expr") if m not in res]
         if fold in ablation_folds:
             todo += [f"hist2expr_{name}" for name in ablations if f"hist2expr_{name}" not in res]
-        if not todo:
+        run_seeds = not args.quick and any(m not in res for m in SEED_METHODS)
+        if not todo and not run_seeds:
             continue
         if "ridge_stats" in todo:
             res["ridge_stats"] = ridge_fold(sdata, target, fold, top50, CONFIG["spot_scale"])
-        if "hist2expr" in todo:
-            res["hist2expr"] = model_fold(sdata, hvg, target, fold, top50, epochs=epochs)
+        if "hist2expr" in todo or run_seeds:  # the ensemble needs seed 0's predictions
+            res["hist2expr"], pred, truth = model_fold(sdata, hvg, target, fold, top50, epochs=epochs)
+        if run_seeds:
+            preds = [pred]
+            for seed in SEEDS:
+                res[f"hist2expr_seed{seed}"], pred, _ = model_fold(sdata, hvg, target, fold, top50, seed=seed)
+                preds.append(pred)
+            res["hist2expr_ensemble"] = summarise(pearson_per_gene(truth, np.mean(preds, axis=0)), top50)
+            res["hist2expr_ensemble"]["train_seconds"] = sum(
+                res[m]["train_seconds"] for m in ("hist2expr", *SEED_METHODS[:-1])
+            )
         for name, overrides in ablations.items():
             if f"hist2expr_{name}" in todo:
-                res[f"hist2expr_{name}"] = model_fold(sdata, hvg, target, fold, top50, overrides, epochs=epochs)
+                res[f"hist2expr_{name}"] = model_fold(sdata, hvg, target, fold, top50, overrides, epochs=epochs)[0]
         results["folds"][fold] = res
         print(fold, {k: round(v["mean_pcc"], 3) for k, v in res.items()}, flush=True)
-        write(results, epochs, args.quick)
+        write(results, epochs, args.quick, folds if args.resume else None)
     print(markdown(results))
 
 

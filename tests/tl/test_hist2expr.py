@@ -207,6 +207,8 @@ def test_bad_inputs_raise_before_training(tissue, monkeypatch):
     monkeypatch.setattr(ss.model.Hist2Expr, "train", lambda self, **kw: calls.append(1))
     with pytest.raises(ValueError, match="missing from table"):
         _fit(sdata, genes=["gene_0", "not_a_gene"])
+    with pytest.raises(KeyError, match="library_key='nope' is not a column"):
+        _fit(sdata, library_key="nope")
     with pytest.raises(ValueError, match="no room for 1 validation"):
         _fit(sdata, train_regions=["section_0"], n_validation_sections=1)
     with pytest.raises(ValueError, match="has no image"):

@@ -252,6 +252,8 @@ def hist2expr(
         if missing:
             raise ValueError(f"{len(missing)} requested gene(s) are missing from table {table_key!r}: {missing[:10]}.")
     genes = list(table.var_names) if genes is None else list(genes)
+    if library_key is not None and table is not None and library_key not in table.obs:
+        raise KeyError(f"library_key={library_key!r} is not a column of obs of table {table_key!r}.")
     if n_validation_sections >= len(train_regions) and model is None:
         raise ValueError(
             f"{len(train_regions)} training section(s) leave no room for {n_validation_sections} validation "
