@@ -228,7 +228,7 @@ def write(results: dict, epochs, quick: bool, own_folds: list[str] | None = None
                        "note": note}  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
-    (OUT / f"{name}.md").write_text(markdown(results))
+    path.with_suffix(".md").write_text(markdown(results))
 
 
 def main() -> None:
@@ -280,6 +280,7 @@ def main() -> None:
         results["folds"][fold] = res
         print(fold, {k: round(v["mean_pcc"], 3) for k, v in res.items()}, flush=True)
         write(results, epochs, args.quick, folds if args.resume else None)
+    write(results, epochs, args.quick, folds if args.resume else None)  # also when --resume found nothing to run
     print(markdown(results))
 
 
