@@ -117,7 +117,8 @@ def test_hist2expr_her2st(shared_data):
     assert res["heldout_mean_pearson"] > 0.0  # C5, never seen in training, predicted from its image
     assert -1.0 <= res["b4_grid_mean_pearson"] <= 1.0
     assert res["grid_shapes"] and res["n_grid_spots"] > 100  # pseudo-spots over the B4 tissue
-    assert {"hist2expr", "table"} <= set(res["tables"])
+    assert {"hist2expr", "table", "reloaded"} <= set(res["tables"])
+    assert res["reload_max_difference"] < 1e-4  # the saved and reloaded model reproduces its predictions
 
 
 @pytest.mark.slow
