@@ -104,7 +104,7 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     name = "atlas_scale_quick" if args.quick else "atlas_scale"
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# Atlas scale ({'quick, ' if args.quick else ''}{n_cells:,} cells x {args.n_genes} genes)",
         "",

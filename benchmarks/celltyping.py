@@ -132,7 +132,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     out = "celltyping_quick" if args.quick else "celltyping"
     payload = {"pretrain_epochs": epochs, "encoder": size, "pretrain_seconds": timings, "results": rows}
-    (RESULTS / f"{out}.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / f"{out}.json").write_text(json.dumps(payload, indent=2) + "\n")
     write_markdown(rows, RESULTS / f"{out}.md", epochs, args.quick)
 
 

@@ -211,7 +211,7 @@ def main() -> None:
     suffix = "_quick" if args.quick else ""
     payload = {"protocol": {"seeds": args.seeds, "epochs": args.epochs, "n_hops": N_HOPS, "n_neighs": N_NEIGHS}}
     payload |= {"datasets": logs, "results": records, "seconds": round(elapsed, 1)}
-    (RESULTS / f"domains{suffix}.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / f"domains{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"domains{suffix}.md").write_text(markdown(records, logs, args, elapsed))
     print(f"wrote {RESULTS / f'domains{suffix}.md'} in {elapsed / 60:.1f} min")
 

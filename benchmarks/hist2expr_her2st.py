@@ -227,7 +227,7 @@ def write(results: dict, epochs, quick: bool, own_folds: list[str] | None = None
                        "threads": torch.get_num_threads(), "platform": platform.processor() or platform.machine(),
                        "note": note}  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
+    path.write_text(json.dumps(results, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown(results))
 
 

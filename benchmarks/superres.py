@@ -314,7 +314,7 @@ def main() -> None:
     res["timing"] = [timing_5000(n_ep, 1), timing_5000(3, 2), timing_5000(3, 1, n_layers=3)]
     res["seconds_total"] = round(time.perf_counter() - t0, 1)
     OUT.mkdir(exist_ok=True)
-    (OUT / "superres.json").write_text(json.dumps(res, indent=2))
+    (OUT / "superres.json").write_text(json.dumps(res, indent=2) + "\n")
     (OUT / "superres.md").write_text(_markdown(res))
     print(_markdown(res))
 
