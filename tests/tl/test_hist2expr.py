@@ -317,3 +317,51 @@ def test_reloaded_model_predicts_new_regions_with_its_training_patch_settings(ti
         ss.tl.hist2expr(tissue, **common, model=loaded, genes=["gene_0"], predict_regions=["section_2"])
     with pytest.raises(TypeError, match="trained sslspatial.model.Hist2Expr"):
         ss.tl.hist2expr(tissue, **common, model="model", predict_regions=["section_2"])
+
+
+def test_target_statistics_come_from_the_training_sections_only(fitted):
+    """The held-out section's expression must not leak into the standardisation (nor into the gene basis)."""
+    sdata, model = fitted
+    table = sdata.tables["table_visium"]
+    sections = table.obs["section"].astype(str).to_numpy()
+    x = np.asarray(table.X.todense() if hasattr(table.X, "todense") else table.X)
+    target = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1e-8) * 1e4)
+    train = np.isin(sections, ["section_0", "section_1"])
+    np.testing.assert_allclose(model.module.target_mean.numpy(), target[train].mean(0), rtol=1e-5, atol=1e-6)
+    sd = np.maximum(target[train].std(0), 1e-3)
+    np.testing.assert_allclose(model.module.target_std.numpy(), sd, rtol=1e-4)
+    assert not np.allclose(target[train].mean(0), target.mean(0), atol=1e-3)  # the check can tell them apart
+
+
+def test_predictions_are_projected_on_the_principal_subspace_of_the_training_targets():
+    """``n_components``: the basis is the top principal axes (brute-force SVD); predictions are projected on it."""
+    from anndata import AnnData
+
+    from sslspatial.model import Hist2Expr
+
+    rng = np.random.default_rng(0)
+    x = rng.poisson(rng.gamma(2.0, 2.0, (1, 9)) * rng.gamma(3.0, 1.0, (200, 1)), (200, 9)).astype(np.float32)
+    adata = AnnData(x)
+    Hist2Expr.setup_anndata(adata)
+    model = Hist2Expr(adata, n_components=3, **TINY)
+    rows = np.arange(0, 200, 2)
+    model.module.set_target_stats(*model._target_stats(rows))
+    basis = model._target_basis(3, rows).numpy()
+    target = np.log1p(x[rows] / x[rows].sum(1, keepdims=True) * 1e4)
+    z = (target - target.mean(0)) / np.maximum(target.std(0), 1e-3)
+    axes = np.linalg.svd(z - z.mean(0), full_matrices=False)[2][:3]
+    np.testing.assert_allclose(basis.T @ basis, axes.T @ axes, atol=1e-4)  # same subspace (signs may differ)
+    model.module.set_gene_basis(torch.as_tensor(basis))
+    z = torch.randn(5, model.module.context.out_dim)
+    model.module.eval()
+    out = model.module.generative(z)["y_hat"]
+    scores = ((out - model.module.target_mean) / model.module.target_std).detach().numpy()
+    np.testing.assert_allclose(scores @ basis.T @ basis, scores, atol=1e-4)
+    # the projection of the full-rank prediction, by hand; training sees the full-rank one
+    full = model.module.gene_head(z).detach().numpy()
+    np.testing.assert_allclose(scores, full @ basis.T @ basis, atol=1e-4)
+    model.module.train()
+    trained = (model.module.generative(z)["y_hat"] - model.module.target_mean) / model.module.target_std
+    np.testing.assert_allclose(trained.detach().numpy(), full, atol=1e-5)
+    with pytest.raises(ValueError, match="n_components=10 needs"):
+        Hist2Expr(adata, n_components=10, **TINY)

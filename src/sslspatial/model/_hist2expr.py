@@ -84,7 +84,7 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
             distill_weight=distill_weight,
             **module_kwargs,
         )
-        if adata is not None:
+        if adata is not None:  # provisional (whole table); train() sets them from the training sections' spots
             self.module.set_target_stats(*self._target_stats())
         self.patch_source: PatchSource | None = None
         self.patch_settings = dict(patch_settings or {})
@@ -94,23 +94,45 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         )
         self.init_params_ = self._get_init_params(locals())
 
-    def _target_stats(self, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-gene mean and standard deviation of the training targets ``log1p(x / library * target_sum)``.
+    def _targets(self, rows: np.ndarray) -> np.ndarray:
+        """Dense targets ``log1p(x / library * target_sum)`` of the registered rows ``rows``."""
+        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        library = np.asarray(self.adata_manager.get_from_registry("library"), dtype=np.float64).reshape(-1, 1)
+        block = counts[rows]
+        block = block.toarray() if hasattr(block, "toarray") else np.asarray(block, dtype=np.float64)
+        return np.log1p(block / np.maximum(library[rows], 1e-8) * self.module.target_sum)
+
+    def _target_stats(self, rows: np.ndarray | None = None, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-gene mean and standard deviation of the targets ``log1p(x / library * target_sum)`` of ``rows``.
 
         Accumulated over row chunks, so a large (sparse) training table is never densified at once.
         """
-        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        library = np.asarray(self.adata_manager.get_from_registry("library"), dtype=np.float64).reshape(-1, 1)
-        total, total_sq = np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
-        for start in range(0, counts.shape[0], chunk):
-            block = counts[start : start + chunk]
-            block = block.toarray() if hasattr(block, "toarray") else np.asarray(block, dtype=np.float64)
-            target = np.log1p(block / np.maximum(library[start : start + chunk], 1e-8) * self.module.target_sum)
+        n_obs, n_vars = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY).shape
+        rows = np.arange(n_obs) if rows is None else np.asarray(rows)
+        total, total_sq = np.zeros(n_vars), np.zeros(n_vars)
+        for start in range(0, len(rows), chunk):
+            target = self._targets(rows[start : start + chunk])
             total += target.sum(0)
             total_sq += (target**2).sum(0)
-        mean = total / counts.shape[0]
-        std = np.sqrt(np.maximum(total_sq / counts.shape[0] - mean**2, 0.0))
+        mean = total / len(rows)
+        std = np.sqrt(np.maximum(total_sq / len(rows) - mean**2, 0.0))
         return torch.as_tensor(mean), torch.as_tensor(std)
+
+    def _target_basis(self, n_components: int, rows: np.ndarray, max_rows: int = 10_000) -> torch.Tensor:
+        """Leading principal axes ``(n_components, n_genes)`` of the standardised targets of ``rows``.
+
+        From at most ``max_rows`` of them (a seeded random subset), scaled with the module's target mean and standard
+        deviation.
+        """
+        rows = np.asarray(rows)
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(0).choice(rows, max_rows, replace=False))
+        mean, std = self.module.target_mean.cpu().numpy(), self.module.target_std.cpu().numpy()
+        z = ((self._targets(rows) - mean) / std).astype(np.float32)
+        _, _, axes = np.linalg.svd(z - z.mean(0), full_matrices=False)
+        if axes.shape[0] < n_components:
+            raise ValueError(f"n_components={n_components} exceeds the rank of the {len(rows)} training spots.")
+        return torch.as_tensor(axes[:n_components])
 
     @classmethod
     def setup_anndata(cls, adata: AnnData, layer: str | None = None, library_key: str | None = None, **kwargs):
@@ -210,13 +232,15 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError("early_stopping needs validation_sections (a section held out for validation).")
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         library = np.asarray(self.adata_manager.get_from_registry("library")).ravel()
-        if not self.is_trained_:  # start the gene head at the mean training target (faster, stabler start)
-            x = counts[np.concatenate([s.rows for s in source.sections])]
-            x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-            rows = np.concatenate([s.rows for s in source.sections])
-            target = np.log1p(x / np.maximum(library[rows, None], 1e-8) * self.module.target_sum)
-            with torch.no_grad():
-                self.module.gene_head.bias.copy_(torch.as_tensor(target.mean(0), dtype=torch.float32))
+        if not self.is_trained_:  # target statistics of the training spots; the gene head starts at their mean
+            rows = np.concatenate([s.rows for s in source.sections if s.name not in validation_sections])
+            self.module.set_target_stats(*self._target_stats(rows))
+            if self.module.n_components is not None:
+                self.module.set_gene_basis(self._target_basis(self.module.n_components, rows))
+            target = self._targets(rows)
+            with torch.no_grad():  # standardised targets: the training mean is carried by the target_mean buffer
+                start = np.zeros(target.shape[1]) if self.module.standardize else target.mean(0)
+                self.module.gene_head.bias.copy_(torch.as_tensor(start, dtype=torch.float32))
                 if self.module.n_features:
                     feats = np.concatenate([_features(s) for s in source.sections])
                     self.module.feature_mean.copy_(torch.as_tensor(feats.mean(0)))

@@ -84,6 +84,12 @@ class Hist2ExprModule(BaseModuleClass):
     standardize
         Predict per-gene standardised targets (buffers ``target_mean`` / ``target_std``, set by the model from its
         training table) so that every gene weighs the same in the MSE and distillation terms.
+    n_components
+        Denoised predictions: outside training, the standardised predictions are projected onto the leading
+        ``n_components`` principal axes of the standardised training targets (buffer ``gene_basis``, set by the
+        model), the subspace where the genes co-vary; what a model predicts along the remaining, mostly noise,
+        directions of single genes is dropped. Training is unchanged. None: no projection. Needs
+        ``standardize=True``.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class Hist2ExprModule(BaseModuleClass):
         n_features: int = 0,
         use_patches: bool = True,
         standardize: bool = True,
+        n_components: int | None = None,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -127,6 +134,11 @@ class Hist2ExprModule(BaseModuleClass):
         self.encoder = ConvMixerEncoder(patch_px, embed_kernel, channels, convmixer_depth, mixer_kernel,
                                         down_channels, dropout)  # fmt: skip
         self.standardize = bool(standardize)
+        if n_components is not None and not (self.standardize and 0 < n_components <= n_genes):
+            raise ValueError(f"n_components={n_components} needs standardize=True and 1 <= n_components <= n_genes.")
+        self.n_components = n_components
+        if n_components is not None:
+            self.register_buffer("gene_basis", torch.eye(n_components, n_genes))
         self.register_buffer("target_mean", torch.zeros(n_genes))
         self.register_buffer("target_std", torch.ones(n_genes))
         self.register_buffer("feature_mean", torch.zeros(n_features))
@@ -142,6 +154,10 @@ class Hist2ExprModule(BaseModuleClass):
             self.zi_head = nn.Linear(self.context.out_dim, n_genes)
         if likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.zeros(n_genes))
+
+    def set_gene_basis(self, basis: torch.Tensor) -> None:
+        """Orthonormal rows ``(n_components, n_genes)``: principal axes of the standardised training targets."""
+        self.gene_basis.copy_(torch.as_tensor(basis, dtype=torch.float32))
 
     def set_target_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-gene mean and standard deviation of the training targets (used with ``standardize=True``)."""
@@ -179,6 +195,8 @@ class Hist2ExprModule(BaseModuleClass):
     def generative(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predicted log-normalised expression ``y_hat`` and count-distribution parameters."""
         head = self.gene_head(z)
+        if self.n_components is not None and not self.training:  # onto the principal axes of the training targets
+            head = (head @ self.gene_basis.T) @ self.gene_basis
         out = {"y_hat": self.target_mean + self.target_std * head if self.standardize else head}
         if hasattr(self, "count_head"):
             out["rate"] = torch.softmax(self.count_head(z), dim=-1)
