@@ -363,5 +363,6 @@ def test_predictions_are_projected_on_the_principal_subspace_of_the_training_tar
     model.module.train()
     trained = (model.module.generative(z)["y_hat"] - model.module.target_mean) / model.module.target_std
     np.testing.assert_allclose(trained.detach().numpy(), full, atol=1e-5)
-    with pytest.raises(ValueError, match="n_components=10 needs"):
-        Hist2Expr(adata, n_components=10, **TINY)
+    with pytest.raises(ValueError, match="n_components=0 must be"):
+        Hist2Expr(adata, n_components=0, **TINY)
+    assert Hist2Expr(adata, n_components=9, **TINY).module.n_components is None  # as many axes as genes

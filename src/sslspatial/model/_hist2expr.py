@@ -131,7 +131,10 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         z = ((self._targets(rows) - mean) / std).astype(np.float32)
         _, _, axes = np.linalg.svd(z - z.mean(0), full_matrices=False)
         if axes.shape[0] < n_components:
-            raise ValueError(f"n_components={n_components} exceeds the rank of the {len(rows)} training spots.")
+            raise ValueError(
+                f"n_components={n_components} exceeds the rank of the {len(rows)} training spots: pass a smaller "
+                "n_components in model_kwargs, or None."
+            )
         return torch.as_tensor(axes[:n_components])
 
     @classmethod
