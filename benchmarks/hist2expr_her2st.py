@@ -4,6 +4,9 @@ Targets are ``log1p(counts / spot total * 1e4)`` with the total over the whole t
 sections, predict the fifth from its image alone; per-gene Pearson over the 785 genes and over the 50 most variable
 (variance of the target over all five sections); training time. Same folds: ridge regression on colour / texture
 statistics of the same patches (``ss.pp.image_features(method="stats")``), and the model with each loss term removed.
+Reference rows that train nothing show how much room the data leave: a counting-noise ceiling per gene, the held-out
+targets projected on the principal axes the default model predicts in, and the mean measured expression of each held-out
+spot's neighbours.
 The default model also trains with seeds 1 and 2 (initialisation and minibatch windows), to show how much of a
 difference is training noise, and the average of the three seeds' predictions is scored as a 3-model ensemble.
 
@@ -46,15 +49,19 @@ CONFIG = {
     # on the 10 leading principal axes of the standardised training targets (n_components=10)
     "model_kwargs": {},
 }
-#: run on the ablation folds: each loss term removed, per-section colour (Reinhard) normalisation of the patches, and
-#: the predictions without their projection on the training targets' principal axes
+#: run on the ablation folds: each loss term removed, per-section colour (Reinhard) normalisation of the patches, the
+#: predictions without their projection on the training targets' principal axes, and the training loss on the
+#: variation within each training section only (section means taken out)
 ABLATIONS = {
     "no_projection": {"model_kwargs": {"n_components": None}},
     "no_mse": {"mse_weight": 0.0},
     "no_likelihood": {"likelihood_weight": 0.0, "likelihood": "none"},
     "no_distillation": {"distill_weight": 0.0},
     "colour_normalize": {"colour_normalize": True},
+    "section_centring": {"model_kwargs": {"centre_sections": True}},
 }
+#: reference rows that train nothing and bound what any image model can reach (``noise_ceiling``, ``oracle_folds``)
+REFERENCES = ("noise_ceiling", "oracle_projection10", "oracle_neighbour_mean")
 #: the default model's extra seeds; "hist2expr_ensemble" scores the mean prediction of seed 0 and these
 SEEDS = (1, 2)
 SEED_METHODS = (*(f"hist2expr_seed{s}" for s in SEEDS), "hist2expr_ensemble")
@@ -81,6 +88,61 @@ def summarise(r: np.ndarray, top50: np.ndarray) -> dict:
         "median_pcc": float(np.nanmedian(r)),
         "mean_pcc_top50": float(np.nanmean(r[top50])),
         "median_pcc_top50": float(np.nanmedian(r[top50])),
+    }
+
+
+def noise_ceiling(sdata, hvg, test, top50, seed=0):
+    """Upper bound, per gene, on the Pearson correlation any prediction can reach with the measured targets of ``test``.
+
+    Every spot's counts (whole transcriptome) are split at random into two halves (binomial thinning, p = 1/2: two
+    independent Poisson draws of the same expression at half depth). The Pearson correlation r between the two halves'
+    targets, corrected to full depth (Spearman-Brown, 2r / (1 + r)), estimates the share of a gene's target variance
+    that is not counting noise; its square root bounds the correlation of a noise-free predictor with the target.
+    """
+    table = sdata.tables["table"]
+    rows = np.flatnonzero(table.obs["section"].astype(str).to_numpy() == test)
+    x = table.X[rows].tocsr().astype(np.float64)
+    half = x.copy()
+    half.data = np.random.default_rng(seed).binomial(x.data.astype(np.int64), 0.5).astype(np.float64)
+    genes = table.var_names.get_indexer(hvg)
+
+    def targets(m):
+        return np.log1p(m[:, genes].toarray() / np.maximum(np.asarray(m.sum(1)), 1) * 1e4)
+
+    r = np.nan_to_num(pearson_per_gene(targets(half), targets(x - half)))
+    ceiling = np.sqrt(np.clip(2 * r / (1 + r), 0, 1))
+    return {**summarise(ceiling, top50), "train_seconds": 0.0}
+
+
+def oracle_folds(sdata, target, test, top50, n_components=10):
+    """Two predictors that read the held-out section's measurements, to show how much room the data leave.
+
+    ``oracle_projection10``: the measured targets projected on the ``n_components`` leading principal axes of the
+    standardised training targets, the most the default (projected) model can reach. ``oracle_neighbour_mean``: each
+    spot predicted by the mean measured target of its adjacent spots (6 nearest within 1.5 spot pitches, symmetric).
+    """
+    from sslspatial.data._patch_loader import knn_edges, spot_pitch
+
+    table = sdata.tables["table"]
+    sec = table.obs["section"].astype(str).to_numpy()
+    train, test_rows = sec != test, sec == test
+    mean, sd = target[train].mean(0), np.maximum(target[train].std(0), 1e-3)
+    z = (target[train] - mean) / sd
+    axes = np.linalg.svd(z - z.mean(0), full_matrices=False)[2][:n_components]
+    projected = ((target[test_rows] - mean) / sd) @ axes.T @ axes
+    coords = table.obsm["spatial"][test_rows]
+    src, dst = knn_edges(coords, 6, 1.5 * spot_pitch(coords))
+    truth = target[test_rows]
+    total = np.zeros_like(truth)
+    np.add.at(total, dst, truth[src])
+    degree = np.bincount(dst, minlength=len(truth))[:, None]
+    neighbour_mean = np.where(degree > 0, total / np.maximum(degree, 1), truth.mean(0))
+    return {
+        f"oracle_projection{n_components}": {
+            **summarise(pearson_per_gene(truth, projected), top50),
+            "train_seconds": 0.0,
+        },
+        "oracle_neighbour_mean": {**summarise(pearson_per_gene(truth, neighbour_mean), top50), "train_seconds": 0.0},
     }
 
 
@@ -162,6 +224,13 @@ def markdown(results: dict) -> str:
             f"| {name} | {r['n_folds']} | {r['mean_pcc']:.3f} | {r['mean_pcc_top50']:.3f} | "
             f"{'' if same is None else f'{same:.3f}'} |"
         )
+    lines += ["", "Reference rows train nothing. `noise_ceiling`: per gene, the square root of the share of the target's "
+              "variance that is not counting noise (binomial split of each spot's counts into two halves, Spearman-Brown "
+              "correction to full depth), an upper bound on any prediction's Pearson correlation. "
+              "`oracle_projection10`: the measured targets of the held-out section projected on the 10 leading "
+              "principal axes of the standardised training targets, the most the default (projected) model can reach. "
+              "`oracle_neighbour_mean`: each held-out spot predicted by the mean *measured* expression of its adjacent "
+              "spots."]  # fmt: skip
     lines += seed_table(results)
     lines += ["", results["meta"]["note"], ""]
     return "\n".join(lines)
@@ -259,12 +328,15 @@ def main() -> None:
     ablations = ABLATIONS if args.ablations == "all" else {k: ABLATIONS[k] for k in args.ablations.split(",")}
     for fold in folds:
         res = results["folds"].get(fold, {})
-        todo = [m for m in ("ridge_stats", "hist2expr") if m not in res]
+        todo = [m for m in ("ridge_stats", "hist2expr", *REFERENCES) if m not in res]
         if fold in ablation_folds:
             todo += [f"hist2expr_{name}" for name in ablations if f"hist2expr_{name}" not in res]
         run_seeds = not args.quick and any(m not in res for m in SEED_METHODS)
         if not todo and not run_seeds:
             continue
+        if any(m not in res for m in REFERENCES):  # no training: always recomputed when missing
+            res["noise_ceiling"] = noise_ceiling(sdata, hvg, fold, top50)
+            res.update(oracle_folds(sdata, target, fold, top50))
         if "ridge_stats" in todo:
             res["ridge_stats"] = ridge_fold(sdata, target, fold, top50, CONFIG["spot_scale"])
         if "hist2expr" in todo or run_seeds:  # the ensemble needs seed 0's predictions

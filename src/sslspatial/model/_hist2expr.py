@@ -137,6 +137,16 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
             )
         return torch.as_tensor(axes[:n_components])
 
+    def _section_offsets(self, source: PatchSource, validation_sections) -> tuple[torch.Tensor, torch.Tensor]:
+        """Section index of every registered row and each training section's mean target minus ``target_mean``."""
+        n_obs = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY).shape[0]
+        row_section = np.full(n_obs, -1, dtype=np.int64)
+        offsets = []
+        for section in (s for s in source.sections if s.name not in validation_sections):
+            row_section[section.rows] = len(offsets)
+            offsets.append(self._target_stats(section.rows)[0].numpy() - self.module.target_mean.cpu().numpy())
+        return torch.as_tensor(row_section), torch.as_tensor(np.stack(offsets))
+
     @classmethod
     def setup_anndata(cls, adata: AnnData, layer: str | None = None, library_key: str | None = None, **kwargs):
         """Register the raw counts (``X`` or ``layer``) and optionally the library size column.
@@ -248,6 +258,8 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
                     feats = np.concatenate([_features(s) for s in source.sections])
                     self.module.feature_mean.copy_(torch.as_tensor(feats.mean(0)))
                     self.module.feature_std.copy_(torch.as_tensor(feats.std(0) + 1e-6))
+        if self.module.centre_sections:
+            self.module.set_section_offsets(*self._section_offsets(source, validation_sections))
         self.window_size_ = int(window_size)
         splitter = PatchWindowSplitter(source, counts, library, validation_sections, window_size, seed=seed)
         plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}

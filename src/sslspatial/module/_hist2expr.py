@@ -22,7 +22,15 @@ from scvi.distributions import NegativeBinomial, Normal, Poisson, ZeroInflatedNe
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from ..data._patch_loader import COUNTS_KEY, EDGE_INDEX_KEY, FEATURES_KEY, LIBRARY_KEY, PATCHES_KEY, POSITIONS_KEY
+from ..data._patch_loader import (
+    COUNTS_KEY,
+    EDGE_INDEX_KEY,
+    FEATURES_KEY,
+    LIBRARY_KEY,
+    PATCHES_KEY,
+    POSITIONS_KEY,
+    ROWS_KEY,
+)
 from ..nn._hist2st import ConvMixerEncoder, SpotContext
 
 LIKELIHOODS = ("zinb", "nb", "poisson", "gaussian", "none")
@@ -91,6 +99,14 @@ class Hist2ExprModule(BaseModuleClass):
         directions of single genes is dropped. Training is unchanged. None (or at least as many as genes): no
         projection. Only with ``standardize=True``. The default, 10, was chosen on her2st folds B4 and C5 (see the
         benchmark).
+    centre_sections
+        Fit only the variation within each training section: in the training loss, the prediction of a spot is
+        shifted by its section's mean target minus the mean over all training spots (set by the model from its
+        training table, :meth:`set_section_offsets`), so section-wide shifts (sequencing depth, batch) need not be
+        read from the image. Predictions carry no offset: they sit at the training spots' mean level. Evaluation
+        within a section (per-gene Pearson) is blind to such shifts anyway. Off by default: on her2st
+        leave-one-section-out it helped the shallow section B4 and hurt two others, no change on average (the
+        benchmark's ``hist2expr_section_centring`` rows).
     """
 
     def __init__(
@@ -120,6 +136,7 @@ class Hist2ExprModule(BaseModuleClass):
         use_patches: bool = True,
         standardize: bool = True,
         n_components: int | None = 10,
+        centre_sections: bool = False,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -143,6 +160,10 @@ class Hist2ExprModule(BaseModuleClass):
             self.register_buffer("gene_basis", torch.eye(self.n_components, n_genes))
         self.register_buffer("target_mean", torch.zeros(n_genes))
         self.register_buffer("target_std", torch.ones(n_genes))
+        self.centre_sections = bool(centre_sections)
+        # training-only state (not saved): section index of every registered row (-1: none) and per-section offsets
+        self.register_buffer("row_section", torch.zeros(0, dtype=torch.long), persistent=False)
+        self.register_buffer("section_offsets", torch.zeros(0, n_genes), persistent=False)
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         in_dim = (self.encoder.out_dim if use_patches else 0) + n_features
@@ -165,6 +186,25 @@ class Hist2ExprModule(BaseModuleClass):
         """Per-gene mean and standard deviation of the training targets (used with ``standardize=True``)."""
         self.target_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.target_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
+
+    def set_section_offsets(self, row_section: torch.Tensor, offsets: torch.Tensor) -> None:
+        """Section index of every registered row (``-1``: not a training spot) and ``(n_sections, n_genes)`` offsets.
+
+        Each offset is that section's mean target ``log1p(x / library * target_sum)`` minus the training mean
+        (``target_mean``); used in the training loss when ``centre_sections=True``.
+        """
+        device = self.target_mean.device
+        self.row_section = torch.as_tensor(row_section, dtype=torch.long, device=device)
+        self.section_offsets = torch.as_tensor(offsets, dtype=torch.float32, device=device)
+
+    def section_offset(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """The training-loss shift of each spot of a window (0 outside training or without offsets)."""
+        if not (self.training and self.centre_sections and len(self.section_offsets) and ROWS_KEY in tensors):
+            return 0.0
+        sections = self.row_section[tensors[ROWS_KEY].long()]
+        if bool((sections < 0).any()):
+            raise ValueError("A training window holds spots outside the sections the offsets were computed for.")
+        return self.section_offsets[sections]
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {k: tensors[k] for k in (PATCHES_KEY, POSITIONS_KEY, EDGE_INDEX_KEY)}
@@ -208,10 +248,10 @@ class Hist2ExprModule(BaseModuleClass):
             out["zi_logits"] = self.zi_head(z)
         return out
 
-    def count_distribution(self, generative_outputs: dict, counts: torch.Tensor, target: torch.Tensor):
-        """The likelihood of the counts (or of the log-normalised target for ``"gaussian"``) under the model."""
+    def count_distribution(self, generative_outputs: dict, counts: torch.Tensor, target: torch.Tensor, offset=0.0):
+        """The likelihood of the counts (or of the log-normalised target for ``"gaussian"``, shifted by ``offset``)."""
         if self.likelihood == "gaussian":
-            return Normal(generative_outputs["y_hat"], self.log_sigma.exp()), target
+            return Normal(generative_outputs["y_hat"] + offset, self.log_sigma.exp()), target
         mu = generative_outputs["rate"] * counts.sum(-1, keepdim=True).clamp_min(1.0)
         if self.likelihood == "poisson":
             return Poisson(mu), counts
@@ -248,12 +288,13 @@ class Hist2ExprModule(BaseModuleClass):
         counts, library = tensors[COUNTS_KEY], tensors[LIBRARY_KEY]
         target = log_normalize(counts, library, self.target_sum)
         y_hat = generative_outputs["y_hat"]
+        offset = self.section_offset(tensors)  # the spot's section mean, during training (centre_sections)
         scale = self.target_std if self.standardize else torch.ones_like(self.target_std)
-        mse = F.mse_loss(y_hat / scale, target / scale, reduction="none").mean(-1)
+        mse = F.mse_loss((y_hat + offset) / scale, target / scale, reduction="none").mean(-1)
         zero = torch.zeros_like(mse)
         nll = zero
         if self.likelihood != "none" and w_lik > 0:
-            dist, value = self.count_distribution(generative_outputs, counts, target)
+            dist, value = self.count_distribution(generative_outputs, counts, target, offset)
             nll = -dist.log_prob(value).mean(-1)
         distill = zero
         if self.training and w_dis > 0 and self.n_views > 0:
