@@ -374,7 +374,7 @@ def test_training_loss_fits_the_variation_within_each_section():
     from sslspatial.data._patch_loader import ROWS_KEY
 
     module = Hist2ExprModule(5, patch_px=16, likelihood="gaussian", likelihood_weight=1.0, distill_weight=0.0,
-                             augment=False, dropout=0.0, **TINY)  # fmt: skip
+                             augment=False, dropout=0.0, centre_sections=True, **TINY)  # fmt: skip
     batch = {**_batch(), ROWS_KEY: torch.tensor([3, 4, 5, 0, 1, 2])}
     offsets = torch.tensor([[0.0] * 5, [1.0, -2.0, 0.5, 0.0, 3.0]])
     module.set_section_offsets(torch.tensor([0, 0, 0, 1, 1, 1, -1]), offsets)
@@ -401,9 +401,11 @@ def test_training_loss_fits_the_variation_within_each_section():
     assert torch.allclose(off, ((gen["y_hat"] - target) ** 2).mean(1), atol=1e-5)
 
 
-def test_section_offsets_are_each_training_section_mean_minus_the_training_mean(fitted):
-    """Brute force on the fitted synthetic model: sections 0 and 1 trained, section 2 held out (no offset)."""
-    sdata, model = fitted
+def test_section_offsets_are_each_training_section_mean_minus_the_training_mean(tissue):
+    """Brute force on a synthetic fit: sections 0 and 1 trained, section 2 held out (no offset)."""
+    sdata = tissue
+    assert len(_fit(sdata, key_added="plain", overwrite=True).module.section_offsets) == 0  # off by default
+    model = _fit(sdata, key_added="centred", overwrite=True, model_kwargs={**TINY, "centre_sections": True})
     table = sdata.tables["table_visium"]
     sections = table.obs["section"].astype(str).to_numpy()
     x = np.asarray(table.X.todense() if hasattr(table.X, "todense") else table.X)
@@ -415,4 +417,5 @@ def test_section_offsets_are_each_training_section_mean_minus_the_training_mean(
         np.testing.assert_allclose(offsets[k].numpy(), target[sections == name].mean(0) - target[train].mean(0),
                                    rtol=1e-4, atol=1e-5)  # fmt: skip
     assert (row_section.numpy()[sections == "section_2"] == -1).all()
-    assert len(model.module.section_offsets) == 2 and "section_offsets" not in model.module.state_dict()
+    np.testing.assert_allclose(model.module.section_offsets.numpy(), offsets.numpy(), atol=1e-6)  # set by train()
+    assert "section_offsets" not in model.module.state_dict()  # training-only: not saved
