@@ -38,7 +38,7 @@ from spatialdata.models import ShapesModel, TableModel
 import sslspatial as ss
 from sslspatial.metrics import pearson_per_gene, rmse_per_gene, ssim
 from sslspatial.model._superres import kernel_interpolation, uniform_split
-from sslspatial.pp._subspot_elements import pseudo_spots, subspot_offsets
+from sslspatial.pp._subspot_elements import nuclei_image, pseudo_spots, subspot_offsets
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SEEDS = (0, 1, 2)
@@ -176,32 +176,6 @@ def osmfish(layout: str, size: float = 50.0, nuclei: bool = False):
         ps["image"] = nuclei_image(xy)
     pitch = size if layout == "square" else size * np.sqrt(3) / 2
     return ps, {"likelihoods": {"rna": "nb"}, "columns": ["rna"] * counts.shape[1]}, pitch
-
-
-def nuclei_image(xy: np.ndarray, um_per_px: float = 1.0, sigma_um: float = 3.0, margin_um: float = 60.0):
-    """A stand-in for a nuclear stain: one Gaussian blob per cell centroid, haematoxylin-blue on white, RGB uint8.
-
-    osmFISH has a DAPI image, which ``../shared/data`` lacks; rendering the cell centroids shows what such an image
-    (where cells are, nothing of what they express) gives the image path of the model.
-    """
-    from scipy.ndimage import gaussian_filter
-    from spatialdata.models import Image2DModel
-    from spatialdata.transformations import Affine
-
-    lo = xy.min(0) - margin_um
-    size = np.ceil((xy.max(0) + margin_um - lo) / um_per_px).astype(int)
-    density = np.zeros((size[1], size[0]))
-    col, row = ((xy - lo) / um_per_px).astype(int).T
-    np.add.at(density, (row, col), 1.0)
-    stain = np.clip(gaussian_filter(density, sigma_um / um_per_px) * 2 * np.pi * (sigma_um / um_per_px) ** 2, 0, 1)
-    absorb = np.array([0.55, 0.7, 0.25])  # per channel: red and green absorbed, blue passes (purple-blue nuclei)
-    rgb = np.round(255 * (1 - absorb[:, None, None] * stain[None])).astype(np.uint8)
-    affine = np.array([[um_per_px, 0, lo[0]], [0, um_per_px, lo[1]], [0, 0, 1.0]])
-    return Image2DModel.parse(
-        rgb,
-        dims=("c", "y", "x"),
-        transformations={"global": Affine(affine, input_axes=("x", "y"), output_axes=("x", "y"))},
-    )
 
 
 def cite_seq():
