@@ -25,6 +25,22 @@ from sslspatial.model._superres import kernel_interpolation, uniform_split
 from sslspatial.pp._subspot_elements import pseudo_spots, subspot_offsets
 
 
+def _spot_sdata(shapes, centres: np.ndarray, spots: np.ndarray, images: dict | None = None) -> sd.SpatialData:
+    """Shapes ``"bins"``, the spot table annotating them (coordinates in ``obsm["spatial"]``) and optional images."""
+    n = len(centres)
+    table = AnnData(
+        spots.astype(np.float32),
+        obs=pd.DataFrame(
+            {"region": pd.Categorical(["bins"] * n), "bin": np.arange(n)}, index=[f"b{i}" for i in range(n)]
+        ),
+    )
+    table.obsm["spatial"] = centres
+    return sd.SpatialData(
+        shapes={"bins": shapes}, images=images or {},
+        tables={"table": TableModel.parse(table, region="bins", region_key="region", instance_key="bin")},
+    )  # fmt: skip
+
+
 def _osmfish_cells(path):
     h5py = pytest.importorskip("h5py")
     with h5py.File(path / "osmfish" / "osmFISH_SScortex_mouse_all_cells.loom", "r") as f:
@@ -46,17 +62,7 @@ def test_osmfish_pseudospots_do_not_lose_to_uniform_or_kernel(shared_data):
     shapes = ShapesModel.parse(
         gpd.GeoDataFrame(geometry=[shapely.box(x - r, y - r, x + r, y + r) for x, y in ps["centres"]])
     )
-    table = AnnData(
-        ps["spots"].astype(np.float32),
-        obs=pd.DataFrame(
-            {"region": pd.Categorical(["bins"] * n), "bin": np.arange(n)}, index=[f"b{i}" for i in range(n)]
-        ),
-    )
-    table.obsm["spatial"] = ps["centres"]
-    sdata = sd.SpatialData(
-        shapes={"bins": shapes},
-        tables={"table": TableModel.parse(table, region="bins", region_key="region", instance_key="bin")},
-    )
+    sdata = _spot_sdata(shapes, ps["centres"], ps["spots"])
     ss.pp.build_graph(sdata, method="knn", n_neighs=8)
     ss.tl.superres(
         sdata, shapes_key="bins", layout="square", n_subspots=4, max_epochs=30, batch_size=256, n_hidden=64, n_latent=32
@@ -119,17 +125,7 @@ def test_cosmx_image_model_beats_uniform_and_kernel(shared_data):
     centres, spots, truth, image = _cosmx_pseudo_spots(shared_data, size)
     n, r = len(centres), size / 2
     shapes = ShapesModel.parse(gpd.GeoDataFrame(geometry=[shapely.box(x - r, y - r, x + r, y + r) for x, y in centres]))
-    table = AnnData(
-        spots.astype(np.float32),
-        obs=pd.DataFrame(
-            {"region": pd.Categorical(["bins"] * n), "bin": np.arange(n)}, index=[f"b{i}" for i in range(n)]
-        ),
-    )
-    table.obsm["spatial"] = centres
-    sdata = sd.SpatialData(
-        shapes={"bins": shapes}, images={"image": image},
-        tables={"table": TableModel.parse(table, region="bins", region_key="region", instance_key="bin")},
-    )  # fmt: skip
+    sdata = _spot_sdata(shapes, centres, spots, {"image": image})
     ss.pp.build_graph(sdata, method="knn", n_neighs=8)
     ss.tl.superres(
         sdata, shapes_key="bins", image_key="image", layout="square", n_subspots=4, count_aware=True,
@@ -163,20 +159,10 @@ def test_osmfish_hexagon_with_a_nuclei_image_beats_uniform_and_kernel(shared_dat
     ps = pseudo_spots(xy, counts, size, "hexagon")
     n, r = len(ps["centres"]), float(ps["radius"])
     shapes = ShapesModel.parse(gpd.GeoDataFrame({"radius": np.full(n, r)}, geometry=shapely.points(ps["centres"])))
-    table = AnnData(
-        ps["spots"].astype(np.float32),
-        obs=pd.DataFrame(
-            {"region": pd.Categorical(["spots"] * n), "sid": np.arange(n)}, index=[f"s{i}" for i in range(n)]
-        ),
-    )
-    table.obsm["spatial"] = ps["centres"]
-    sdata = sd.SpatialData(
-        shapes={"spots": shapes}, images={"nuclei": nuclei_image(xy)},
-        tables={"table": TableModel.parse(table, region="spots", region_key="region", instance_key="sid")},
-    )  # fmt: skip
+    sdata = _spot_sdata(shapes, ps["centres"], ps["spots"], {"nuclei": nuclei_image(xy)})
     ss.pp.build_graph(sdata, method="knn", n_neighs=6)
     ss.tl.superres(
-        sdata, shapes_key="spots", image_key="nuclei", layout="hexagon", n_subspots=7, max_epochs=30,
+        sdata, shapes_key="bins", image_key="nuclei", layout="hexagon", n_subspots=7, max_epochs=30,
         batch_size=256, n_hidden=64, n_latent=32,
     )  # fmt: skip
     truth = ps["subspots"]
