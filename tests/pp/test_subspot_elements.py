@@ -11,7 +11,7 @@ from spatialdata.models import ShapesModel
 from spatialdata.transformations import Scale, get_transformation
 
 import sslspatial as ss
-from sslspatial.pp._subspot_elements import n_subspots_of, pseudo_spots, spot_geometry
+from sslspatial.pp._subspot_elements import n_subspots_of, nuclei_image, pseudo_spots, spot_geometry
 
 
 def _circles(centres, radius, transformations=None):
@@ -92,3 +92,25 @@ def test_polygon_radius_and_pseudo_spots_sum_exactly():
     np.testing.assert_allclose(out["centres"], [[0.5, 0.5], [1.5, 0.5]])
     np.testing.assert_allclose(out["subspots"][:4], [[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]])
     np.testing.assert_allclose(out["subspots"][4:], [[0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0]])
+
+
+def test_nuclei_image_draws_one_unit_blob_per_cell_where_its_transformation_says():
+    """Pixel (col, row) maps to coordinates lo + px * um_per_px; an isolated cell is fully stained at its centre."""
+    from scipy.stats import norm
+
+    cells = np.array([[20.0, 30.0], [80.0, 30.0]])
+    img = nuclei_image(cells, um_per_px=2.0, sigma=4.0, margin=10.0)
+    affine = get_transformation(img, "global").to_affine_matrix(("x", "y"), ("x", "y"))
+    to_px = np.linalg.inv(np.asarray(affine))
+    col, row = (to_px @ np.array([20.0, 30.0, 1.0]))[:2].round().astype(int)
+    assert img.values[:, row, col].tolist() == [round(255 * (1 - a)) for a in (0.55, 0.7, 0.25)]  # stain = 1
+    # a 2-px sigma blob one pixel to the side: exp(-1/8) of the peak (separable Gaussian, sampled on the grid)
+    side = img.values[0, row, col + 1] / 255
+    expected = 1 - 0.55 * min(1.0, norm.pdf(1, scale=2) * norm.pdf(0, scale=2) * 2 * np.pi * 4)
+    assert abs(side - expected) < 0.02
+    mid_col, mid_row = (to_px @ np.array([50.0, 30.0, 1.0]))[:2].round().astype(int)  # 30 um (7.5 sigma) from both
+    assert img.values[:, mid_row, mid_col].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError, match="non-empty"):
+        nuclei_image(np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="must be positive"):
+        nuclei_image(cells, sigma=0.0)

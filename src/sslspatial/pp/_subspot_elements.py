@@ -214,7 +214,11 @@ def pseudo_spots(
 
 
 def nuclei_image(
-    coords: np.ndarray, um_per_px: float = 1.0, sigma: float = 3.0, margin: float = 60.0, coordinate_system="global"
+    coords: np.ndarray,
+    um_per_px: float = 1.0,
+    sigma: float = 3.0,
+    margin: float = 60.0,
+    coordinate_system: str = "global",
 ) -> Any:
     """Render cell centroids as a stand-in nuclear stain: one Gaussian blob per cell, blue-purple on white, RGB uint8.
 
@@ -249,6 +253,10 @@ def nuclei_image(
     from spatialdata.transformations import Affine
 
     xy = np.asarray(coords, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) == 0 or not np.isfinite(xy).all():
+        raise ValueError(f"coords must be a non-empty (n, 2) array of finite cell centroids, got shape {xy.shape}.")
+    if um_per_px <= 0 or sigma <= 0 or margin < 0:
+        raise ValueError(f"um_per_px ({um_per_px}) and sigma ({sigma}) must be positive and margin ({margin}) >= 0.")
     lo = xy.min(0) - margin
     size = np.ceil((xy.max(0) + margin - lo) / um_per_px).astype(int)
     density = np.zeros((size[1], size[0]))
