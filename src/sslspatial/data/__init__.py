@@ -1,23 +1,23 @@
 """Data loading: k-hop subgraphs, subgraph and patch loaders, data splitters and honest splits."""
 
-from ._loaders import SubgraphCollate, SubgraphDataLoader, SubgraphDataSplitter
-from ._patch_loader import PatchSection, PatchSource, PatchWindowSplitter, WindowDataset
-from ._splits import Split, buffer_split, half_split, section_split, spatial_block_split
-from ._subgraph import Subgraph, khop_subgraph
+from .. import _attach
 
-__all__ = [
-    "PatchSection",
-    "PatchSource",
-    "PatchWindowSplitter",
-    "Split",
-    "Subgraph",
-    "SubgraphCollate",
-    "SubgraphDataLoader",
-    "SubgraphDataSplitter",
-    "WindowDataset",
-    "buffer_split",
-    "half_split",
-    "khop_subgraph",
-    "section_split",
-    "spatial_block_split",
-]
+__getattr__, __dir__, __all__ = _attach(
+    __name__,
+    attributes={
+        "PatchSection": "_patch_loader",
+        "PatchSource": "_patch_loader",
+        "PatchWindowSplitter": "_patch_loader",
+        "Split": "_splits",
+        "Subgraph": "_subgraph",
+        "SubgraphCollate": "_loaders",
+        "SubgraphDataLoader": "_loaders",
+        "SubgraphDataSplitter": "_loaders",
+        "WindowDataset": "_patch_loader",
+        "buffer_split": "_splits",
+        "half_split": "_splits",
+        "khop_subgraph": "_subgraph",
+        "section_split": "_splits",
+        "spatial_block_split": "_splits",
+    },
+)

@@ -1,14 +1,16 @@
 """Synthetic tissue with ground truth, and readers of real public datasets."""
 
-from ._readers import cite_seq_skin, cosmx_lung_mini, her2st, osmfish, starmap_mpfc, visium_dg_mini
-from ._synthetic import synthetic_tissue
+from .. import _attach
 
-__all__ = [
-    "cite_seq_skin",
-    "cosmx_lung_mini",
-    "her2st",
-    "osmfish",
-    "starmap_mpfc",
-    "synthetic_tissue",
-    "visium_dg_mini",
-]
+__getattr__, __dir__, __all__ = _attach(
+    __name__,
+    attributes={
+        "cite_seq_skin": "_readers",
+        "cosmx_lung_mini": "_readers",
+        "her2st": "_readers",
+        "osmfish": "_readers",
+        "starmap_mpfc": "_readers",
+        "synthetic_tissue": "_synthetic",
+        "visium_dg_mini": "_readers",
+    },
+)

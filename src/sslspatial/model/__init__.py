@@ -1,7 +1,8 @@
 """scvi-tools model classes (AnnData plumbing, train / save / load / get_*)."""
 
-from ._hist2expr import Hist2Expr
-from ._pretrain import SpatialPretrainModel
-from ._superres import SUPERRES
+from .. import _attach
 
-__all__ = ["SUPERRES", "Hist2Expr", "SpatialPretrainModel"]
+__getattr__, __dir__, __all__ = _attach(
+    __name__,
+    attributes={"SUPERRES": "_superres", "Hist2Expr": "_hist2expr", "SpatialPretrainModel": "_pretrain"},
+)

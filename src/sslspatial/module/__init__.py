@@ -1,6 +1,7 @@
 """scvi-tools modules (torch math; no AnnData in here)."""
 
-from ._hist2expr import Hist2ExprModule
-from ._pretrain import SpatialPretrainModule
+from .. import _attach
 
-__all__ = ["Hist2ExprModule", "SpatialPretrainModule"]
+__getattr__, __dir__, __all__ = _attach(
+    __name__, attributes={"Hist2ExprModule": "_hist2expr", "SpatialPretrainModule": "_pretrain"}
+)

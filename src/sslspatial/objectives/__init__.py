@@ -4,45 +4,34 @@ Self-supervised objectives: masked reconstruction (cells, entries, gene programm
 k-means pseudo-label multi-task, and the supervised classification head used for fine-tuning.
 """
 
-from ._base import ObjectiveOutput
-from ._contrastive import BYOL, BarlowTwins, augment, barlow_twins_loss, byol_loss
-from ._masking import (
-    LIKELIHOODS,
-    STRATEGIES,
-    Decoder,
-    MaskedReconstruction,
-    mask_cells,
-    mask_celltype,
-    mask_entries,
-    mask_programmes,
-    masked_nll,
-)
-from ._pseudolabel import PseudoLabelHeads, kmeans_pseudolabels, n_clusters, restricted_cross_entropy
-from ._supervised import Classification, balanced_class_weights
+from .. import _attach
 
 OBJECTIVES = ("mask", "barlow", "byol", "pseudolabel", "classify")
 
-__all__ = [
-    "BYOL",
-    "BarlowTwins",
-    "Classification",
-    "Decoder",
-    "LIKELIHOODS",
-    "MaskedReconstruction",
-    "OBJECTIVES",
-    "ObjectiveOutput",
-    "PseudoLabelHeads",
-    "STRATEGIES",
-    "augment",
-    "balanced_class_weights",
-    "barlow_twins_loss",
-    "byol_loss",
-    "kmeans_pseudolabels",
-    "mask_celltype",
-    "mask_cells",
-    "mask_entries",
-    "mask_programmes",
-    "masked_nll",
-    "n_clusters",
-    "restricted_cross_entropy",
-]
+__getattr__, __dir__, _public = _attach(
+    __name__,
+    attributes={
+        "BYOL": "_contrastive",
+        "BarlowTwins": "_contrastive",
+        "Classification": "_supervised",
+        "Decoder": "_masking",
+        "LIKELIHOODS": "_masking",
+        "MaskedReconstruction": "_masking",
+        "ObjectiveOutput": "_base",
+        "PseudoLabelHeads": "_pseudolabel",
+        "STRATEGIES": "_masking",
+        "augment": "_contrastive",
+        "balanced_class_weights": "_supervised",
+        "barlow_twins_loss": "_contrastive",
+        "byol_loss": "_contrastive",
+        "kmeans_pseudolabels": "_pseudolabel",
+        "mask_celltype": "_masking",
+        "mask_cells": "_masking",
+        "mask_entries": "_masking",
+        "mask_programmes": "_masking",
+        "masked_nll": "_masking",
+        "n_clusters": "_pseudolabel",
+        "restricted_cross_entropy": "_pseudolabel",
+    },
+)
+__all__ = sorted([*_public, "OBJECTIVES"])

@@ -4,19 +4,17 @@ Built on matplotlib (usable beside squidpy / spatialdata-plot): every function r
 as ``ax=``) and writes a PNG when given ``save=``.
 """
 
-from ._annotation import class_f1, confusion_matrix
-from ._correlations import gene_correlations
-from ._embedding import embedding
-from ._expression import expression_maps
-from ._history import history
-from ._superres import superres_maps
+from .. import _attach
 
-__all__: list[str] = [
-    "class_f1",
-    "confusion_matrix",
-    "embedding",
-    "expression_maps",
-    "gene_correlations",
-    "history",
-    "superres_maps",
-]
+__getattr__, __dir__, __all__ = _attach(
+    __name__,
+    attributes={
+        "class_f1": "_annotation",
+        "confusion_matrix": "_annotation",
+        "embedding": "_embedding",
+        "expression_maps": "_expression",
+        "gene_correlations": "_correlations",
+        "history": "_history",
+        "superres_maps": "_superres",
+    },
+)

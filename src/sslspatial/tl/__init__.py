@@ -1,18 +1,17 @@
 """Tools: self-supervised pretraining, annotation, spatial domains, histology-to-expression, super-resolution."""
 
-from ._annotate import annotate, transfer
-from ._domains import domains
-from ._hist2expr import hist2expr
-from ._pretrain import pretrain_contrastive, pretrain_mask, pretrain_pseudolabel
-from ._superres import superres
+from .. import _attach
 
-__all__ = [
-    "annotate",
-    "domains",
-    "hist2expr",
-    "pretrain_contrastive",
-    "pretrain_mask",
-    "pretrain_pseudolabel",
-    "superres",
-    "transfer",
-]
+__getattr__, __dir__, __all__ = _attach(
+    __name__,
+    attributes={
+        "annotate": "_annotate",
+        "domains": "_domains",
+        "hist2expr": "_hist2expr",
+        "pretrain_contrastive": "_pretrain",
+        "pretrain_mask": "_pretrain",
+        "pretrain_pseudolabel": "_pretrain",
+        "superres": "_superres",
+        "transfer": "_annotate",
+    },
+)
