@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import TypeVar
 
 _NOISY_MODULES = (
@@ -34,6 +37,8 @@ _NOISY_LOGGERS = (
     "ome_zarr",
 )
 _F = TypeVar("_F", bound=Callable)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_FOREIGN_REGISTRY: dict = {}  # "once per location" bookkeeping of re-shown dependency warnings
 
 
 def _install_filters() -> None:
@@ -56,27 +61,90 @@ def quiet_dependencies() -> None:
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Context in which dependencies' deprecation noise and INFO logs are hidden; our own warnings still show."""
+def _quiet_loggers() -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     levels = [logger.level for logger in loggers]
-    with warnings.catch_warnings():
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Context in which dependencies' deprecation noise and INFO logs are hidden; our own warnings still show."""
+    with warnings.catch_warnings(), _quiet_loggers():
         _install_filters()
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            for logger, level in zip(loggers, levels, strict=True):
-                logger.setLevel(level)
+        yield
+
+
+def _outside_caller(frame: FrameType | None) -> FrameType | None:
+    """Return the first frame, from ``frame`` outwards, whose code is not in the sslspatial package."""
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    return frame
+
+
+def _in_package(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_PACKAGE_DIR)
+
+
+def _warn_at(message: Warning | str, category: type[Warning], frame: FrameType | None) -> None:
+    if frame is None:
+        warnings.warn(message, category, stacklevel=2)
+        return
+    warnings.warn_explicit(
+        message,
+        category,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=frame.f_globals.get("__name__"),
+        registry=frame.f_globals.setdefault("__warningregistry__", {}),
+        module_globals=frame.f_globals,
+    )
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Emit a warning attributed to the user's line: the innermost caller outside the sslspatial package.
+
+    A fixed ``stacklevel`` breaks as soon as a public function is wrapped or calls another one; this walks the stack
+    instead (what ``skip_file_prefixes`` does on Python >= 3.12).
+    """
+    _warn_at(message, category, _outside_caller(sys._getframe(1)))
+
+
+def _reemit(caught: list[warnings.WarningMessage], caller: FrameType | None) -> None:
+    """Show warnings recorded inside a public call; ours are attributed to the caller's line, others unchanged."""
+    for w in caught:
+        if _in_package(w.filename) and caller is not None:
+            _warn_at(w.message, w.category, caller)
+        else:
+            warnings.warn_explicit(
+                w.message, w.category, w.filename, w.lineno or 0, registry=_FOREIGN_REGISTRY, source=w.source
+            )
 
 
 def quiet_call(func: _F) -> _F:
-    """Decorate a public function so that dependency noise raised inside it is not shown to the user."""
+    """Decorate a public function so that dependency noise raised inside it is not shown to the user.
+
+    Warnings that remain (the package's own, and dependencies' warnings that are not deprecation noise) are shown
+    after the call returns or raises; those issued from inside the package are attributed to the line that called
+    the package (the user's line), whatever ``stacklevel`` they were issued with.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        with quiet():
-            return func(*args, **kwargs)
+        caller = _outside_caller(sys._getframe(1))
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught, _quiet_loggers():
+                _install_filters()
+                return func(*args, **kwargs)
+        finally:
+            _reemit(caught, caller)
+            del caller
 
     return wrapper  # type: ignore[return-value]
