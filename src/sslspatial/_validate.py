@@ -93,3 +93,40 @@ def check_graph(table: Any, connectivity_key: str) -> None:
             "`ss.pp.build_graph(data, method='radius', radius=...)` (or method='knn' / 'delaunay' / 'grid'), "
             "or use encoder='mlp' to train without a graph."
         )
+
+
+#: A graph encoder refuses a graph in which more than this fraction of the cells have no neighbour.
+MAX_ISOLATED_FRACTION = 0.5
+
+
+def check_graph_connected(table: Any, connectivity_key: str) -> None:
+    """Raise before any training if the spatial graph has no edges or leaves most cells without a neighbour.
+
+    A graph encoder then sees each cell alone, and trains silently as a (worse) MLP.
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> from anndata import AnnData
+    >>> adata = AnnData(np.ones((4, 2)), obsp={"g": sp.csr_matrix((4, 4))})
+    >>> check_graph_connected(adata, "g")
+    Traceback (most recent call last):
+    ...
+    ValueError: The spatial graph obsp['g'] has no edges: ...
+    """
+    import scipy.sparse as sp
+
+    graph = sp.csr_matrix(table.obsp[connectivity_key])
+    graph = graph - sp.diags(graph.diagonal())
+    degree = np.asarray((graph != 0).sum(1)).ravel() + np.asarray((graph != 0).sum(0)).ravel()
+    isolated = float(np.mean(degree == 0)) if degree.size else 1.0
+    fix = (
+        "rebuild it with `ss.pp.build_graph(data, method='radius', radius=<larger>)` (the radius is in the units of "
+        "the coordinates) or method='knn' / 'delaunay', or use encoder='mlp' to train without a graph."
+    )
+    if graph.nnz == 0:
+        raise ValueError(f"The spatial graph obsp[{connectivity_key!r}] has no edges: {fix}")
+    if isolated > MAX_ISOLATED_FRACTION:
+        raise ValueError(
+            f"{isolated:.0%} of the cells have no neighbour in the spatial graph obsp[{connectivity_key!r}]: {fix}"
+        )

@@ -104,7 +104,7 @@ def test_errors_before_training():
     assert "X_pretrain_mask" not in adata.obsm
 
 
-@pytest.mark.parametrize("method", ["knn", "linear", "finetune"])
+@pytest.mark.parametrize("method", ["auto", "knn", "linear", "expression", "finetune"])
 def test_annotate_predicts_unlabelled_cells(method):
     adata = tissue()
     model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
@@ -132,7 +132,7 @@ def test_annotate_errors():
     with pytest.raises(ValueError, match="at least two"):
         ss.tl.annotate(adata, model, "one")
     with pytest.raises(ValueError, match="batch_size"):
-        ss.tl.annotate(adata, model, "cell_type", train_indices=np.arange(10), batch_size=64)
+        ss.tl.annotate(adata, model, "cell_type", method="finetune", train_indices=np.arange(10), batch_size=64)
     other = tissue(n=150, seed=2)
     with pytest.raises(ValueError, match="ss.tl.transfer"):
         ss.tl.annotate(other, model, "cell_type")
@@ -156,18 +156,19 @@ def test_transfer_partial_panel_then_annotate():
 def test_annotate_linear_probe_with_expression_pcs_equals_a_manual_probe():
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     adata = tissue()
     model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
     train = np.flatnonzero(adata.obs["section"] == "s1")
     ss.tl.annotate(adata, model, "cell_type", method="linear", train_indices=train, expression_pcs=3)
-    # by hand: [standardised embedding, standardised PCs of log1p(1e4 x / library)], balanced logistic regression
+    # by hand: [standardised embedding, standardised PCs of the gene-standardised log1p(1e4 x / library)],
+    # balanced logistic regression
     z = model.get_latent_representation()
-    pcs = PCA(3, random_state=0).fit_transform(np.log1p(1e4 * adata.X / adata.X.sum(1, keepdims=True)))
+    x = np.log1p(1e4 * adata.X.astype(float) / adata.X.sum(1, keepdims=True))
+    pcs = PCA(3, random_state=0).fit_transform(np.clip((x - x.mean(0)) / x.std(0), -10, 10))
     features = np.c_[StandardScaler().fit_transform(z), StandardScaler().fit_transform(pcs)]
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    clf = LogisticRegression(max_iter=2000, class_weight="balanced")
     clf.fit(features[train], adata.obs["cell_type"].astype(str).to_numpy()[train])
     np.testing.assert_allclose(adata.obsm["annotate_probabilities"].to_numpy(), clf.predict_proba(features), atol=1e-4)
     with pytest.raises(ValueError, match="probes only"):

@@ -17,7 +17,7 @@ from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from .._constants import Key
-from .._validate import check_choice, check_counts, check_finite, check_graph
+from .._validate import check_choice, check_counts, check_finite, check_graph, check_graph_connected
 from .._warnings import quiet_dependencies
 from ..data._loaders import SubgraphDataLoader, SubgraphDataSplitter
 from ..module._pretrain import SpatialPretrainModule
@@ -194,6 +194,7 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
                     "the obsp key built by `ss.pp.build_graph(data, ...)`, or use encoder='mlp'."
                 )
             check_graph(adata, key)
+            check_graph_connected(adata, key)
 
     @staticmethod
     def _layer_name(manager) -> str:

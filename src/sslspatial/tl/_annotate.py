@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -17,9 +18,12 @@ from .._constants import Key, check_key
 from .._validate import check_choice, check_obs_column
 from ..model import SpatialPretrainModel
 from ..objectives import balanced_class_weights
+from . import _annotate_select as select
 
 DataLike = Any
-METHODS = ("finetune", "knn", "linear")
+METHODS = ("auto", "finetune", "knn", "linear", "expression")
+#: Principal components of the cell's own expression used by ``method="auto"`` (and ``"expression"`` by default).
+AUTO_EXPRESSION_PCS = 30
 
 
 def _check_model(model, table) -> None:
@@ -39,7 +43,10 @@ def annotate(
     model: SpatialPretrainModel,
     labels_key: str,
     *,
-    method: str = "finetune",
+    method: Literal["auto", "finetune", "knn", "linear", "expression"] = "auto",
+    candidates: Sequence[str] = select.DEFAULT_CANDIDATES,
+    n_folds: int = 3,
+    library_key: str | None = None,
     train_indices: np.ndarray | None = None,
     unlabeled_category: str | None = None,
     table_key: str = Key.DEFAULT_TABLE,
@@ -51,17 +58,28 @@ def annotate(
     warm_start: bool = True,
     key_added: str = "annotate",
     overwrite: bool = False,
+    seed: int = 0,
     train_kwargs: dict | None = None,
 ) -> SpatialPretrainModel:
     """Predict cell types with a pretrained model.
 
-    Fine-tune it with a class-weighted classification head, or probe its
-    embedding with kNN / logistic regression.
+    By default (``method="auto"``) the method is chosen by cross-validation on the labelled training cells: each
+    candidate (class-balanced logistic regression on [embedding, expression PCs] or on the expression PCs alone, with
+    two regularisation strengths, with and without one round of self-training on the unlabelled cells; fine-tuning
+    when ``candidates`` includes ``"finetune"``) is scored by the macro-F1 of its out-of-fold predictions, in
+    ``n_folds`` folds made of whole spatial blocks (so a validation cell's neighbours do not train), and the winner is
+    refitted on all labelled cells. The choice and every score go to ``uns[key_added]``.
 
     Only the labels of the training cells are used: cells whose ``labels_key`` is missing (NaN or
-    ``unlabeled_category``) and cells outside ``train_indices`` are predicted, never trained on. For an honest
-    estimate hold out whole sections or spatial blocks (:mod:`sslspatial.data` ``section_split``,
-    ``spatial_block_split``, and ``buffer_split`` to keep training seeds away from evaluation cells).
+    ``unlabeled_category``) and cells outside ``train_indices`` are predicted, never trained on (self-training uses
+    their expression, not their labels). For an honest estimate hold out whole sections or spatial blocks
+    (:mod:`sslspatial.data` ``section_split``, ``spatial_block_split``, and ``buffer_split``).
+
+    Rare classes: a class keeps at least one training cell in every fold it is validated in. The cells of a class
+    that cannot be split that way (always the case for a class with one labelled cell) are never validated: they
+    train in every fold and in the final fit, so no class is dropped (they are listed in
+    ``uns[key_added]["never_validated_classes"]``). When no fold can be validated at all (very few labels), the
+    first candidate is used (``uns[key_added]["fallback"]`` is ``True``).
 
     Parameters
     ----------
@@ -72,8 +90,16 @@ def annotate(
     labels_key
         obs column with cell types.
     method
-        ``"finetune"`` (encoder + linear head trained end to end, class-weighted cross-entropy), ``"knn"``
-        (``n_neighbors``-NN vote in the embedding) or ``"linear"`` (class-balanced logistic regression).
+        ``"auto"`` (cross-validated choice, above), ``"finetune"`` (encoder + linear head trained end to end,
+        class-weighted cross-entropy), ``"knn"`` (``n_neighbors``-NN vote in the embedding), ``"linear"``
+        (class-balanced logistic regression on the embedding, plus ``expression_pcs`` expression PCs) or
+        ``"expression"`` (the same on the expression PCs alone).
+    candidates
+        ``method="auto"`` only: kinds to choose among, any of ``"linear"``, ``"expression"``, ``"finetune"``.
+    n_folds
+        ``method="auto"`` only: cross-validation folds.
+    library_key
+        obs column of the sections (spatial blocks never span sections); ``None``: one section.
     train_indices
         Rows whose labels may be used (default: every labelled cell).
     unlabeled_category
@@ -85,33 +111,41 @@ def annotate(
     n_neighbors
         k of the kNN probe.
     expression_pcs
-        Probes only: append this many principal components of the cell's own (log1p-normalised) expression to the
-        embedding (each block standardised). The embedding then adds context and denoised structure to the cell's
-        identity instead of replacing it; with few labels this is the most accurate probe on STARmap (see
-        ``benchmarks/celltyping.py``). ``0`` (default) probes the embedding alone.
+        Probes: append this many principal components of the cell's own expression (library-size normalised,
+        ``log1p``, each gene standardised) to the embedding (each block standardised), so the embedding adds context
+        to the cell's identity instead of replacing it. ``0`` probes the embedding alone; ``"auto"`` and
+        ``"expression"`` use 30 when this is ``0``.
     warm_start
         Fine-tuning only: initialise the classification head from a class-balanced logistic regression on the frozen
-        embedding of the training cells, then fine-tune (the LP-FT recipe), so training starts from the linear probe
-        instead of a random head that first distorts the pretrained encoder.
+        embedding of the training cells, then fine-tune (the LP-FT recipe).
     key_added
         Writes ``obs[f"{key_added}_prediction"]``, ``obsm[f"{key_added}_probabilities"]`` (DataFrame, one column per
-        class) and ``obs[f"{key_added}_train"]`` (cells whose labels were used).
+        class), ``obs[f"{key_added}_train"]`` (cells whose labels were used) and ``uns[key_added]`` (method, and for
+        ``"auto"`` the cross-validation scores).
     overwrite
         Replace existing outputs.
+    seed
+        Random state of the cross-validation blocks.
     train_kwargs
         More :meth:`~sslspatial.model.SpatialPretrainModel.train` arguments.
 
     Returns
     -------
-    The fine-tuned model (``method="finetune"``) or ``model`` itself (probes).
+    The fine-tuned model (when fine-tuning was used) or ``model`` itself (probes).
 
     Examples
     --------
-    >>> model = ss.tl.pretrain_mask(adata)  # doctest: +SKIP
+    >>> model = ss.tl.pretrain_pseudolabel(adata)  # doctest: +SKIP
     >>> ss.tl.annotate(adata, model, "cell_type")  # doctest: +SKIP
-    >>> adata.obs["annotate_prediction"].head()  # doctest: +SKIP
+    >>> adata.uns["annotate"]["chosen"], adata.obs["annotate_prediction"].head()  # doctest: +SKIP
     """
     check_choice(method, METHODS, "method")
+    for kind in candidates:
+        check_choice(kind, select.CANDIDATE_KINDS, "candidates")
+    if method == "auto" and not len(candidates):
+        raise ValueError("candidates is empty: pass at least one of 'linear', 'expression', 'finetune'.")
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, got {n_folds}.")
     if expression_pcs < 0 or (expression_pcs and method == "finetune"):
         raise ValueError(
             f"expression_pcs={expression_pcs} applies to the probes only: use method='linear' or 'knn' with "
@@ -119,6 +153,8 @@ def annotate(
         )
     table = _io.get_table(data, table_key)
     check_obs_column(table, labels_key, "labels_key")
+    if library_key is not None:
+        check_obs_column(table, library_key, "library_key")
     _check_model(model, table)
     pred_key, proba_key = Key.prediction(check_key(key_added, "key_added")), f"{key_added}_probabilities"
     for where, key in ((table.obs, pred_key), (table.obsm, proba_key)):
@@ -141,16 +177,56 @@ def annotate(
         )
     codes = np.full(table.n_obs, -1, dtype=np.int64)
     codes[train_idx] = np.searchsorted(classes, labels.iloc[train_idx].astype(str).to_numpy())
-    if method == "finetune":
-        result, proba = _finetune(
-            model, codes, train_idx, classes, max_epochs, batch_size, lr, train_kwargs, warm_start=warm_start
+    finetune = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "train_kwargs": train_kwargs}
+    record: dict = {"method": method}
+    if method == "auto":
+        sections = None if library_key is None else table.obs[library_key].astype(str).to_numpy()
+        result, proba, record = _auto(
+            model, table, codes, train_idx, classes, candidates, n_folds, sections, expression_pcs, seed, finetune
         )
+    elif method == "finetune":
+        result, proba = _finetune(model, codes, train_idx, classes, **finetune, warm_start=warm_start)
     else:
-        result, proba = model, _probe(model, codes, train_idx, classes.size, method, n_neighbors, expression_pcs)
+        n_pcs = expression_pcs or (AUTO_EXPRESSION_PCS if method == "expression" else 0)
+        features = _features(model, "expression" if method == "expression" else "linear", n_pcs)
+        if method == "knn":
+            proba = _knn(features, codes, train_idx, classes.size, n_neighbors)
+        else:
+            proba = select.fit_logreg(features, codes, train_idx, classes.size, C=1.0, self_training=False)
+        result = model
     table.obs[pred_key] = pd.Categorical(classes[proba.argmax(1)], categories=classes)
     table.obsm[proba_key] = pd.DataFrame(proba, index=table.obs_names, columns=classes)
     table.obs[f"{key_added}_train"] = usable
+    table.uns[key_added] = {**record, "classes": classes.tolist(), "n_labelled": int(train_idx.size)}
     return result
+
+
+def _auto(model, table, codes, train_idx, classes, candidates, n_folds, sections, expression_pcs, seed, finetune):
+    """Cross-validated choice among the candidates, then the winner refitted on every labelled cell."""
+    n_pcs = expression_pcs or AUTO_EXPRESSION_PCS
+    features = {kind: _features(model, kind, n_pcs) for kind in candidates if kind != "finetune"}
+
+    def fit_predict(cand, fit_idx, predict_idx=None):
+        if cand.kind == "finetune":
+            fit_codes = np.full_like(codes, -1)
+            fit_codes[fit_idx] = codes[fit_idx]
+            tuned, proba = _finetune(model, fit_codes, np.asarray(fit_idx), classes, **finetune)
+        else:
+            tuned = model
+            proba = select.fit_logreg(features[cand.kind], codes, fit_idx, classes.size, cand.C, cand.self_training)
+        return (proba if predict_idx is None else proba[predict_idx]), tuned
+
+    grid = select.candidate_grid(candidates)
+    folds = select.blocked_folds(table.obsm[Key.SPATIAL], codes, train_idx, sections, n_folds=n_folds, seed=seed)
+    selection = select.cross_validate(
+        lambda c, a, b: fit_predict(c, a, b)[0], grid, codes, train_idx, folds, classes.size
+    )
+    chosen = next(c for c in grid if c.name == selection.chosen)
+    proba, result = fit_predict(chosen, train_idx)
+    record = {"method": "auto", **selection.to_uns(), "kind": chosen.kind, "C": chosen.C}
+    record["self_training"] = chosen.self_training
+    record["expression_pcs"] = n_pcs
+    return result, proba, record
 
 
 def _finetune(model, codes, train_idx, classes, max_epochs, batch_size, lr, train_kwargs, warm_start=True):
@@ -196,27 +272,50 @@ def _probe_init(tuned, z, codes, train_idx, n_classes) -> None:
         head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
 
 
-def _probe(model, codes, train_idx, n_classes, method, n_neighbors, expression_pcs=0):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
+def _features(model, kind: str, n_pcs: int) -> np.ndarray:
+    """Probe features: ``"linear"``: [standardised embedding, standardised expression PCs] (the embedding alone when
+    ``n_pcs`` is 0); ``"expression"``: the standardised expression PCs alone."""
     from sklearn.preprocessing import StandardScaler
 
-    z = model.get_latent_representation()
-    if expression_pcs:
-        from ._pretrain import pseudolabel_features
-
+    blocks = [] if kind == "expression" else [StandardScaler().fit_transform(model.get_latent_representation())]
+    if n_pcs:
         layer = model.adata_manager.registry["setup_args"].get("layer")
-        pcs = pseudolabel_features(model.adata, layer, expression_pcs, log1p=model.module.likelihood != "gaussian")
-        z = np.concatenate([StandardScaler().fit_transform(z), StandardScaler().fit_transform(pcs)], axis=1)
-    if method == "knn":
-        clf = KNeighborsClassifier(n_neighbors=int(min(n_neighbors, train_idx.size)))
-    else:
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-    clf.fit(z[train_idx], codes[train_idx])
-    proba = np.zeros((z.shape[0], n_classes))
-    fitted = clf.classes_ if hasattr(clf, "classes_") else clf[-1].classes_
-    proba[:, fitted] = clf.predict_proba(z)
+        log1p = model.module.likelihood != "gaussian"
+        pcs = expression_pcs_of(model.adata, layer, n_pcs, log1p=log1p)
+        blocks.append(StandardScaler().fit_transform(pcs))
+    return np.concatenate(blocks, axis=1)
+
+
+def expression_pcs_of(table, layer: str | None, n_pcs: int, log1p: bool = True) -> np.ndarray:
+    """PCs of library-size normalised, ``log1p`` expression with every gene standardised (clipped at 10 sd): the
+    scanpy recipe (``normalize_total``, ``log1p``, ``scale``, ``pca``), which types cells better than unscaled PCs.
+
+    Examples
+    --------
+    >>> from anndata import AnnData
+    >>> expression_pcs_of(AnnData(np.random.default_rng(0).poisson(2, (50, 10)).astype(float)), None, 3).shape
+    (50, 3)
+    """
+    import scipy.sparse as sp
+    from sklearn.decomposition import PCA
+
+    x = table.X if layer is None else table.layers[layer]
+    x = x.toarray() if sp.issparse(x) else np.asarray(x, dtype=float)
+    if log1p:
+        x = np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1))
+    sd = x.std(0)
+    x = np.clip((x - x.mean(0)) / np.where(sd > 0, sd, 1.0), -10, 10)
+    n_pcs = int(min(n_pcs, x.shape[1] - 1, x.shape[0] - 1))
+    return PCA(n_pcs, random_state=0, svd_solver="randomized" if x.shape[0] > 20_000 else "auto").fit_transform(x)
+
+
+def _knn(features, codes, train_idx, n_classes, n_neighbors) -> np.ndarray:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    clf = KNeighborsClassifier(n_neighbors=int(min(n_neighbors, train_idx.size)))
+    clf.fit(features[train_idx], codes[train_idx])
+    proba = np.zeros((features.shape[0], n_classes))
+    proba[:, clf.classes_] = clf.predict_proba(features)
     return proba
 
 

@@ -1,0 +1,121 @@
+"""ss.tl.annotate(method="auto"): spatially blocked cross-validation on the labelled cells only, rare classes kept,
+the winner refitted; and the degenerate-graph error of the graph encoders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import sslspatial as ss
+from sslspatial.tl._annotate_select import Candidate, blocked_folds, cross_validate
+
+from .test_pretrain import SMALL, tissue
+
+
+def test_blocked_folds_keep_blocks_together_and_every_class_trainable():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 90, (300, 2))
+    codes = rng.integers(0, 3, 300)
+    codes[7] = 3  # a class with a single labelled cell
+    codes[[11, 12]] = 4  # two cells of a class next to each other (same block)
+    xy[12] = xy[11] + 0.1
+    labelled = np.arange(300)
+    folds = blocked_folds(xy, codes, labelled, n_folds=3, blocks_per_fold=3, seed=1)
+    lo, side = xy.min(0), (xy.max(0) - xy.min(0)).max() / 3  # 3 x 3 blocks spanning the data
+    cell = np.minimum(np.floor((xy - lo) / side), 2)
+    block = (cell[:, 0] * 3 + cell[:, 1]).astype(int)
+    for b in np.unique(block):
+        assert len(set(folds[(block == b) & (folds >= 0)].tolist())) <= 1  # a block is never split across folds
+    assert folds[7] == -1 and (folds[[11, 12]] == -1).all()  # cannot be validated: they always train
+    for c in range(5):
+        for f in range(3):
+            if np.any((codes == c) & (folds == f)):
+                assert np.any((codes == c) & (folds != f))  # validated only where the class still trains
+    assert set(folds.tolist()) >= {0, 1, 2}
+
+
+def test_cross_validate_picks_the_candidate_that_predicts_held_out_labels():
+    codes = np.repeat([0, 1], 50)
+    labelled = np.arange(100)
+    folds = np.tile([0, 1], 50)
+    good, bad = Candidate("linear", 1.0), Candidate("expression", 1.0)
+
+    def fit_predict(cand, train_idx, predict_idx):
+        assert not np.intersect1d(train_idx, predict_idx).size  # out of fold
+        hits = codes[predict_idx] if cand is good else 1 - codes[predict_idx]
+        return np.eye(2)[hits]
+
+    sel = cross_validate(fit_predict, [bad, good], codes, labelled, folds, 2)
+    assert sel.chosen == good.name and sel.scores[good.name] == 1.0 and sel.scores[bad.name] == 0.0
+    assert not sel.fallback and sel.n_folds == 2 and sel.n_validated == 100
+    fallback = cross_validate(fit_predict, [bad, good], codes, labelled, np.full(100, -1), 2)
+    assert fallback.fallback and fallback.chosen == bad.name  # nothing to validate: the first candidate
+
+
+def test_auto_never_reads_evaluation_labels():
+    adata = tissue(n=300)
+    model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
+    train = np.flatnonzero(adata.obs["section"] == "s1")
+    ss.tl.annotate(adata, model, "cell_type", train_indices=train)
+    first = adata.uns["annotate"].copy()
+    proba = adata.obsm["annotate_probabilities"].to_numpy().copy()
+    shuffled = adata.obs["cell_type"].astype(str).to_numpy().copy()
+    evaluation = np.setdiff1d(np.arange(adata.n_obs), train)
+    shuffled[evaluation] = np.random.default_rng(0).permutation(shuffled[evaluation])
+    adata.obs["cell_type"] = pd.Categorical(shuffled)
+    ss.tl.annotate(adata, model, "cell_type", train_indices=train, overwrite=True)
+    assert adata.uns["annotate"]["chosen"] == first["chosen"]
+    assert adata.uns["annotate"]["scores"] == first["scores"]
+    np.testing.assert_array_equal(adata.obsm["annotate_probabilities"].to_numpy(), proba)
+    assert len(first["scores"]) == 8  # linear / expression x C in (0.1, 1) x self-training off / on
+    assert first["n_folds"] == 3 and not first["fallback"]
+
+
+def test_auto_keeps_a_class_with_a_single_label_and_records_the_fallback():
+    adata = tissue(n=300)
+    model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
+    labels = adata.obs["cell_type"].astype(str).to_numpy().astype(object)
+    rare = int(np.flatnonzero(labels == "B")[0])
+    labels[rare] = "C"  # one labelled cell of class C
+    labels[adata.obs["section"].to_numpy() == "s2"] = None
+    labels[rare] = "C"
+    adata.obs["labels"] = labels
+    ss.tl.annotate(adata, model, "labels", library_key="section")
+    record = adata.uns["annotate"]
+    assert record["classes"] == ["A", "B", "C"]
+    assert list(adata.obsm["annotate_probabilities"].columns) == ["A", "B", "C"]
+    assert record["never_validated_classes"] == [2]  # code of "C": trained on, never validated
+    truth = adata.obs["cell_type"].astype(str).to_numpy()
+    test = labels == None  # noqa: E711
+    pred = adata.obs["annotate_prediction"].astype(str).to_numpy()
+    assert (pred[test] == truth[test]).mean() > 0.8
+
+
+def test_auto_with_finetune_candidate_and_bad_candidates():
+    adata = tissue(n=200)
+    model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
+    train = np.flatnonzero(adata.obs["section"] == "s1")
+    out = ss.tl.annotate(
+        adata, model, "cell_type", train_indices=train, candidates=["finetune", "expression"], max_epochs=3
+    )
+    assert "finetune" in adata.uns["annotate"]["scores"]
+    assert (out is model) == (adata.uns["annotate"]["kind"] != "finetune")
+    with pytest.raises(ValueError, match="candidates"):
+        ss.tl.annotate(adata, model, "cell_type", candidates=["svm"], overwrite=True)
+    with pytest.raises(ValueError, match="n_folds"):
+        ss.tl.annotate(adata, model, "cell_type", n_folds=1, overwrite=True)
+
+
+@pytest.mark.parametrize("isolated", ["none", "most"])
+def test_graph_encoders_refuse_a_degenerate_graph_before_training(isolated):
+    adata = tissue()
+    graph = sp.csr_matrix((adata.n_obs, adata.n_obs))
+    if isolated == "most":
+        graph = sp.csr_matrix(([1.0, 1.0], ([0, 1], [1, 0])), shape=(adata.n_obs, adata.n_obs))
+    adata.obsp["spatial_connectivities"] = graph
+    with pytest.raises(ValueError, match="build_graph.*radius"):
+        ss.tl.pretrain_mask(adata, **SMALL)
+    assert "X_pretrain_mask" not in adata.obsm
+    ss.tl.pretrain_mask(adata, mask="entries", encoder="mlp", **SMALL)  # no graph needed
