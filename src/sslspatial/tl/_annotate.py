@@ -273,8 +273,11 @@ def _probe_init(tuned, z, codes, train_idx, n_classes) -> None:
 
 
 def _features(model, kind: str, n_pcs: int) -> np.ndarray:
-    """Probe features: ``"linear"``: [standardised embedding, standardised expression PCs] (the embedding alone when
-    ``n_pcs`` is 0); ``"expression"``: the standardised expression PCs alone."""
+    """Probe features of one candidate kind.
+
+    ``"linear"``: [standardised embedding, standardised expression PCs] (the embedding alone when ``n_pcs`` is 0);
+    ``"expression"``: the standardised expression PCs alone.
+    """
     from sklearn.preprocessing import StandardScaler
 
     blocks = [] if kind == "expression" else [StandardScaler().fit_transform(model.get_latent_representation())]
@@ -287,8 +290,9 @@ def _features(model, kind: str, n_pcs: int) -> np.ndarray:
 
 
 def expression_pcs_of(table, layer: str | None, n_pcs: int, log1p: bool = True) -> np.ndarray:
-    """PCs of library-size normalised, ``log1p`` expression with every gene standardised (clipped at 10 sd): the
-    scanpy recipe (``normalize_total``, ``log1p``, ``scale``, ``pca``), which types cells better than unscaled PCs.
+    """PCs of library-size normalised, ``log1p`` expression with every gene standardised (clipped at 10 sd).
+
+    This is the scanpy recipe (``normalize_total``, ``log1p``, ``scale``, ``pca``), which types cells better than unscaled PCs.
 
     Examples
     --------

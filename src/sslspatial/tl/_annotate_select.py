@@ -152,7 +152,7 @@ def cross_validate(fit_predict, candidates, codes, labelled, folds, n_classes) -
     labelled = np.asarray(labelled)
     validated = folds >= 0
     classes_never = sorted(set(np.asarray(codes)[labelled].tolist()) - set(np.asarray(codes)[labelled[validated]]))
-    fold_ids = [f for f in np.unique(folds[validated])]
+    fold_ids = np.unique(folds[validated]).tolist()
     if not fold_ids or np.unique(np.asarray(codes)[labelled[validated]]).size < 2:
         return Selection(candidates[0].name, {}, 0, 0, classes_never, True)
     truth = np.asarray(codes)[labelled[validated]]
@@ -171,8 +171,11 @@ def cross_validate(fit_predict, candidates, codes, labelled, folds, n_classes) -
 
 
 def fit_logreg(features: np.ndarray, codes: np.ndarray, train_idx, n_classes: int, C: float, self_training: bool):
-    """Class-balanced logistic regression on ``train_idx``; with ``self_training``, refitted once with the most
-    confident half of the other cells added under their predicted labels. Returns probabilities for every cell."""
+    """Class-balanced logistic regression on ``train_idx``; returns probabilities for every cell.
+
+    With ``self_training`` it is refitted once with the most confident half of the other cells added under their
+    predicted labels.
+    """
     from sklearn.linear_model import LogisticRegression
 
     def fit(idx, y):
