@@ -31,6 +31,7 @@ _NOISY_LOGGERS = (
     "spatialdata",
     "spatialdata._logging",
     "scvi.data.fields._arraylike_field",
+    "scvi.model.base._save_load",
     "squidpy",
     "lightning.pytorch",
     "lightning.fabric",

@@ -1,8 +1,13 @@
 """The ``sslspatial`` command line.
 
-Each capability contributes a module ``sslspatial.cli._<name>`` exposing ``register(subparsers)`` (its subcommand,
-operating on a SpatialData zarr path in place) and ``demo(sdata, out_dir) -> dict`` (its step of ``sslspatial
-demo`` on the synthetic tissue, returning accuracy figures against the synthetic truth).
+Each capability contributes a module ``sslspatial.cli._<name>`` exposing ``register(subparsers)`` (its subcommands,
+operating on a SpatialData zarr path in place) and optionally ``demo(sdata, out_dir) -> dict`` (its step of
+``sslspatial demo`` on the synthetic tissue, returning accuracy figures against the synthetic truth).
+
+Arguments are parsed before anything heavy is imported: this module and the ``register`` functions use argparse
+only, and each subcommand imports the scientific stack inside its ``run`` function. Every failure ends as one line on
+stderr (``sslspatial <command>: error: ...``) and a non-zero exit code: 2 for usage errors, 1 for data errors, 130 on
+interruption; ``--debug`` prints the traceback as well.
 """
 
 from __future__ import annotations
@@ -13,11 +18,66 @@ import importlib.util
 import sys
 from types import ModuleType
 
-CAPABILITIES = ("pretrain", "hist2expr", "superres")
+from ._common import CLIError, one_line
+
+CAPABILITIES = ("pretrain", "hist2expr", "superres")  # each has a step of `sslspatial demo`
+# every module contributing subcommands, in the order of `sslspatial --help`
+COMMAND_MODULES = ("info", "demo", "dataset", "graph", "pretrain", "domains", "hist2expr", "superres")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Show each option's default after its help, unless the help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text.lower()
+            or not action.option_strings
+            or default in (None, False, argparse.SUPPRESS)
+            or isinstance(default, bool)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit with code 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # pipelines should not depend on prefixes of option names
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _debug_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback of an error instead of a one-line message",
+    )
+    return parent
+
+
+class _Commands(argparse._SubParsersAction):
+    """Sub-commands with the package's formatter and a ``--debug`` flag after the command too."""
+
+    def add_parser(self, name, **kwargs):  # noqa: D102 - argparse API
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("parents", [_debug_parent()])
+        if "help" in kwargs and "description" not in kwargs:
+            kwargs["description"] = kwargs["help"]
+        return super().add_parser(name, **kwargs)
 
 
 def capability_modules() -> dict[str, ModuleType]:
-    """Return the CLI modules of the capabilities that are installed, by name."""
+    """Return the CLI modules of the capabilities that are installed, by name (argparse only: cheap to import)."""
     modules = {}
     for name in CAPABILITIES:
         if importlib.util.find_spec(f"sslspatial.cli._{name}") is not None:
@@ -25,62 +85,62 @@ def capability_modules() -> dict[str, ModuleType]:
     return modules
 
 
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
-    from . import _demo, _info
-
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sslspatial",
-        description="Self-supervised and generative deep learning for spatial omics on SpatialData.",
+        description=(
+            "Self-supervised and generative deep learning for spatial omics on SpatialData. Each command works on a "
+            "SpatialData zarr store in place; `sslspatial dataset` writes the first store. Exit codes: 0 success, "
+            "1 data error, 2 usage error."
+        ),
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _info.register(subparsers)
-    _demo.register(subparsers)
-    _graph_register(subparsers)
-    for module in capability_modules().values():
-        module.register(subparsers)
+    parser.register("action", "parsers", _Commands)
+    parser.add_argument("--version", action="version", version=f"sslspatial {_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error instead of a one-line message"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"sslspatial.cli._{name}") is not None:
+            importlib.import_module(f"sslspatial.cli._{name}").register(subparsers)
     return parser
 
 
-def _graph_register(subparsers) -> None:
-    p = subparsers.add_parser("graph", help="Build a spatial neighbour graph in a SpatialData zarr store (in place).")
-    p.add_argument("zarr", help="path to a SpatialData zarr store")
-    p.add_argument("--table-key", default="table")
-    p.add_argument("--method", default="radius", choices=["radius", "knn", "delaunay", "grid"])
-    p.add_argument("--radius", type=float, default=None, help="radius in coordinate units (method radius/delaunay)")
-    p.add_argument("--n-neighs", type=int, default=6)
-    p.add_argument("--library-key", default=None)
-    p.set_defaults(func=_graph_run)
-
-
-def _graph_run(args) -> int:
-    import spatialdata as sd
-
-    from .. import _io
-    from ..pp import build_graph
-
-    sdata = sd.read_zarr(args.zarr)
-    build_graph(
-        sdata,
-        method=args.method,
-        radius=args.radius,
-        n_neighs=args.n_neighs,
-        library_key=args.library_key,
-        table_key=args.table_key,
-    )
-    _io.persist(sdata, args.table_key)
-    stats = sdata.tables[args.table_key].uns["spatial_neighbors"]["degree"]
-    print(f"graph written to {args.zarr} (table {args.table_key!r}): mean degree {stats['mean_degree']:.2f}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``sslspatial`` command."""
+    """Entry point of the ``sslspatial`` command; returns the exit code (argparse exits with 2 on usage errors)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # report unknown options against the subcommand, whose --help lists the right ones
+        command_parser = next(a for a in parser._actions if isinstance(a, _Commands)).choices[args.command]
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    debug = bool(getattr(args, "debug", False))
+    prog = f"sslspatial {args.command}"
     from .._warnings import quiet_dependencies
 
     quiet_dependencies()
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line and an exit code
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        hint = "" if debug else " (run with --debug for the traceback)"
+        code = error.exit_code if isinstance(error, CLIError) else 1
+        if isinstance(error, CLIError):
+            hint = ""
+        print(f"{prog}: error: {one_line(error)}{hint}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

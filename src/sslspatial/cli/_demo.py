@@ -13,11 +13,15 @@ def register(subparsers) -> None:
         "demo",
         help="Run every capability on a synthetic tissue; write a zarr store, PNG figures and a report.",
     )
-    p.add_argument("--out", default="sslspatial_demo", help="output folder (created; default: ./sslspatial_demo)")
-    p.add_argument("--n-cells", type=int, default=3000, help="cells in the synthetic tissue (default 3000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="sslspatial_demo", help="output folder (created if missing)")
+    p.add_argument("--n-cells", type=int, default=3000, help="cells in the synthetic tissue")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tissue and the models")
     p.add_argument(
-        "--only", nargs="*", default=None, help="run only these capabilities (pretrain, hist2expr, superres)"
+        "--only",
+        nargs="*",
+        default=None,
+        choices=["pretrain", "hist2expr", "superres"],
+        help="run only these capabilities (default: all)",
     )
     p.set_defaults(func=run)
 

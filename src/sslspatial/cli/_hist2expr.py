@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-
-def _names(value: str | None) -> list[str] | None:
-    return [v for v in value.split(",") if v] if value else None
+from ._common import names as _names
 
 
 def register(subparsers) -> None:
@@ -18,20 +14,32 @@ def register(subparsers) -> None:
         help="Train histology -> expression on sections with counts, predict the others (writes a new table).",
     )
     p.add_argument("zarr", help="path to a SpatialData zarr store")
-    p.add_argument("--table-key", default="table")
+    p.add_argument("--table-key", default="table", help="table of the spots with measured expression")
     p.add_argument("--image-key", default=None, help="image name (default: inferred per region)")
-    p.add_argument("--train-regions", default=None, help="comma-separated sections to train on")
-    p.add_argument("--predict-regions", default=None, help="comma-separated sections / shapes / images to predict")
-    p.add_argument("--section-key", default=None, help="obs column splitting regions into sections")
+    p.add_argument("--train-regions", default=None, help="comma-separated sections to train on (default: all not in --predict-regions)")
+    p.add_argument(
+        "--predict-regions",
+        default=None,
+        help="comma-separated sections of the table (held out), shapes without measurements or image names to "
+        "predict (default: none besides the training sections)",
+    )
+    p.add_argument("--section-key", default=None, help="obs column splitting regions into sections (default: regions)")
     p.add_argument("--genes", default=None, help="comma-separated genes (default: all of the table)")
-    p.add_argument("--spot-size", type=float, default=None, help="patch side in coordinate units (default: spot)")
-    p.add_argument("--patch-px", type=int, default=32)
-    p.add_argument("--likelihood", default="zinb", choices=["zinb", "nb", "poisson", "gaussian", "none"])
-    p.add_argument("--max-epochs", type=int, default=60)
-    p.add_argument("--validation-sections", type=int, default=1)
+    p.add_argument("--spot-size", type=float, default=None, help="patch side in coordinate units (default: the spot)")
+    p.add_argument("--patch-px", type=int, default=32, help="patch side in pixels after resampling")
+    p.add_argument(
+        "--likelihood",
+        default="zinb",
+        choices=["zinb", "nb", "poisson", "gaussian", "none"],
+        help="auxiliary count likelihood (none: standardised regression only)",
+    )
+    p.add_argument("--max-epochs", type=int, default=60, help="training epochs")
+    p.add_argument(
+        "--validation-sections", type=int, default=1, help="training sections held out for early stopping"
+    )
     p.add_argument("--colour-normalize", action="store_true", help="per-section Reinhard colour normalisation")
-    p.add_argument("--key-added", default="hist2expr")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--key-added", default="hist2expr", help="name of the table of predictions")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --key-added table and --model-out")
     p.add_argument("--model-out", default=None, help="folder to save the trained model to")
     p.add_argument(
         "--model-in", default=None, help="folder of a model saved with --model-out: predict only, no training"
@@ -41,12 +49,15 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run ``ss.tl.hist2expr`` on a zarr store and persist the new elements."""
-    import spatialdata as sd
-
     from .. import _io
     from ..tl import hist2expr
+    from ._common import CLIError, check_new_key, check_output_folder, read_store
 
-    sdata = sd.read_zarr(args.zarr)
+    check_output_folder(args.model_out, args.overwrite, "--model-out")
+    if args.model_in and not Path(args.model_in).is_dir():
+        raise CLIError(f"--model-in {args.model_in!r} is not a folder of a saved model (sslspatial hist2expr --model-out)")
+    sdata = read_store(args.zarr, args.table_key)
+    check_new_key(sdata.tables, args.key_added, "tables", args.overwrite)
     shapes_before = set(sdata.shapes)
     trained = None
     if args.model_in:
@@ -85,6 +96,7 @@ def run(args) -> int:
 def demo(sdata, out_dir: Path) -> dict:
     """Train on the left half of the synthetic Visium spots, predict the right half from the image alone."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from ..tl import hist2expr
 

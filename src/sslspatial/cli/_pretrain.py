@@ -1,62 +1,139 @@
 """CLI of the pretraining capability.
 
-``sslspatial pretrain`` and ``sslspatial annotate`` on a SpatialData zarr store (in
+``sslspatial pretrain``, ``sslspatial annotate`` and ``sslspatial transfer`` on a SpatialData zarr store (in
 place), and its step of ``sslspatial demo``.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from pathlib import Path
 
 
+class _Deprecated(argparse.Action):
+    """A hidden old option name: stores into the new option's ``dest`` and says which name to use."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-epochs", type=int, default=None, help="training epochs (default: the function's, scaled to the data)"
+    )
+    p.add_argument("--epochs", dest="max_epochs", type=int, action=_Deprecated, new="--max-epochs")
+    p.add_argument("--batch-size", type=int, default=256, help="seed cells per minibatch")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
+    p.add_argument("--devices", default="auto", help="Lightning devices: auto, a count, or a comma-separated list")
+    p.add_argument("--seed", type=int, default=None, help="scvi-tools random seed (default: scvi's)")
+
+
 def register(subparsers) -> None:
-    """Add the ``pretrain`` and ``annotate`` subcommands."""
+    """Add the ``pretrain``, ``annotate`` and ``transfer`` subcommands."""
     p = subparsers.add_parser(
-        "pretrain", help="Self-supervised pretraining on the spatial graph; writes obsm['X_<key>'] into the store."
+        "pretrain",
+        help="Self-supervised pretraining on the spatial graph; writes obsm['X_<key>'] into the store "
+        "(ss.tl.pretrain_mask / pretrain_contrastive / pretrain_pseudolabel).",
     )
     p.add_argument("zarr", help="path to a SpatialData zarr store with a graph (sslspatial graph ...)")
-    p.add_argument("--table-key", default="table")
-    p.add_argument("--objective", default="mask", choices=["mask", "barlow", "byol", "pseudolabel"])
+    p.add_argument("--table-key", default="table", help="table to pretrain on")
+    p.add_argument(
+        "--objective",
+        default="mask",
+        choices=["mask", "barlow", "byol", "pseudolabel"],
+        help="masked reconstruction, Barlow Twins, BYOL, or k-means pseudo-labels",
+    )
     p.add_argument("--mask", default="cells", choices=["cells", "entries"], help="masking strategy (objective mask)")
-    p.add_argument("--encoder", default="gat", choices=["gat", "gcn", "sage", "transformer", "mlp"])
-    p.add_argument("--likelihood", default="nb", choices=["nb", "zinb", "poisson", "gaussian"])
-    p.add_argument("--layer", default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--key-added", default=None, help="embedding key (default: pretrain_<objective>)")
-    p.add_argument("--save-model", default=None, help="folder to save the trained model to")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--devices", default="auto")
+    p.add_argument(
+        "--encoder", default="gat", choices=["gat", "gcn", "sage", "transformer", "mlp"], help="encoder network"
+    )
+    p.add_argument(
+        "--likelihood", default="nb", choices=["nb", "zinb", "poisson", "gaussian"], help="reconstruction likelihood"
+    )
+    p.add_argument("--layer", default=None, help="layer with the counts (default: X)")
+    p.add_argument("--n-latent", type=int, default=32, help="embedding dimension")
+    p.add_argument("--n-hidden", type=int, default=128, help="hidden units per encoder layer")
+    p.add_argument("--n-layers", type=int, default=2, help="encoder layers")
+    _training_options(p)
+    p.add_argument("--key-added", default=None, help="embedding name: obsm['X_<key>'] (default: pretrain_<objective>)")
+    p.add_argument("--model-out", default=None, help="folder to save the trained model to")
+    p.add_argument("--save-model", dest="model_out", action=_Deprecated, new="--model-out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing embedding and --model-out folder")
     p.set_defaults(func=_pretrain_run)
 
-    a = subparsers.add_parser("annotate", help="Predict cell types with a saved pretrained model (kNN / linear probe).")
-    a.add_argument("zarr")
-    a.add_argument("--model", required=True, help="folder of a model saved by `sslspatial pretrain --save-model`")
+    a = subparsers.add_parser(
+        "annotate",
+        help="Predict cell types from partial labels with a saved pretrained model; writes obs['<key>_prediction'] "
+        "(ss.tl.annotate).",
+    )
+    a.add_argument("zarr", help="path to a SpatialData zarr store")
+    a.add_argument(
+        "--model", required=True, help="folder of a model saved by `sslspatial pretrain --model-out` on this table"
+    )
     a.add_argument("--labels-key", required=True, help="obs column with (partial) cell-type labels")
-    a.add_argument("--table-key", default="table")
-    a.add_argument("--method", default="knn", choices=["finetune", "knn", "linear"])
-    a.add_argument("--key-added", default="annotate")
+    a.add_argument("--table-key", default="table", help="table to annotate")
+    a.add_argument(
+        "--method",
+        default="knn",
+        choices=list(ANNOTATE_METHODS),
+        help="fine-tune the encoder, a kNN or linear probe of the embedding, expression probe, or auto (chosen by "
+        "spatial cross-validation)",
+    )
+    a.add_argument("--n-neighbors", type=int, default=5, help="k of the kNN probe")
+    a.add_argument("--max-epochs", type=int, default=None, help="fine-tuning epochs (default: about 300 steps)")
+    a.add_argument("--key-added", default="annotate", help="outputs: obs['<key>_prediction'], ...")
+    a.add_argument("--overwrite", action="store_true", help="replace existing predictions")
     a.set_defaults(func=_annotate_run)
+
+    t = subparsers.add_parser(
+        "transfer",
+        help="Embed another dataset (overlapping gene panel) with a saved pretrained model; writes obsm['X_<key>'] "
+        "(ss.tl.transfer).",
+    )
+    t.add_argument("zarr", help="path to the query SpatialData zarr store, with a graph (sslspatial graph ...)")
+    t.add_argument("--model", required=True, help="folder of the reference model (sslspatial pretrain --model-out)")
+    t.add_argument("--table-key", default="table", help="query table")
+    t.add_argument("--layer", default=None, help="query layer with the counts (default: X)")
+    t.add_argument("--key-added", default="transfer", help="embedding name: obsm['X_<key>']")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing embedding")
+    t.set_defaults(func=_transfer_run)
+
+
+#: ``sslspatial annotate --method`` choices (``ss.tl.annotate`` validates them again).
+ANNOTATE_METHODS = ("knn", "linear", "finetune", "expression", "auto")
 
 
 def _pretrain_run(args) -> int:
-    import spatialdata as sd
-
     from .. import _io, tl
+    from ._common import check_new_key, check_output_folder, devices, read_store
 
-    sdata = sd.read_zarr(args.zarr)
+    key = args.key_added or f"pretrain_{args.objective}"
+    check_output_folder(args.model_out, args.overwrite, "--model-out")
+    sdata = read_store(args.zarr, args.table_key)
+    check_new_key(sdata.tables[args.table_key].obsm, f"X_{key}", "obsm", args.overwrite)
+    _seed(args.seed)
     common = {
         "encoder": args.encoder,
         "likelihood": args.likelihood,
         "layer": args.layer,
         "table_key": args.table_key,
-        "max_epochs": args.epochs,
+        "n_latent": args.n_latent,
+        "n_hidden": args.n_hidden,
+        "n_layers": args.n_layers,
+        "max_epochs": args.max_epochs,
         "batch_size": args.batch_size,
-        "overwrite": True,
-        "train_kwargs": {"accelerator": args.accelerator, "devices": _devices(args.devices)},
+        "lr": args.lr,
+        "overwrite": args.overwrite,
+        "train_kwargs": {"accelerator": args.accelerator, "devices": devices(args.devices)},
     }
-    key = args.key_added or f"pretrain_{args.objective}"
     if args.objective == "mask":
         model = tl.pretrain_mask(sdata, mask=args.mask, key_added=key, **common)
     elif args.objective in ("barlow", "byol"):
@@ -64,37 +141,76 @@ def _pretrain_run(args) -> int:
     else:
         model = tl.pretrain_pseudolabel(sdata, key_added=key, **common)
     _io.persist(sdata, args.table_key)
-    if args.save_model:
-        model.save(args.save_model, overwrite=True)
+    if args.model_out:  # with its AnnData, so that `sslspatial transfer` can load it without the reference store
+        model.save(args.model_out, overwrite=True, save_anndata=True)
     print(f"embedding written to {args.zarr} (table {args.table_key!r}, obsm['X_{key}'])")
     return 0
 
 
-def _annotate_run(args) -> int:
-    import spatialdata as sd
+def _seed(seed: int | None) -> None:
+    if seed is not None:
+        import scvi
 
-    from .. import _io, tl
+        scvi.settings.seed = seed
+
+
+def _load_model(path: str, table):
     from ..model import SpatialPretrainModel
+    from ._common import CLIError
 
-    sdata = sd.read_zarr(args.zarr)
+    if not Path(path).is_dir():
+        raise CLIError(f"--model {path!r} is not a folder of a saved model (sslspatial pretrain --model-out)")
+    return SpatialPretrainModel.load(path, adata=table)
+
+
+def _annotate_run(args) -> int:
+    from .. import _io, tl
+    from ._common import check_new_key, read_store
+
+    sdata = read_store(args.zarr, args.table_key)
     table = sdata.tables[args.table_key]
-    model = SpatialPretrainModel.load(args.model, adata=table)
+    if args.labels_key not in table.obs:
+        from ._common import CLIError
+
+        raise CLIError(f"no obs column {args.labels_key!r} in table {args.table_key!r}; pass --labels-key")
+    check_new_key(table.obs, f"{args.key_added}_prediction", "obs", args.overwrite)
+    model = _load_model(args.model, table)
     tl.annotate(
         sdata,
         model,
         args.labels_key,
         method=args.method,
+        n_neighbors=args.n_neighbors,
+        max_epochs=args.max_epochs,
         table_key=args.table_key,
         key_added=args.key_added,
-        overwrite=True,
+        overwrite=args.overwrite,
     )
     _io.persist(sdata, args.table_key)
     print(f"predictions written to {args.zarr} (obs['{args.key_added}_prediction'])")
     return 0
 
 
-def _devices(value: str):
-    return int(value) if value.isdigit() else value
+def _transfer_run(args) -> int:
+    from .. import _io, tl
+    from ..model import SpatialPretrainModel
+    from ._common import CLIError, check_new_key, read_store
+
+    sdata = read_store(args.zarr, args.table_key)
+    check_new_key(sdata.tables[args.table_key].obsm, f"X_{args.key_added}", "obsm", args.overwrite)
+    if not Path(args.model).is_dir():
+        raise CLIError(f"--model {args.model!r} is not a folder of a saved model (sslspatial pretrain --model-out)")
+    if not (Path(args.model) / "adata.h5ad").is_file():
+        raise CLIError(
+            f"--model {args.model!r} was saved without its AnnData; save it with `sslspatial pretrain --model-out` "
+            "(or model.save(..., save_anndata=True))"
+        )
+    reference = SpatialPretrainModel.load(args.model)
+    tl.transfer(sdata, reference, layer=args.layer, table_key=args.table_key, key_added=args.key_added,
+                overwrite=args.overwrite)  # fmt: skip
+    _io.persist(sdata, args.table_key)
+    print(f"query embedding written to {args.zarr} (table {args.table_key!r}, obsm['X_{args.key_added}'])")
+    return 0
 
 
 def demo(sdata, out_dir: Path) -> dict:

@@ -23,33 +23,42 @@ def register(subparsers) -> None:
     )
     p.add_argument("zarr", help="path to a SpatialData zarr store")
     p.add_argument("--shapes-key", required=True, help="spot shapes (circles or polygons)")
-    p.add_argument("--table-key", default="table")
+    p.add_argument("--table-key", default="table", help="table of the spot profiles")
     p.add_argument("--image-key", default=None, help="image for sub-spot features (default: graph only)")
-    p.add_argument("--layout", default="hexagon", choices=["hexagon", "square"])
-    p.add_argument("--n-subspots", type=int, default=None, help="K for the square layout (4, 9, ...)")
-    p.add_argument("--likelihood", default="nb", choices=["nb", "zinb", "poisson", "gaussian"])
-    p.add_argument("--modalities", default=None, help="multi-omics: 'rna:nb,protein:poisson' (table:likelihood)")
+    p.add_argument("--layout", default="hexagon", choices=["hexagon", "square"], help="sub-spot layout in a spot")
+    p.add_argument("--n-subspots", type=int, default=None, help="sub-spots per spot: 7 for hexagon, n x n (4, 9, ...) for square (default: 7 / 4)")
+    p.add_argument(
+        "--likelihood", default="nb", choices=["nb", "zinb", "poisson", "gaussian"], help="likelihood of the counts"
+    )
+    p.add_argument(
+        "--modalities", default=None, help="multi-omics: 'rna:nb,protein:poisson' (table:likelihood; default: none)"
+    )
     p.add_argument("--no-graph", action="store_true", help="do not use the spot graph")
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-epochs", type=int, default=None, help="training epochs (default: the function's)")
+    p.add_argument("--batch-size", type=int, default=128, help="spots per minibatch")
     p.add_argument("--sample", action="store_true", help="also write a layer of posterior-predictive samples")
-    p.add_argument("--key-added", default=None, help="sub-spot shapes name (default <shapes-key>_subspots)")
-    p.add_argument("--table-key-added", default=None, help="enhanced table name (default <table-key>_superres)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--key-added", default=None, help="sub-spot shapes name (default: <shapes-key>_subspots)")
+    p.add_argument("--table-key-added", default=None, help="enhanced table name (default: <table-key>_superres)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs and --model-out")
     p.add_argument("--model-out", default=None, help="folder to save the trained model to")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     """Run ``ss.tl.superres`` on a zarr store and persist the new elements."""
-    import spatialdata as sd
-
     from .. import _io
     from ..tl import superres
+    from ._common import CLIError, check_new_key, check_output_folder, read_store
 
-    sdata = sd.read_zarr(args.zarr)
+    check_output_folder(args.model_out, args.overwrite, "--model-out")
+    sdata = read_store(args.zarr, args.table_key)
+    if args.shapes_key not in sdata.shapes:
+        present = ", ".join(repr(k) for k in sdata.shapes) or "none"
+        raise CLIError(f"no shapes {args.shapes_key!r} in {args.zarr!r} (its shapes: {present}); pass --shapes-key")
     key_added = args.key_added or f"{args.shapes_key}_subspots"
     table_key_added = args.table_key_added or f"{args.table_key}_superres"
+    check_new_key(sdata.shapes, key_added, "shapes", args.overwrite)
+    check_new_key(sdata.tables, table_key_added, "tables", args.overwrite)
     model = superres(
         sdata,
         shapes_key=args.shapes_key,
