@@ -312,3 +312,47 @@ def test_representation_pcs_match_svd_and_add_depth():
     u, sv, _ = np.linalg.svd(z6 - z6.mean(0), full_matrices=False)
     ref = u[:, :3] * sv[:3]
     np.testing.assert_allclose(np.abs(wide[:, :3]), np.abs(ref / ref[:, :1].std()), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_training_minibatches_carry_n_layers_hops(monkeypatch, n_layers):
+    """superres(n_layers=...) reaches the training loader: every training batch is the n_layers-hop subgraph."""
+    from sslspatial.data import khop_subgraph
+    from sslspatial.model import _superres as model_superres
+
+    seen = []
+    call = model_superres._SubgraphCollate.__call__
+
+    def recording(self, batch):
+        out = call(self, batch)
+        seen.append((self.n_hops, np.asarray(batch["ind_x"]).ravel(), out))
+        return out
+
+    monkeypatch.setattr(model_superres._SubgraphCollate, "__call__", recording)
+    sdata = _grid_sdata(n_side=8)
+    model = ss.tl.superres(sdata, shapes_key="spots", layout="square", n_subspots=4, n_layers=n_layers, **FAST)
+    assert model.module.encoder.n_hops == n_layers
+    n_train = 2 * int(np.ceil(64 / FAST["batch_size"]))  # 2 epochs, train_size=1.0
+    assert len(seen) >= n_train
+    adj = sp.csr_matrix(sdata.tables["table"].obsp["spatial_connectivities"])
+    for hops, seeds, out in seen:
+        assert hops == n_layers
+        sub = khop_subgraph(adj, seeds, n_layers)  # the shared reference gives the same nodes and edges
+        np.testing.assert_array_equal(out["x_sub"].numpy(), sdata.tables["table"].X[sub.nodes])
+        got = {tuple(e) for e in out["edge_index"].numpy().T}
+        assert got == {tuple(e) for e in sub.edge_index.T}
+
+
+def test_no_graph_minibatches_carry_no_subgraph():
+    sdata = _grid_sdata()
+    model = ss.tl.superres(sdata, shapes_key="spots", layout="square", n_subspots=4, use_graph=False, **FAST)
+    assert model.n_hops == 0
+
+
+def test_superres_leaves_no_internal_column_in_the_table():
+    sdata = _grid_sdata()
+    columns = list(sdata.tables["table"].obs.columns)
+    ss.tl.superres(sdata, shapes_key="spots", layout="square", n_subspots=4, **FAST)
+    assert list(sdata.tables["table"].obs.columns) == columns
+    for name in ("table", "table_superres"):
+        assert "_sslspatial_indices" not in sdata.tables[name].obs

@@ -18,7 +18,7 @@ from scvi.dataloaders import AnnDataLoader, DataSplitter
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
 from .._constants import Key
-from ..data import khop_subgraph
+from ..data._loaders import SubgraphCollate
 from ..module._superres import LIKELIHOODS, SuperResModule
 from ._plan import TrainingPlan
 
@@ -28,39 +28,42 @@ _FEATURES = "subspot_features"
 
 
 class _SubgraphCollate:
-    """Turn a minibatch of seed spots into seeds + their k-hop subgraph (seeds first)."""
+    """Turn a minibatch of seed spots into seeds + their k-hop subgraph (seeds first).
+
+    The subgraph and the node profiles come from the package's shared :class:`~sslspatial.data.SubgraphCollate`;
+    this adapter keeps the registry tensors of the seeds (``X``, the sub-spot features) and names the node profiles
+    ``x_sub`` as :class:`~sslspatial.module._superres.SuperResModule` expects.
+    """
 
     def __init__(self, adata_manager: AnnDataManager, n_hops: int):
-        self.x = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        x = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         key = adata_manager.registry["setup_args"]["connectivity_key"]
-        adj = adata_manager.adata.obsp[key] if key is not None else None
-        self.adjacency = None if adj is None else sp.csr_matrix(adj)
-        self.n_hops = n_hops
+        adj = adata_manager.adata.obsp[key] if key is not None and n_hops > 0 else None
+        self.graph = SubgraphCollate(x, adj, n_hops)
+        self.n_hops = self.graph.n_hops
 
     def __deepcopy__(self, memo):  # AnnDataLoader deep-copies its kwargs: share the (large) arrays instead
         return self
-
-    def _rows(self, idx: np.ndarray) -> np.ndarray:
-        rows = self.x[idx]
-        return rows.toarray() if sp.issparse(rows) else np.asarray(rows)
 
     def __call__(self, batch: dict) -> dict:
         out = {k: torch.as_tensor(np.asarray(v)) for k, v in batch.items()}
         out[REGISTRY_KEYS.X_KEY] = out[REGISTRY_KEYS.X_KEY].float()
         out[_FEATURES] = out[_FEATURES].float()
-        seeds = np.asarray(batch[REGISTRY_KEYS.INDICES_KEY]).ravel().astype(np.int64)
-        if self.adjacency is None or self.n_hops == 0:
+        if self.n_hops == 0:
             out["x_sub"] = out[REGISTRY_KEYS.X_KEY]
             out["edge_index"] = torch.zeros(2, 0, dtype=torch.long)
             return out
-        sub = khop_subgraph(self.adjacency, seeds, self.n_hops)
-        out["x_sub"] = torch.as_tensor(self._rows(sub.nodes), dtype=torch.float32)
-        out["edge_index"] = torch.as_tensor(sub.edge_index, dtype=torch.long)
+        seeds = np.asarray(batch[REGISTRY_KEYS.INDICES_KEY]).ravel().astype(np.int64)
+        nodes, edge_index = self.graph.subgraph(seeds)
+        out["x_sub"] = torch.from_numpy(np.ascontiguousarray(self.graph.features(nodes)))
+        out["edge_index"] = torch.from_numpy(np.ascontiguousarray(edge_index))
         return out
 
 
 class _SubgraphLoader(AnnDataLoader):
-    def __init__(self, adata_manager: AnnDataManager, n_hops: int = 3, **kwargs):
+    """Minibatches of seed spots with their ``n_hops`` subgraph (``n_hops``: the encoder's layers, set by the model)."""
+
+    def __init__(self, adata_manager: AnnDataManager, n_hops: int = 0, **kwargs):
         kwargs.setdefault("collate_fn", _SubgraphCollate(adata_manager, n_hops))
         super().__init__(adata_manager, **kwargs)
 
@@ -213,11 +216,25 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
+    @property
+    def n_hops(self) -> int:
+        """Hops of the subgraph each minibatch carries: the encoder's layers (0 without the graph)."""
+        return self.module.encoder.n_hops if self.module.use_graph else 0
+
+    def train(self, *args, datasplitter_kwargs: dict | None = None, **kwargs):
+        """Train as :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`, minibatches carrying ``n_layers`` hops.
+
+        Examples
+        --------
+        >>> model.train(max_epochs=50)  # doctest: +SKIP
+        """
+        datasplitter_kwargs = dict(datasplitter_kwargs or {})
+        datasplitter_kwargs.setdefault("n_hops", self.n_hops)
+        return super().train(*args, datasplitter_kwargs=datasplitter_kwargs, **kwargs)
+
     def _loader(self, adata: AnnData | None, indices, batch_size: int | None):
         adata = self._validate_anndata(adata)
-        return self._make_data_loader(
-            adata=adata, indices=indices, batch_size=batch_size, n_hops=self.module.encoder.n_hops
-        )
+        return self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size, n_hops=self.n_hops)
 
     @torch.inference_mode()
     def get_subspot_expression(
