@@ -140,7 +140,7 @@ def fitted(tissue):
     return tissue, model
 
 
-def test_hist2expr_writes_table_layer_and_pearson(fitted):
+def test_hist2expr_writes_table_and_pearson_and_leaves_the_training_table(fitted):
     sdata, model = fitted
     out = sdata.tables["h2e"]
     table = sdata.tables["table_visium"]
@@ -154,12 +154,16 @@ def test_hist2expr_writes_table_layer_and_pearson(fitted):
     pred = out[out.obs["section"] == "section_2"].X
     np.testing.assert_allclose(out.var["pearson_section_2"], ss.metrics.pearson_per_gene(truth, pred), atol=1e-5)
     np.testing.assert_allclose(out[out.obs["section"] == "section_2"].layers["measured"], truth, atol=1e-5)
-    np.testing.assert_allclose(table.layers["h2e"][rows], pred, atol=1e-6)
+    np.testing.assert_allclose(out[table.obs_names[rows]].X, pred, atol=1e-6)  # rows keep the table's obs_names
+    # the training table is left alone: no dense full-width layer, no internal registry column
+    assert "h2e" not in table.layers
+    assert "_sslspatial_indices" not in table.obs and "_sslspatial_indices" not in out.obs
+    assert "_hist2expr_total" not in table.obs
     assert out.uns["h2e"]["mean_pearson"]["section_2"]["split"] == "predict"
     # model predictions on its own source (training sections) equal the written ones
     own = model.predict()
     train_rows = np.flatnonzero(table.obs["section"].astype(str).to_numpy() == "section_0")
-    np.testing.assert_allclose(own[train_rows], table.layers["h2e"][train_rows], atol=1e-5)
+    np.testing.assert_allclose(own[train_rows], out[table.obs_names[train_rows]].X, atol=1e-5)
     with pytest.raises(ValueError, match="already exists"):
         _fit(sdata, key_added="h2e")
 

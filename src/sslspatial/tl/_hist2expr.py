@@ -135,8 +135,9 @@ def hist2expr(
     Writes ``tables[f"{key_added}"]``: predicted ``log1p(x / total * 1e4)`` of ``genes`` for every spot of the
     training and prediction regions, annotating their shapes (obs ``split`` = train / validation / predict); var
     ``pearson_<name>`` holds per-gene Pearson correlations for every predicted section with measurements, and
-    ``uns[key_added]["mean_pearson"]`` their means. The training table gets ``layers[key_added]`` (NaN outside the
-    predicted genes / spots). Image names in ``predict_regions`` are covered by a grid of pseudo-spots generated
+    ``uns[key_added]["mean_pearson"]`` their means. The rows of measured spots keep the training table's
+    ``obs_names``, so ``sdata[key_added][table.obs_names]`` aligns predictions with the table; the training table
+    itself is left untouched (only the predicted genes are stored, once, in the new table). Image names in ``predict_regions`` are covered by a grid of pseudo-spots generated
     from the image's tissue mask (new shapes ``f"{image}_{key_added}_grid"``).
 
     Parameters
@@ -196,9 +197,9 @@ def hist2expr(
         ``grid_spacing``, from ``model.patch_settings``; ``spot_size`` and ``grid_spacing`` are in the training
         data's coordinate units, so pass them for data in other units). ``genes`` are the model's.
     key_added
-        Name of the new table (and of the layer).
+        Name of the new table.
     overwrite
-        Replace an existing table / layer / grid named ``key_added``.
+        Replace an existing table / grid named ``key_added``.
     accelerator, devices
         Lightning device settings.
     model_kwargs, train_kwargs
@@ -369,8 +370,6 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
     instance_key = attrs.get("instance_key", "instance_id")
     names = train_regions + table_units + list(extra_sections)
     obs_parts, x_parts, measured_parts, coord_parts, var_pearson, means = [], [], [], [], {}, {}
-    full_layer = np.full(table.shape, np.nan, np.float32) if table is not None else None
-    gene_pos = table.var_names.get_indexer(genes) if table is not None else None
     for name, pred in zip(names, preds, strict=True):
         if name in measured:
             rows = measured[name].rows
@@ -383,7 +382,6 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
             r = pearson_per_gene(truth, pred)
             var_pearson[f"pearson_{name}"] = r
             means[name] = {"mean": float(np.nanmean(r)), "median": float(np.nanmedian(r)), "split": split}
-            full_layer[np.ix_(rows, gene_pos)] = pred
             measured_parts.append(truth)
             coord_parts.append(np.asarray(measured[name].coords, dtype=np.float64))
         else:
@@ -420,6 +418,4 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
         out.var[k] = v
     out.uns[key_added] = {"mean_pearson": means, "genes": len(genes), "target": "log1p(x / total * 1e4)"}
     sdata.tables[key_added] = TableModel.parse(out, region=regions, region_key="region", instance_key="instance_id")
-    if table is not None and measured:
-        table.layers[key_added] = full_layer
     return model
