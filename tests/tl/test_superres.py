@@ -356,3 +356,59 @@ def test_superres_leaves_no_internal_column_in_the_table():
     assert list(sdata.tables["table"].obs.columns) == columns
     for name in ("table", "table_superres"):
         assert "_sslspatial_indices" not in sdata.tables[name].obs
+
+
+def _fluorescence(sdata, n_side=6, seed=0):
+    """A 2-channel uint16 image (DAPI-like bright on the left half of every bin, dim polyT-like on the top half)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : 8 * n_side, 0 : 8 * n_side]  # 4 px per unit, bins of side 2 = 8 px
+    dapi = np.where(xx % 8 < 4, 50000, 2000) + rng.integers(0, 500, xx.shape)
+    polyt = np.where(yy % 8 < 4, 300, 40) + rng.integers(0, 20, yy.shape)
+    img = np.stack([dapi, polyt]).astype(np.uint16)
+    sdata.images["fish"] = Image2DModel.parse(
+        img, dims=("c", "y", "x"), c_coords=["DAPI", "polyT"],
+        transformations={"global": Scale([0.25, 0.25], axes=("x", "y"))},
+    )  # fmt: skip
+    return img
+
+
+@pytest.mark.parametrize("value_range", [None, (0, 65535)])
+def test_fluorescence_two_channel_uint16_image(value_range):
+    """superres takes a DAPI + polyT uint16 image: per-channel features, each channel scaled to its own range."""
+    from sslspatial.pp._image_features import CHANNEL_FEATURE_NAMES
+
+    sdata = _grid_sdata()
+    _fluorescence(sdata)
+    model = ss.tl.superres(sdata, shapes_key="spots", image_key="fish", layout="square", n_subspots=4,
+                           value_range=value_range, **FAST)  # fmt: skip
+    n_per = 2 * len(CHANNEL_FEATURE_NAMES)
+    assert model.module.n_image_features == n_per
+    feats = model.adata.obsm["X_subspot_features"].reshape(model.adata.n_obs, 4, -1)[..., :n_per]
+    assert np.isfinite(feats).all()
+    mean = {c: feats[..., i * len(CHANNEL_FEATURE_NAMES)] for i, c in enumerate(("DAPI", "polyT"))}
+    # square sub-spots of a bin: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right (y grows downward in pixels)
+    assert (mean["DAPI"][:, [0, 2]] > mean["DAPI"][:, [1, 3]]).all()  # left halves are bright in DAPI
+    assert (mean["polyT"][:, [0, 1]] > mean["polyT"][:, [2, 3]]).all()  # top halves are bright in polyT
+    out = sdata.tables["table_superres"]
+    np.testing.assert_allclose(out.X.reshape(-1, 4, out.n_vars).sum(1), sdata.tables["table"].X, rtol=1e-4, atol=1e-4)
+
+
+def test_per_channel_quantile_ranges():
+    from sslspatial.pp._image_features import channel_ranges
+
+    img = np.stack([np.linspace(0, 60000, 10000).reshape(100, 100), np.linspace(10, 310, 10000).reshape(100, 100)])
+    ranges = channel_ranges(img.astype(np.uint16))
+    np.testing.assert_allclose(ranges, [[600, 59400], [13, 307]], rtol=0.01)
+    np.testing.assert_array_equal(channel_ranges(img, (0, 1)), [[0, 1], [0, 1]])
+    np.testing.assert_array_equal(channel_ranges(img.astype(np.uint8)), [[0, 255], [0, 255]])
+    flat = channel_ranges(np.ones((1, 5, 5), np.float32))
+    assert flat[0, 1] > flat[0, 0]
+    with pytest.raises(ValueError, match="value_range"):
+        channel_ranges(img, (1, 1))
+
+
+def test_fluorescence_with_a_backbone_method_raises_clearly():
+    sdata = _grid_sdata()
+    _fluorescence(sdata)
+    with pytest.raises(ValueError, match="image_method='stats'"):
+        ss.tl.superres(sdata, shapes_key="spots", image_key="fish", image_method="cnn", **FAST)

@@ -124,6 +124,140 @@ def stats_features(patches: np.ndarray) -> np.ndarray:
     return np.concatenate(columns, axis=1).astype(np.float32)
 
 
+CHANNEL_FEATURE_NAMES: tuple[str, ...] = ("mean", "std", "q10", "q50", "q90", "centre_mean", "grad_mean")
+
+
+def channel_ranges(
+    image: SectionImage | Any,
+    value_range: tuple[float, float] | None = None,
+    quantiles: tuple[float, float] = (0.01, 0.99),
+    max_pixels: int = 1_000_000,
+) -> np.ndarray:
+    """Per-channel ``(low, high)`` of an image with any number of channels (fluorescence, H&E, ...).
+
+    ``value_range`` gives every channel the same range. Otherwise ``uint8`` images map from ``(0, 255)`` and other
+    images from the ``quantiles`` of each channel, read on a regular sub-grid of at most ``max_pixels`` pixels (so a
+    whole-slide or lazy image is never loaded in full); a constant channel gets a range of width 1.
+
+    Parameters
+    ----------
+    image
+        ``(c, y, x)`` array, xarray or :class:`~sslspatial._io.SectionImage`.
+    value_range
+        One ``(low, high)`` for all channels, or None.
+    quantiles
+        Lower and upper quantiles used when ``value_range`` is None and the image is not ``uint8``.
+    max_pixels
+        Pixels per channel read to estimate the quantiles.
+
+    Returns
+    -------
+    ``(c, 2)`` float64, each row ``(low, high)`` with ``high > low``.
+
+    Examples
+    --------
+    >>> img = np.stack([np.arange(100).reshape(10, 10), 10 * np.arange(100).reshape(10, 10)]).astype(np.uint16)
+    >>> channel_ranges(img, quantiles=(0.0, 1.0)).tolist()
+    [[0.0, 99.0], [0.0, 990.0]]
+    """
+    from ._patches import _as_array
+
+    array = _as_array(image.image if isinstance(image, SectionImage) else image)
+    n_channels = int(array.shape[0])
+    if value_range is not None:
+        low, high = (float(v) for v in value_range)
+        if not np.isfinite([low, high]).all() or high <= low:
+            raise ValueError(f"value_range must be two finite numbers (low, high) with high > low, got {value_range}.")
+        return np.tile([low, high], (n_channels, 1))
+    if np.dtype(array.dtype) == np.uint8:
+        return np.tile([0.0, 255.0], (n_channels, 1))
+    lo_q, hi_q = quantiles
+    if not 0 <= lo_q < hi_q <= 1:
+        raise ValueError(f"quantiles must satisfy 0 <= low < high <= 1, got {quantiles}.")
+    height, width = int(array.shape[1]), int(array.shape[2])
+    step = max(int(np.ceil(np.sqrt(height * width / max_pixels))), 1)
+    sample = array[:, ::step, ::step]
+    sample = np.asarray(sample.compute() if hasattr(sample, "compute") else sample, dtype=np.float64)
+    sample = sample.reshape(n_channels, -1)
+    if not np.isfinite(sample).all():
+        raise ValueError("The image has NaN or infinite pixel values: fill them, or pass value_range=(low, high).")
+    ranges = np.quantile(sample, [lo_q, hi_q], axis=1).T
+    flat = ranges[:, 1] <= ranges[:, 0]
+    ranges[flat, 1] = ranges[flat, 0] + 1.0
+    return ranges
+
+
+def channel_stats_features(patches: np.ndarray) -> np.ndarray:
+    """Per-channel statistics of ``(n, c, s, s)`` float patches (any number of channels, e.g. DAPI + polyT).
+
+    For every channel: mean, standard deviation, 10 / 50 / 90 % quantiles, mean of the central half and mean gradient
+    magnitude (:data:`CHANNEL_FEATURE_NAMES`), channel by channel.
+
+    Parameters
+    ----------
+    patches
+        Patches, each channel scaled to ``[0, 1]`` (:func:`channel_patches`).
+
+    Returns
+    -------
+    ``(n, 7 * c)`` float32.
+
+    Examples
+    --------
+    >>> channel_stats_features(np.full((2, 2, 8, 8), 0.5, np.float32)).shape
+    (2, 14)
+    """
+    x = np.asarray(patches, dtype=np.float32)
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, -1)
+    q = np.quantile(flat, [0.1, 0.5, 0.9], axis=-1)  # (3, n, c)
+    r0, r1, c0, c1 = h // 4, h - h // 4, w // 4, w - w // 4
+    centre = x[:, :, r0:r1, c0:c1].reshape(n, c, -1).mean(-1)
+    gy, gx = np.diff(x, axis=2)[:, :, :, :-1], np.diff(x, axis=3)[:, :, :-1, :]
+    grad = np.sqrt(gx**2 + gy**2).reshape(n, c, -1).mean(-1) if h > 1 and w > 1 else np.zeros((n, c), np.float32)
+    per_channel = np.stack([flat.mean(-1), flat.std(-1), q[0], q[1], q[2], centre, grad], axis=-1)  # (n, c, 7)
+    return per_channel.reshape(n, -1).astype(np.float32)
+
+
+def channel_patches(
+    image: SectionImage, centres: np.ndarray, size: float, ranges: np.ndarray, out_px: int | None = None
+) -> np.ndarray:
+    """Patches of every channel, each scaled to ``[0, 1]`` from its own ``(low, high)`` (clipped).
+
+    Parameters
+    ----------
+    image
+        The section image (``centres`` and ``size`` in its coordinate units).
+    centres
+        ``(n, 2)`` patch centres, x then y.
+    size
+        Patch side in coordinate units.
+    ranges
+        ``(c, 2)`` per-channel ranges (:func:`channel_ranges`).
+    out_px
+        Resample patches to this side (default: the cropped size).
+
+    Returns
+    -------
+    ``(n, c, p, p)`` float32.
+
+    Examples
+    --------
+    >>> from sslspatial._io import SectionImage
+    >>> img = SectionImage(np.ones((2, 20, 20), np.uint16), np.eye(3))
+    >>> channel_patches(img, np.array([[10.0, 10.0]]), 4, np.array([[0.0, 2.0], [0.0, 1.0]]))[0, :, 0, 0].tolist()
+    [0.5, 1.0]
+    """
+    from ._patches import crop_patches, resize_patches
+
+    size_px = size_in_pixels(image, size, "coords")
+    raw = crop_patches(image.image, image.to_pixels(np.asarray(centres, dtype=np.float64).reshape(-1, 2)), size_px)
+    low = np.asarray(ranges[:, 0], np.float32)[None, :, None, None]
+    width = np.asarray(ranges[:, 1] - ranges[:, 0], np.float32)[None, :, None, None]
+    patches = np.clip((np.asarray(raw, dtype=np.float32) - low) / width, 0.0, 1.0)
+    return resize_patches(patches, out_px) if out_px else patches
+
+
 def _load_backbone(name: str, weights: str | None) -> tuple[Any, Backbone]:
     """Build a backbone by name: registered, ``torchvision:<name>``, ``timm:<name>``, or a bare name (tries both)."""
     import torch

@@ -63,9 +63,15 @@ def _to_cs(points: np.ndarray, transformation: Any) -> np.ndarray:
     return points @ affine[:2, :2].T + affine[:2, 2]
 
 
-def _image_block(sdata, image_key, geom, centres_nk, patch_size, method) -> tuple[np.ndarray, int]:
-    """Image features of every sub-spot ``(n, K * F)``, z-scored; checks the image covers the sub-spots first."""
-    from ..pp._image_features import image_features
+def _image_block(sdata, image_key, geom, centres_nk, patch_size, method, value_range) -> tuple[np.ndarray, int]:
+    """Image features of every sub-spot ``(n, K * F)``, z-scored; checks the image covers the sub-spots first.
+
+    RGB ``uint8`` images (and 3-channel images with ``value_range``) get ``method``'s H&E features; any other image
+    (fluorescence: DAPI, polyT, ... in any number of channels) gets per-channel statistics, each channel scaled from
+    ``value_range`` or, by default, its own 1-99 % quantiles.
+    """
+    from ..pp._image_features import channel_patches, channel_ranges, channel_stats_features, image_features
+    from ..pp._patches import _as_array
 
     shared = [cs for cs in geom.transformations if cs in _image_transformations(sdata, image_key)]
     if not shared:
@@ -87,7 +93,23 @@ def _image_block(sdata, image_key, geom, centres_nk, patch_size, method) -> tupl
     size = size * np.sqrt(
         abs(np.linalg.det(np.asarray(geom.transformations[cs].to_affine_matrix(("x", "y"), ("x", "y")))[:2, :2]))
     )
-    feats = np.asarray(image_features(img, pts, size, method=method), dtype=np.float64)
+    array = _as_array(img.image)
+    rgb = array.shape[0] == 3 and (np.dtype(array.dtype) == np.uint8 or value_range is not None)
+    if rgb:
+        feats = np.asarray(image_features(img, pts, size, method=method, value_range=value_range), dtype=np.float64)
+    else:
+        if method != "stats":
+            raise ValueError(
+                f"Image {image_key!r} has {array.shape[0]} channel(s) of dtype {array.dtype}, not RGB: image_method="
+                f"{method!r} needs an RGB image (pass value_range=(low, high) for a 3-channel non-uint8 image); use "
+                "image_method='stats' for per-channel statistics of fluorescence images."
+            )
+        ranges = channel_ranges(img, value_range)
+        size_px = max(int(round(size * img.pixels_per_unit)), 1)
+        out_px = min(size_px, 64)
+        parts = [channel_stats_features(channel_patches(img, pts[i : i + 512], size, ranges, out_px))
+                 for i in range(0, len(pts), 512)]  # fmt: skip
+        feats = np.concatenate(parts, 0).astype(np.float64)
     feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
     return feats.reshape(n, -1).astype(np.float32), feats.shape[1]
 
@@ -140,6 +162,7 @@ def superres(
     connectivity_key: str = Key.CONNECTIVITIES,
     image_method: str = "stats",
     patch_size: float | None = None,
+    value_range: tuple[float, float] | None = None,
     key_added: str | None = None,
     table_key_added: str | None = None,
     sample: bool = False,
@@ -181,7 +204,8 @@ def superres(
     table_key
         Spot table (its rows for ``shapes_key`` are enhanced; its ``obsp[connectivity_key]`` is the spot graph).
     image_key
-        Image giving sub-spot features (None: graph only).
+        Image giving sub-spot features (None: graph only): H&E (RGB) or fluorescence with any number of channels
+        (e.g. DAPI + polyT).
     layout, n_subspots
         ``"hexagon"`` (K = 7) or ``"square"`` (K = ``n_subspots``, a square number, default 4).
     likelihood
@@ -197,7 +221,12 @@ def superres(
         ``obsp`` key of the spot graph (``ss.pp.build_graph``).
     image_method, patch_size
         Image features (``sslspatial.pp._image_features.image_features`` method) and patch side in the spots'
-        coordinate units (default the sub-spot diameter).
+        coordinate units (default the sub-spot diameter). RGB images get ``image_method``'s features; other images
+        (fluorescence, any number of channels) get per-channel statistics (``image_method="stats"`` only).
+    value_range
+        Pixel value range ``(low, high)`` of the image, mapped to ``[0, 1]``. Default: ``(0, 255)`` for ``uint8``;
+        for other dtypes each channel is scaled between its own 1 % and 99 % quantiles (fluorescence channels differ
+        in brightness), which is also how 3-channel non-``uint8`` images are then treated.
     key_added, table_key_added
         Names of the new shapes and table (default ``f"{shapes_key}_subspots"``, ``f"{table_key}_superres"``).
     sample
@@ -288,7 +317,7 @@ def superres(
                 "(ss.pp.build_graph), drop isolated spots, or pass use_graph=False."
             )
     if image_key is not None:
-        img_feats, n_per = _image_block(sdata, image_key, geom, centres_nk, patch_size, image_method)
+        img_feats, n_per = _image_block(sdata, image_key, geom, centres_nk, patch_size, image_method, value_range)
         features.insert(0, img_feats)
         n_image = n_per
     if use_graph:
