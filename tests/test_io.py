@@ -158,3 +158,39 @@ def test_multiscale_image_uses_full_resolution():
     img = _io.get_image(sdata, "ms", "um")
     assert img.image.shape == (3, 64, 64)
     np.testing.assert_array_equal(np.asarray(img.image), arr)
+
+
+def test_named_coordinate_system_is_not_skipped_when_obsm_exists():
+    """obsm["spatial"] in the shapes' own units must not stand in for coordinates in a named coordinate system."""
+    sdata, xy, _ = _sdata()
+    table = sdata.tables["table"]
+    ids = table.obs["spot_id"].str[1:].astype(int).to_numpy()
+    table.obsm["spatial"] = xy[ids].copy()  # intrinsic units, as spatialdata-io readers store them
+    expected = xy[ids] * 2.0 + np.array([5.0, -3.0])
+    np.testing.assert_allclose(_io.get_coordinates(sdata, "table", coordinate_system="um"), expected)
+    np.testing.assert_allclose(table.obsm["spatial"], xy[ids])  # the user's obsm is left as it was
+    np.testing.assert_allclose(_io.get_coordinates(sdata, "table"), xy[ids])  # no coordinate system: obsm
+    rows = np.array([3, 0, 7])
+    np.testing.assert_allclose(_io.get_coordinates(sdata, "table", coordinate_system="um", rows=rows), expected[rows])
+
+
+def test_rows_of_one_section_need_only_its_coordinate_system():
+    """Two sections, each with its own coordinate system: asking for one section's rows reads only its element."""
+    sdata, xy, _ = _sdata()
+    other = ShapesModel.parse(
+        gpd.GeoDataFrame({"radius": [1.0, 1.0]}, geometry=[Point(1, 1), Point(3, 4)], index=["t0", "t1"]),
+        transformations={"other": Translation([100.0, 0.0], axes=("x", "y"))},
+    )
+    sdata.shapes["spots_b"] = other
+    a = sdata.tables["table"]
+    b = ad.AnnData(np.ones((2, a.n_vars), np.float32), obs=pd.DataFrame(
+        {"region": ["spots_b"] * 2, "spot_id": ["t0", "t1"]}, index=["b0", "b1"]), var=a.var.copy())  # fmt: skip
+    both = ad.concat([a, b])
+    both.obs["region"] = pd.Categorical(both.obs["region"].astype(str))
+    sdata.tables["table"] = TableModel.parse(both, region=["spots", "spots_b"], region_key="region",
+                                             instance_key="spot_id")  # fmt: skip
+    rows = np.array([a.n_obs + 1, a.n_obs])
+    np.testing.assert_allclose(_io.get_coordinates(sdata, "table", coordinate_system="other", rows=rows),
+                               [[103.0, 4.0], [101.0, 1.0]])  # fmt: skip
+    with pytest.raises(ValueError, match="no transformation to coordinate system 'other'"):
+        _io.get_coordinates(sdata, "table", coordinate_system="other")  # all rows: section a has no 'other'

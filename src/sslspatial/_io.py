@@ -89,13 +89,19 @@ def get_coordinates(
     table_key: str = Key.DEFAULT_TABLE,
     spatial_key: str = Key.SPATIAL,
     coordinate_system: str | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return the 2-D coordinates of the table's observations, writing them to ``obsm[spatial_key]`` if derived.
 
-    Coordinates are read from ``obsm[spatial_key]`` when present. Otherwise, for a SpatialData table, they are the
-    centroids of the shapes / points / labels instances the table annotates, transformed into
-    ``coordinate_system`` through the elements' spatialdata transformations, and stored in ``obsm[spatial_key]`` so
-    squidpy finds them.
+    Without ``coordinate_system``, coordinates are read from ``obsm[spatial_key]`` when present; otherwise, for a
+    SpatialData table, they are the centroids of the shapes / points / labels instances the table annotates, in the
+    first coordinate system of each element, and are stored in ``obsm[spatial_key]`` so squidpy finds them.
+
+    With ``coordinate_system`` and a SpatialData table annotating elements, the coordinates are always those
+    elements' centroids mapped into ``coordinate_system`` by their spatialdata transformations (``obsm`` does not
+    record which coordinate system it is in, so it cannot be trusted for a named one): e.g. spots whose shapes are
+    scaled and translated onto an image land where the image's own transformation puts them. ``obsm`` is then only
+    written when it was missing (and all rows were asked for). A table annotating no element falls back to ``obsm``.
 
     Parameters
     ----------
@@ -106,11 +112,14 @@ def get_coordinates(
     spatial_key
         Key in ``obsm`` holding (or receiving) the coordinates.
     coordinate_system
-        Target coordinate system for derived centroids; defaults to the first coordinate system of each element.
+        Coordinate system the coordinates are wanted in (see above); None: ``obsm``, or each element's first one.
+    rows
+        Positions of the observations wanted (default all). Only the elements these rows annotate are read, so each
+        section may live in its own coordinate system.
 
     Returns
     -------
-    Array of shape ``(n_obs, 2)``, float64, x then y.
+    Array of shape ``(n_obs, 2)`` (or ``(len(rows), 2)``), float64, x then y.
 
     Examples
     --------
@@ -118,32 +127,45 @@ def get_coordinates(
     >>> sdata = ss.datasets.synthetic_tissue(n_cells=500)
     >>> ss._io.get_coordinates(sdata).shape
     (500, 2)
+    >>> ss._io.get_coordinates(sdata, coordinate_system="global", rows=np.arange(3)).shape
+    (3, 2)
     """
     table = get_table(data, table_key)
-    if spatial_key in table.obsm:
-        coords = np.asarray(table.obsm[spatial_key])
+    selected = np.arange(table.n_obs) if rows is None else np.asarray(rows, dtype=np.int64).ravel()
+    annotated = is_spatialdata(data) and bool(annotated_regions(table))
+    if spatial_key in table.obsm and not (coordinate_system is not None and annotated):
+        coords = np.asarray(table.obsm[spatial_key])[selected]
         check_coordinates(coords, f"obsm[{spatial_key!r}]")
         return np.asarray(coords[:, :2], dtype=np.float64)
-    if not is_spatialdata(data) or not annotated_regions(table):
+    if not annotated:
         raise KeyError(
             f"No coordinates: obsm[{spatial_key!r}] is missing. Store the (n_obs, 2) cell / spot positions there, "
             "or pass a SpatialData whose table annotates a shapes, points or labels element."
         )
-    coords = _centroids_of_annotated_elements(data, table, coordinate_system)
+    coords = _centroids_of_annotated_elements(data, table, coordinate_system, selected)
     check_coordinates(coords, f"centroids of {annotated_regions(table)}")
-    table.obsm[check_key(spatial_key, "spatial_key")] = coords
+    if spatial_key not in table.obsm and rows is None:
+        table.obsm[check_key(spatial_key, "spatial_key")] = coords
     return coords
 
 
-def _centroids_of_annotated_elements(sdata: SpatialData, table: AnnData, coordinate_system: str | None) -> np.ndarray:
+def _centroids_of_annotated_elements(
+    sdata: SpatialData, table: AnnData, coordinate_system: str | None, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Centroids of the instances annotated by ``rows`` of the table, transformed into ``coordinate_system``."""
     from spatialdata import get_centroids
     from spatialdata.transformations import get_transformation
 
     attrs = table_attrs(table)
     region_key, instance_key = attrs["region_key"], attrs["instance_key"]
-    coords = np.full((table.n_obs, 2), np.nan)
-    regions = table.obs[region_key].astype(str).to_numpy()
+    rows = np.arange(table.n_obs) if rows is None else rows
+    coords = np.full((len(rows), 2), np.nan)
+    regions = table.obs[region_key].astype(str).to_numpy()[rows]
+    ids_all = table.obs[instance_key].to_numpy()[rows]
     for region in annotated_regions(table):
+        here = np.flatnonzero(regions == region)
+        if here.size == 0:
+            continue
         if region not in sdata:
             raise KeyError(f"The table annotates element {region!r}, which is not in the SpatialData.")
         element = sdata[region]
@@ -155,10 +177,8 @@ def _centroids_of_annotated_elements(sdata: SpatialData, table: AnnData, coordin
             )
         centroids = get_centroids(element, coordinate_system=cs)
         centroids = centroids.compute() if hasattr(centroids, "compute") else centroids
-        rows = np.flatnonzero(regions == region)
-        ids = table.obs[instance_key].to_numpy()[rows]
-        lookup = centroids.reindex(pd.Index(ids))
-        coords[rows] = lookup[["x", "y"]].to_numpy(dtype=np.float64)
+        lookup = centroids.reindex(pd.Index(ids_all[here]))
+        coords[here] = lookup[["x", "y"]].to_numpy(dtype=np.float64)
     return coords
 
 

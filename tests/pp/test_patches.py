@@ -157,3 +157,30 @@ def test_add_image_features_caches_in_obsm():
         ss.pp.add_image_features(sdata, image_key="img", size=12.0)
     ss.pp.add_image_features(sdata, image_key="img", size=12.0, overwrite=True)
     assert (table.obsm["X_image_features"] != -1).any()
+
+
+def test_patches_follow_a_non_identity_shapes_transformation():
+    """Shapes scaled by 2 and translated onto the image's coordinate system: patches are cut where they land.
+
+    The table's obsm["spatial"] holds the shapes' own (intrinsic) units, as spatialdata-io readers write it; reading
+    it as coordinates of the image's system would cut every patch in the wrong place.
+    """
+    from spatialdata.transformations import Scale, Sequence, Translation, set_transformation
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, (3, 160, 160), dtype=np.uint8)
+    centres = rng.uniform(5, 25, (6, 2))  # intrinsic shape units
+    sdata = _sdata_with_image(img, centres, scale=0.5, shift=(0.0, 0.0))  # pixel -> global: 0.5 px
+    to_global = Sequence([Scale([2.0, 2.0], axes=("x", "y")), Translation([5.0, 3.0], axes=("x", "y"))])
+    set_transformation(sdata.shapes["spots"], to_global, to_coordinate_system="global")
+    patches = ss.pp.extract_patches(sdata, table_key="table", image_key="img", size=4.0)
+    expected_px = 2.0 * (2.0 * centres + np.array([5.0, 3.0]))  # global = 2 c + (5, 3); pixel = 2 * global
+    expected = _patches.to_unit_range(_patches.crop_patches(img, expected_px, 8), (0, 255))
+    np.testing.assert_allclose(patches, expected)
+    np.testing.assert_allclose(sdata.tables["table"].obsm["spatial"], centres)  # the user's obsm is untouched
+    # the same section through image features: equal to features of the expected patches
+    from sslspatial.pp._image_features import image_features
+
+    img_cs = get_image(sdata, "img", "global")
+    feats = image_features(img_cs, 2.0 * centres + np.array([5.0, 3.0]), 4.0)
+    np.testing.assert_allclose(feats, stats_features(_patches.resize_patches(expected, 8)), rtol=1e-5, atol=1e-6)

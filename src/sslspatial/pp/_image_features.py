@@ -481,7 +481,7 @@ def add_image_features(
     features = None
     for region, (key, cs) in mapping.items():
         rows = np.flatnonzero(region_of_obs == region) if regions else np.arange(table.n_obs)
-        coords = get_coordinates(sdata, table_key, spatial_key, cs)[rows]
+        coords = get_coordinates(sdata, table_key, spatial_key, cs, rows=rows)
         f = image_features(get_image(sdata, key, cs), coords, size, method, unit=unit, weights=weights,
                            value_range=value_range)  # fmt: skip
         if features is None:

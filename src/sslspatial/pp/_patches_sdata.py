@@ -142,7 +142,7 @@ def extract_patches(
         if len(rows) == 0:
             continue
         image = get_image(sdata, key, cs)
-        coords = get_coordinates(sdata, table_key, spatial_key, cs)[rows]
+        coords = get_coordinates(sdata, table_key, spatial_key, cs, rows=rows)
         p = section_patches(image, coords, size, unit=unit, value_range=value_range, out_px=out_px)
         if normalize == "reinhard":
             p = colour_normalize(p, ColourStats.of(p))

@@ -284,7 +284,7 @@ def hist2expr(
         key, cs = image_for(name, region)
         size = spot_size if spot_size is not None else _spot_size(sdata, table, region, cs)
         sizes[name] = size
-        coords = get_coordinates(sdata, table_key, "spatial", cs)[rows]
+        coords = get_coordinates(sdata, table_key, "spatial", cs, rows=rows)
         measured_sections[name] = _section(
             sdata, name, key, cs, coords, rows, size, size_unit, value_range, feats, colour_normalize
         )
