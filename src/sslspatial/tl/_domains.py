@@ -1,8 +1,14 @@
-"""``ss.tl.domains``: cluster an embedding into spatial domains (Leiden or a Gaussian mixture), jointly or per section."""
+"""``ss.tl.domains``: cluster a representation into spatial domains (Gaussian mixture or Leiden), jointly or per section.
+
+The defaults (a PCA of the expression, three rounds of spatial smoothing, a Gaussian mixture with diagonal
+covariances) were chosen on one tuning split, STARmap section BZ5, by ``benchmarks/domains.py``; the other splits of
+that benchmark (STARmap BZ9, osmFISH) only evaluate them. Without ``n_domains``, the number of domains is chosen by
+the stability of the mixture across random initialisations (as CellCharter's AutoK does).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -13,36 +19,54 @@ from .. import _io
 from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
 from .._validate import check_choice
-from ..pp._aggregate import representation
+from ..pp._aggregate import _aggregate, hop_matrices, representation
 
 DOMAIN_METHODS = ("leiden", "gmm")
 _MAX_SEARCH_STEPS = 30
+
+# Defaults chosen on the tuning split (STARmap BZ5) by `benchmarks/domains.py`; see the benchmark's Markdown.
+DEFAULT_USE_REP = "X"
+DEFAULT_METHOD = "gmm"
+DEFAULT_SMOOTH = 3
+DEFAULT_N_HOPS = 0
+DEFAULT_COVARIANCE = "diag"
+DEFAULT_AUTOK_RANGE = (2, 10)
+DEFAULT_AUTOK_RUNS = 5
 
 
 def domains(
     data: _io.DataLike,
     *,
-    use_rep: str = DomainKey.PRETRAIN_MASK,
-    method: Literal["leiden", "gmm"] = "leiden",
+    use_rep: str | Sequence[str] = DEFAULT_USE_REP,
+    method: Literal["leiden", "gmm"] = DEFAULT_METHOD,
     n_domains: int | None = None,
     library_key: str | None = None,
     per_section: bool = False,
-    smooth: int = 0,
+    smooth: int = DEFAULT_SMOOTH,
+    n_hops: int = DEFAULT_N_HOPS,
     connectivity_key: str = Key.CONNECTIVITIES,
     resolution: float = 1.0,
     n_neighbors: int = 15,
+    autok_range: tuple[int, int] = DEFAULT_AUTOK_RANGE,
+    autok_runs: int = DEFAULT_AUTOK_RUNS,
     method_kwargs: Mapping[str, Any] | None = None,
     table_key: str = Key.DEFAULT_TABLE,
     key_added: str = DomainKey.DOMAINS,
     seed: int = 0,
     overwrite: bool = False,
 ) -> None:
-    """Cluster an embedding into tissue domains and write them to ``obs[key_added]``.
+    """Cluster a representation into tissue domains and write them to ``obs[key_added]``.
 
-    Any representation works: a pretrained embedding (``obsm["X_pretrain_mask"]``, the default, which the SSL
-    reusability study found to improve spatial clustering), CellCharter-style neighbourhood aggregates
-    (``obsm["X_nhood"]`` from :func:`sslspatial.pp.aggregate_neighbors`, best with ``method="gmm"``), or a PCA of the
-    expression (``use_rep="X"``).
+    The features are built in three steps: the representation(s) named by ``use_rep`` (each block centred and scaled
+    to unit mean squared norm; several are concatenated), optionally CellCharter-style means over the rings 1..``n_hops``
+    of the spatial graph (concatenated), then ``smooth`` rounds of averaging over each cell's closed neighbourhood.
+    The result is clustered by a Gaussian mixture (default) or Leiden.
+
+    The defaults (``use_rep="X"``, ``smooth=3``, ``n_hops=0``, ``method="gmm"`` with diagonal covariances) scored
+    best on the tuning split of ``benchmarks/domains.py`` (STARmap section BZ5, 4 cortical layers), among the PCA,
+    the masked-pretraining embedding and both concatenated, 0-3 hops, 0-4 smoothing rounds and full or diagonal
+    covariances. A pretrained embedding is used with ``use_rep="X_pretrain_mask"`` (or
+    ``["X_pretrain_mask", "X"]`` for both); on that split it did not beat the PCA (see the benchmark).
 
     Parameters
     ----------
@@ -50,15 +74,19 @@ def domains(
         AnnData, or SpatialData whose table ``table_key`` is used (written in place).
     use_rep
         ``obsm`` key of the representation, or ``"X"`` for a PCA (up to 50 components) of library-size normalised,
-        ``log1p`` counts (``X`` that does not hold counts is taken as already normalised).
+        ``log1p`` counts (``X`` that does not hold counts is taken as already normalised). A list of such names
+        concatenates them, each block standardised (centred, scaled to unit mean squared norm) so that none dominates.
     method
-        ``"leiden"``: Leiden communities (scanpy / igraph) of a ``n_neighbors`` nearest-neighbour graph of the
-        representation; ``"gmm"``: a Gaussian mixture (scikit-learn, full covariances) with ``n_domains``
-        components, each cell assigned to its most probable component.
+        ``"gmm"``: a Gaussian mixture (scikit-learn, diagonal covariances by default) with ``n_domains`` components,
+        each cell assigned to its most probable component; ``"leiden"``: Leiden communities (scanpy / igraph) of a
+        ``n_neighbors`` nearest-neighbour graph of the features.
     n_domains
-        Number of domains. Required for ``"gmm"``. For ``"leiden"``, the resolution is searched (doubling, then
-        bisection) until Leiden returns this many clusters; when none does, the closest count is kept, with a
-        warning. ``None`` runs Leiden once at ``resolution``.
+        Number of domains. ``None`` with ``"gmm"``: chosen by stability (AutoK, as in CellCharter): for each ``K`` in
+        ``autok_range`` the mixture is fitted ``autok_runs`` times (seeds ``seed``, ``seed + 1``, ...), the stability
+        of ``K`` is the mean pairwise adjusted Rand index between those runs, and the most stable ``K`` is kept (ties:
+        the larger ``K``); the curve goes to ``uns[key_added]["autok"]``. For ``"leiden"``, the resolution is searched
+        (doubling, then bisection) until Leiden returns ``n_domains`` clusters; when none does, the closest count is
+        kept, with a warning; ``None`` runs Leiden once at ``resolution``.
     library_key
         Column of ``obs`` naming the section of each observation (for a SpatialData table annotating several
         regions, the region column is used when this is ``None``). Only used with ``per_section=True``.
@@ -67,23 +95,30 @@ def domains(
         their labels are prefixed with the section name (``"BZ5_0"``, ...). ``False`` clusters all cells jointly,
         which matches domains across sections.
     smooth
-        Rounds of spatial smoothing of the representation before clustering: each round replaces each cell's
-        features by their mean over the cell and its neighbours on ``obsp[connectivity_key]`` (weights ignored).
-        ``0`` (default) does not smooth and needs no graph. One or two rounds give more contiguous domains.
+        Rounds of spatial smoothing of the features before clustering: each round replaces each cell's features by
+        their mean over the cell and its neighbours on ``obsp[connectivity_key]`` (weights ignored). Default ``3``;
+        ``0`` does not smooth (and, with ``n_hops=0``, needs no graph).
+    n_hops
+        Concatenate the mean of the features over the cells exactly 1, ..., ``n_hops`` hops away (CellCharter's
+        aggregation, as :func:`sslspatial.pp.aggregate_neighbors`) before smoothing. Default ``0``.
     connectivity_key
-        ``obsp`` key of the spatial graph, used only when ``smooth > 0``.
+        ``obsp`` key of the spatial graph, used when ``smooth > 0`` or ``n_hops > 0``.
     resolution
         Leiden resolution when ``n_domains`` is ``None``.
     n_neighbors
         Neighbours of the feature-space graph for Leiden.
+    autok_range
+        ``(smallest, largest)`` number of domains tried by AutoK (``n_domains=None`` with ``"gmm"``).
+    autok_runs
+        Mixtures fitted per ``K`` by AutoK (at least 2).
     method_kwargs
-        Extra arguments for :class:`sklearn.mixture.GaussianMixture` (e.g. ``{"covariance_type": "diag"}``) or
+        Extra arguments for :class:`sklearn.mixture.GaussianMixture` (e.g. ``{"covariance_type": "full"}``) or
         :func:`scanpy.tl.leiden` (e.g. ``{"n_iterations": -1}``).
     table_key
         Table of a SpatialData.
     key_added
-        ``obs`` column of the (categorical) domains; parameters and the Leiden resolution used per section go to
-        ``uns[key_added]``.
+        ``obs`` column of the (categorical) domains; parameters, the Leiden resolution and the AutoK curve (per
+        section; ``"all"`` when clustered jointly) go to ``uns[key_added]``.
     seed
         Random state of the PCA, the neighbour graph, Leiden and the mixture.
     overwrite
@@ -98,51 +133,58 @@ def domains(
     >>> import sslspatial as ss
     >>> sdata = ss.datasets.synthetic_tissue(n_cells=1000)
     >>> ss.pp.build_graph(sdata, method="radius", radius=30.0)
-    >>> ss.pp.aggregate_neighbors(sdata, n_hops=2, use_rep="X")
-    >>> ss.tl.domains(sdata, use_rep="X_nhood", method="gmm", n_domains=4)
+    >>> ss.tl.domains(sdata, n_domains=4)
     >>> sdata.tables["table"].obs["domains"].nunique()
     4
     """
     check_choice(method, DOMAIN_METHODS, "method")
     check_key(key_added, "key_added")
+    reps = [use_rep] if isinstance(use_rep, str) else list(use_rep)
+    if not reps or not all(isinstance(r, str) for r in reps):
+        raise TypeError(f"use_rep must be an obsm key, 'X', or a non-empty list of them, got {use_rep!r}.")
     if n_domains is not None and (not isinstance(n_domains, int | np.integer) or isinstance(n_domains, bool)):
         raise TypeError(f"n_domains must be an integer or None, got {n_domains!r}.")
     if n_domains is not None and n_domains < 1:
         raise ValueError(f"n_domains must be at least 1, got {n_domains}.")
-    if method == "gmm" and n_domains is None:
-        raise ValueError("method='gmm' needs the number of domains: pass n_domains=<int> (or use method='leiden').")
     if not isinstance(smooth, int | np.integer) or isinstance(smooth, bool) or smooth < 0:
         raise ValueError(f"smooth must be a non-negative integer (rounds of smoothing), got {smooth!r}.")
+    if not isinstance(n_hops, int | np.integer) or isinstance(n_hops, bool) or n_hops < 0:
+        raise ValueError(f"n_hops must be a non-negative integer (rings aggregated), got {n_hops!r}.")
     if resolution <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}.")
+    autok = method == "gmm" and n_domains is None
+    if autok:
+        lo_k, hi_k = _check_autok(autok_range, autok_runs)
     table = _io.get_table(data, table_key)
     if key_added in table.obs and not overwrite:
         raise KeyError(f"obs[{key_added!r}] already exists; pass overwrite=True or choose another key_added.")
-    if smooth > 0 and connectivity_key not in table.obsp:
+    if (smooth > 0 or n_hops > 0) and connectivity_key not in table.obsp:
+        what = f"smooth={smooth}" if smooth > 0 else f"n_hops={n_hops}"
         raise KeyError(
-            f"smooth={smooth} needs a spatial graph, but obsp[{connectivity_key!r}] is missing. Build one first with "
-            "`ss.pp.build_graph(data, method='delaunay')` (or method='radius', radius=... / 'knn'), or pass smooth=0."
+            f"{what} needs a spatial graph, but obsp[{connectivity_key!r}] is missing. Build one first with "
+            "`ss.pp.build_graph(data, method='delaunay')` (or method='radius', radius=... / 'knn'), or pass smooth=0 "
+            "and n_hops=0."
         )
     sections = (
         _io.get_sections(table, library_key=library_key) if per_section else pd.Categorical(["all"] * table.n_obs)
     )
-    if n_domains is not None:
-        counts = pd.Series(np.asarray(sections)).value_counts()
-        if (counts < n_domains).any():
-            raise ValueError(
-                f"n_domains={n_domains} exceeds the number of cells of section {counts.idxmin()!r} ({counts.min()})."
-            )
+    counts = pd.Series(np.asarray(sections)).value_counts()
+    needed = n_domains if n_domains is not None else (hi_k if autok else None)
+    if needed is not None and (counts < needed).any():
+        what = f"n_domains={n_domains}" if n_domains is not None else f"autok_range up to {hi_k}"
+        raise ValueError(f"{what} exceeds the number of cells of section {counts.idxmin()!r} ({counts.min()}).")
 
-    rep = representation(table, use_rep, seed=seed)
-    if smooth > 0:
-        rep = smooth_features(table.obsp[connectivity_key], rep, int(smooth))
+    rep = features(table, reps, n_hops=int(n_hops), smooth=int(smooth), connectivity_key=connectivity_key, seed=seed)
 
     labels = np.empty(table.n_obs, dtype=object)
     resolutions: dict[str, float] = {}
+    curves: dict[str, dict[str, Any]] = {}
     kwargs = dict(method_kwargs or {})
     for section in sections.categories:
         idx = np.flatnonzero(np.asarray(sections) == section)
-        if method == "gmm":
+        if autok:
+            codes, curves[str(section)] = _autok(rep[idx], range(lo_k, hi_k + 1), int(autok_runs), seed, kwargs)
+        elif method == "gmm":
             codes = _gmm(rep[idx], int(n_domains), seed, kwargs)
         else:
             codes, resolutions[str(section)] = _leiden(rep[idx], n_domains, resolution, n_neighbors, seed, kwargs)
@@ -151,22 +193,70 @@ def domains(
 
     table.obs[key_added] = pd.Categorical(labels, categories=_natural_order(pd.unique(labels)))
     params: dict[str, Any] = {
-        "use_rep": use_rep,
+        "use_rep": use_rep if isinstance(use_rep, str) else list(reps),
         "method": method,
         "per_section": bool(per_section),
         "smooth": int(smooth),
         "seed": int(seed),
     }
+    if n_hops:
+        params["n_hops"] = int(n_hops)
     if n_domains is not None:
         params["n_domains"] = int(n_domains)
     if per_section and library_key is not None:
         params["library_key"] = library_key
     if method == "leiden":
         params["n_neighbors"] = int(n_neighbors)
+    if autok:
+        params["autok_range"] = [int(lo_k), int(hi_k)]
+        params["autok_runs"] = int(autok_runs)
     table.uns[key_added] = {"params": params}
     if resolutions:
         table.uns[key_added]["resolution"] = resolutions
+    if curves:
+        table.uns[key_added]["autok"] = curves
     logg.info(f"Found {table.obs[key_added].nunique()} domains with {method} on {use_rep!r} -> obs[{key_added!r}].")
+
+
+def features(
+    table,
+    use_rep: str | Sequence[str],
+    *,
+    n_hops: int = 0,
+    smooth: int = 0,
+    connectivity_key: str = Key.CONNECTIVITIES,
+    seed: int = 0,
+) -> np.ndarray:
+    """Return the features :func:`domains` clusters: standardised ``use_rep`` block(s), ring means, smoothing.
+
+    Each block is centred and scaled to unit mean squared row norm (a global scale, so distances keep their shape),
+    and a list of blocks is concatenated. ``n_hops`` appends the mean over each ring 1..``n_hops`` of the spatial graph; ``smooth``
+    rounds of :func:`smooth_features` follow.
+    """
+    reps = [use_rep] if isinstance(use_rep, str) else list(use_rep)
+    blocks = [representation(table, r, seed=seed) for r in reps]
+    rep = np.hstack([standardize_block(b) for b in blocks])
+    if n_hops > 0:
+        rings = hop_matrices(table.obsp[connectivity_key], n_hops)
+        rep = np.hstack([rep] + [_aggregate(ring, rep, "mean") for ring in rings])
+    if smooth > 0:
+        rep = smooth_features(table.obsp[connectivity_key], rep, smooth)
+    return rep
+
+
+def standardize_block(block: np.ndarray) -> np.ndarray:
+    """Centre the columns of ``block`` and scale it so that the mean squared row norm is 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = standardize_block(np.array([[0.0, 0.0], [2.0, 4.0]]))
+    >>> round(float((out**2).sum(axis=1).mean()), 6)
+    1.0
+    """
+    centred = np.asarray(block, dtype=np.float64) - np.asarray(block, dtype=np.float64).mean(axis=0)
+    scale = np.sqrt((centred**2).sum(axis=1).mean())
+    return centred / scale if scale > 0 else centred
 
 
 def smooth_features(adjacency: sp.spmatrix, rep: np.ndarray, rounds: int) -> np.ndarray:
@@ -194,8 +284,37 @@ def smooth_features(adjacency: sp.spmatrix, rep: np.ndarray, rounds: int) -> np.
 def _gmm(rep: np.ndarray, n_domains: int, seed: int, kwargs: dict) -> np.ndarray:
     from sklearn.mixture import GaussianMixture
 
-    options = {"covariance_type": "full", "reg_covar": 1e-4, "random_state": seed, **kwargs}
+    options = {"covariance_type": DEFAULT_COVARIANCE, "reg_covar": 1e-4, "random_state": seed, **kwargs}
     return GaussianMixture(n_components=n_domains, **options).fit_predict(rep)
+
+
+def _check_autok(autok_range, autok_runs) -> tuple[int, int]:
+    try:
+        lo, hi = autok_range
+    except (TypeError, ValueError):
+        raise TypeError(f"autok_range must be a pair (smallest, largest), got {autok_range!r}.") from None
+    ints = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (lo, hi))
+    if not ints or lo < 1 or hi < lo:
+        raise ValueError(f"autok_range must be two integers 1 <= smallest <= largest, got {autok_range!r}.")
+    if not isinstance(autok_runs, int | np.integer) or isinstance(autok_runs, bool) or autok_runs < 2:
+        raise ValueError(f"autok_runs must be an integer of at least 2 (runs compared per K), got {autok_runs!r}.")
+    return int(lo), int(hi)
+
+
+def _autok(rep: np.ndarray, ks: range, n_runs: int, seed: int, kwargs: dict) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit ``n_runs`` mixtures per K; return the labels of the seed-``seed`` run at the most stable K and the curve."""
+    from sklearn.metrics import adjusted_rand_score
+
+    stability, first = [], {}
+    for k in ks:
+        runs = [_gmm(rep, k, seed + r, kwargs) for r in range(n_runs)]
+        first[k] = runs[0]
+        pairs = [adjusted_rand_score(runs[i], runs[j]) for i in range(n_runs) for j in range(i + 1, n_runs)]
+        stability.append(float(np.mean(pairs)))
+    values = np.asarray(stability)
+    best = max(k for k, v in zip(ks, values, strict=True) if v >= values.max() - 1e-9)
+    logg.info(f"AutoK: most stable number of domains {best} (stability {values.max():.3f}).")
+    return first[best], {"k": np.asarray(list(ks)), "stability": values, "n_domains": int(best)}
 
 
 def _leiden(
