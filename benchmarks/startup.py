@@ -70,7 +70,10 @@ def commands(quick: bool) -> dict[str, tuple[str, list[str]]]:
         ),
         "eager (every subpackage, the old import)": (
             "first use",
-            _python("import sslspatial as ss\nfor name in ss.__all__[:-1]:\n    getattr(ss, name).__all__"),
+            _python(
+                "import sslspatial as ss\nfor name in ss.__all__[:-1]:\n    module = getattr(ss, name)\n"
+                "    for attr in getattr(module, '__all__', ()):\n        getattr(module, attr)"
+            ),
         ),
         "import scvi": ("dependency", _python("import scvi")),
         "import squidpy": ("dependency", _python("import squidpy")),
