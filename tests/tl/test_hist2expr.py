@@ -423,3 +423,36 @@ def test_section_offsets_are_each_training_section_mean_minus_the_training_mean(
     assert (row_section.numpy()[sections == "section_2"] == -1).all()
     np.testing.assert_allclose(model.module.section_offsets.numpy(), offsets.numpy(), atol=1e-6)  # set by train()
     assert "section_offsets" not in model.module.state_dict()  # training-only: not saved
+
+
+def test_sections_follow_a_non_identity_shapes_transformation():
+    """Spot shapes stored at half scale with Scale(2) + Translation to the image's coordinate system (obsm in the
+    shapes' own units): the training patches are cut exactly where the identity-transformed spots put them."""
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import Scale, Sequence, Translation, get_transformation, set_transformation
+
+    from sslspatial.datasets._synthetic import synthetic_tissue
+
+    def centres(sdata):
+        model = _fit(sdata, predict_regions=[], train_regions=["section_0", "section_1"], key_added="h2e_t",
+                     max_epochs=1, use_patches=False)  # fmt: skip
+        return {s.name: (s.rows, s.centres_px, s.coords) for s in model.patch_source.sections}
+
+    plain = synthetic_tissue(n_cells=600, n_genes=6, n_sections=2, spot_layouts=("visium",), seed=2)
+    moved = synthetic_tissue(n_cells=600, n_genes=6, n_sections=2, spot_layouts=("visium",), seed=2)
+    spots = moved.shapes["spots_visium"]
+    cs = next(iter(get_transformation(spots, get_all=True)))
+    shift = np.array([7.0, -3.0])
+    gdf = spots.copy()
+    gdf.geometry = gdf.geometry.affine_transform([0.5, 0, 0, 0.5, -shift[0] / 2, -shift[1] / 2])
+    gdf["radius"] = gdf["radius"] / 2
+    to_cs = Sequence([Scale([2.0, 2.0], axes=("x", "y")), Translation(list(shift), axes=("x", "y"))])
+    moved.shapes["spots_visium"] = ShapesModel.parse(gdf)
+    set_transformation(moved.shapes["spots_visium"], to_cs, to_coordinate_system=cs, set_all=False)
+    table = moved.tables["table_visium"]
+    table.obsm["spatial"] = (np.asarray(table.obsm["spatial"]) - shift) / 2  # the shapes' own units
+    expected, got = centres(plain), centres(moved)
+    for name, (rows, px, coords) in expected.items():
+        np.testing.assert_array_equal(got[name][0], rows)
+        np.testing.assert_allclose(got[name][1], px, atol=1e-6)
+        np.testing.assert_allclose(got[name][2], coords, atol=1e-6)
