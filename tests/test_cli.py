@@ -182,6 +182,10 @@ def test_pipeline_graph_pretrain_domains_transfer_annotate(tmp_path, capsys):
     err = _fails(capsys, ["domains", path, "--method", "gmm", "--n-domains", "3"], 1)
     assert "obs['domains'] exists already: pass --overwrite" in err
     assert main(["domains", path, "--method", "gmm", "--n-domains", "2", "--overwrite"]) == 0
+    assert main(["domains", path, "--method", "gmm", "--n-domains", "3", "--aggregate-hops", "2",
+                 "--key-added", "nhood_domains"]) == 0  # fmt: skip
+    table = sd.read_zarr(path).tables["table"]
+    assert table.obsm["X_nhood"].shape == (300, 8 * 3) and table.obs["nhood_domains"].nunique() == 3
 
 
 def test_info_prints_versions_and_device(capsys):

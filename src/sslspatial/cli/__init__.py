@@ -16,6 +16,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import warnings
 from types import ModuleType
 
 from ._common import CLIError, one_line
@@ -125,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     from .._warnings import quiet_dependencies
 
     quiet_dependencies()
+    format_before = warnings.formatwarning
+    if not debug:  # warnings as one line each, like the errors
+        warnings.formatwarning = lambda message, category, *_args, **_kwargs: (
+            f"{prog}: warning: {' '.join(str(message).split())}\n"
+        )
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -135,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        hint = "" if debug else " (run with --debug for the traceback)"
         code = error.exit_code if isinstance(error, CLIError) else 1
-        if isinstance(error, CLIError):
-            hint = ""
+        hint = "" if debug or isinstance(error, CLIError) else " (run with --debug for the traceback)"
         print(f"{prog}: error: {one_line(error)}{hint}", file=sys.stderr)
         return code
+    finally:
+        warnings.formatwarning = format_before
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,13 +39,20 @@ def register(subparsers) -> None:
         help="rounds of averaging the representation over spatial neighbours before clustering (needs a graph; "
         "default 0)",
     )
+    p.add_argument(
+        "--aggregate-hops",
+        type=int,
+        default=0,
+        help="first aggregate --use-rep over the rings 1..N of the spatial graph (CellCharter; "
+        "ss.pp.aggregate_neighbors, mean per ring) into obsm['X_nhood'] and cluster that (default 0: no aggregation)",
+    )
     p.add_argument("--per-section", action="store_true", help="cluster each section on its own")
     p.add_argument(
         "--library-key", default=None, help="obs column of the sections (default: the table's region column)"
     )
     p.add_argument("--key-added", default="domains", help="obs column receiving the domains")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing obs[--key-added]")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing obs[--key-added] (and obsm['X_nhood'])")
     p.set_defaults(func=run)
 
 
@@ -58,9 +65,19 @@ def run(args) -> int:
     sdata = read_store(args.zarr, args.table_key)
     table = sdata.tables[args.table_key]
     check_new_key(table.obs, args.key_added, "obs", args.overwrite)
+    use_rep = args.use_rep
+    if args.aggregate_hops > 0:
+        from .._constants import DomainKey
+        from ..pp import aggregate_neighbors
+
+        check_new_key(table.obsm, DomainKey.NHOOD, "obsm", args.overwrite)
+        aggregate_neighbors(
+            sdata, n_hops=args.aggregate_hops, use_rep=args.use_rep, table_key=args.table_key, overwrite=args.overwrite
+        )
+        use_rep = DomainKey.NHOOD
     domains(
         sdata,
-        use_rep=args.use_rep,
+        use_rep=use_rep,
         method=args.method,
         n_domains=args.n_domains,
         library_key=args.library_key,
