@@ -254,3 +254,20 @@ def test_hist2expr_subcommand_trains_saves_and_predicts_with_the_saved_model(tmp
     first, again = back.tables["hist2expr"], back.tables["again"]
     assert set(again.obs["section"]) == {"section_2"}
     np.testing.assert_allclose(again.X, first[first.obs["section"] == "section_2"].X, atol=1e-5)
+
+
+def test_exit_codes_of_the_real_process(tmp_path):
+    """In a separate process (as a pipeline runs it): exit status and exactly one line on stderr."""
+    import subprocess
+    import sys
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "sslspatial.cli", *argv], capture_output=True, text=True)
+
+    done = run("graph", str(tmp_path / "missing.zarr"))
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "no such zarr store" in done.stderr
+    done = run("graph", str(tmp_path), "--bogus")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    done = run("--version")
+    assert done.returncode == 0 and done.stdout.startswith("sslspatial ")

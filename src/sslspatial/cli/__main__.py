@@ -1,0 +1,7 @@
+"""``python -m sslspatial.cli``: the ``sslspatial`` command without the console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
