@@ -1,11 +1,10 @@
-"""Real data (marked ``slow``, ~30 s on one thread): STARmap mPFC, pretrain on both sections without labels,
+"""Real data (marked ``slow``, ~60-90 s on one thread): STARmap mPFC, pretrain on both sections without labels,
 annotate BZ9 from 10% of the BZ5 labels, and beat PCA + logistic regression trained on the same labelled cells.
 
-The recipe that wins: k-means pseudo-label pretraining (scPretrain) of a GAT, then a class-balanced linear probe on
-[embedding, PCs of the cell's own expression] (``expression_pcs=30``). Measured when this test was written (label
-draw 0): probe 0.511, PCA + logreg 0.436, the same balanced probe on the PCs alone 0.432; over six label draws
-0.457 vs 0.408 (wins 5 / 6). Fine-tuning the whole encoder with 105 labelled cells over-fits (0.388), and
-masked-cell embeddings probe poorly (0.22): see benchmarks/results/celltyping.md.
+The default ``ss.tl.annotate`` (``method="auto"``) chooses its probe by spatially blocked cross-validation on the
+BZ5 labels alone. Measured when this test was written (label draw 0, 1 thread, loaded machine, 90 s): 0.578 with
+"expression(C=0.1, self-training)" chosen, against PCA + logreg 0.436 and the balanced probe on unscaled PCs 0.432.
+The benchmark (benchmarks/results/celltyping.md) reports all splits, draws and what was chosen.
 """
 
 from __future__ import annotations
@@ -70,12 +69,12 @@ def test_starmap_pretrain_then_annotate_beats_pca_logreg(shared_data, one_thread
     model = ss.tl.pretrain_pseudolabel(
         adata, library_key="section", encoder="gat", n_layers=1, n_hidden=64, n_latent=64, max_epochs=20, batch_size=128
     )
-    ss.tl.annotate(adata, model, "labels_10pct", method="linear", expression_pcs=30)
+    ss.tl.annotate(adata, model, "labels_10pct")  # the default: method="auto", cross-validated on BZ5 labels only
     assert not adata.obs["annotate_train"].to_numpy()[bz9].any()  # BZ9 labels never used
     f1 = classification_report(truth[bz9], adata.obs["annotate_prediction"].astype(str).to_numpy()[bz9])["macro_f1"]
     print(
         f"STARmap BZ5 10% -> BZ9 macro-F1: pretrained probe {f1:.3f}, PCA + logreg {f1_baseline:.3f}, "
-        f"balanced probe on PCs alone {f1_pcs_probe:.3f}"
+        f"balanced probe on PCs alone {f1_pcs_probe:.3f}; auto chose {adata.uns['annotate']['chosen']}"
     )
-    assert f1 > f1_baseline + 0.02
+    assert f1 > f1_baseline + 0.05
     assert f1 > f1_pcs_probe + 0.02  # the embedding adds information beyond the expression PCs
