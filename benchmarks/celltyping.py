@@ -135,9 +135,9 @@ def main() -> None:
                         rows.append({**_ctx, "method": method, **rep})
                         print(f"  {_ctx} {method:<32} macro-F1 {rep['macro_f1']:.3f}", flush=True)
 
-                    def annotated(model, **kwargs):
-                        ss.tl.annotate(adata, model, "bench_labels", overwrite=True, **kwargs)
-                        return adata.obs["annotate_prediction"].astype(str).to_numpy()[test]
+                    def annotated(model, _adata=adata, _test=test, **kwargs):
+                        ss.tl.annotate(_adata, model, "bench_labels", overwrite=True, **kwargs)
+                        return _adata.obs["annotate_prediction"].astype(str).to_numpy()[_test]
 
                     record("PCA + logreg", pca_logreg(adata, labelled, test))
                     record("PCA + logreg (balanced)", pca_logreg(adata, labelled, test, balanced=True))
