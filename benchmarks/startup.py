@@ -140,7 +140,9 @@ def measure(name: str, argv: list[str], repeats: int) -> dict:
         row["target_s"] = TARGETS[name]
         row["meets_target"] = row["median_s"] < TARGETS[name]
         row["idle_when_measured"] = max(loads) < 1.0
-    print(f"{name:<45} median {row['median_s']:7.3f} s  (min {row['min_s']:.3f}, load {min(loads):.2f}-{max(loads):.2f})")
+    print(
+        f"{name:<45} median {row['median_s']:7.3f} s  (min {row['min_s']:.3f}, load {min(loads):.2f}-{max(loads):.2f})"
+    )
     return row
 
 
@@ -172,7 +174,7 @@ def write(rows: list[dict], meta: dict, top: list[dict], out: Path) -> None:
         "lightning) when first used. The command line parses its arguments with argparse alone, so `--help`, "
         "`--version` and usage errors never import the stack.",
         "",
-        "Slowest modules of `python -X importtime -c \"import sslspatial\"` (cumulative):",
+        'Slowest modules of `python -X importtime -c "import sslspatial"` (cumulative):',
         "",
         "| module | cumulative (ms) |",
         "|---|---:|",

@@ -51,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)  # pipelines should not depend on prefixes of option names
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str):  # noqa: D102 - argparse API
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -69,7 +69,7 @@ def _debug_parent() -> argparse.ArgumentParser:
 class _Commands(argparse._SubParsersAction):
     """Sub-commands with the package's formatter and a ``--debug`` flag after the command too."""
 
-    def add_parser(self, name, **kwargs):  # noqa: D102 - argparse API
+    def add_parser(self, name, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         kwargs.setdefault("parents", [_debug_parent()])
         if "help" in kwargs and "description" not in kwargs:

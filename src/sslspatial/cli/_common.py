@@ -71,7 +71,7 @@ def read_store(path: str | Path, table_key: str | None = None):
 
     try:
         sdata = sd.read_zarr(p)
-    except Exception as error:  # noqa: BLE001 - any reader failure is a data error for the user
+    except Exception as error:
         raise CLIError(f"cannot read {str(path)!r} as a SpatialData zarr store: {one_line(error)}") from error
     if table_key is not None:
         check_table(sdata, table_key, path)

@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         tmp.rename(out)
     parts = [f"{len(sdata.tables)} table(s)"] + [
-        f"{len(getattr(sdata, kind))} {kind}" for kind in ("images", "labels", "shapes", "points") if getattr(sdata, kind)
+        f"{len(getattr(sdata, kind))} {kind}"
+        for kind in ("images", "labels", "shapes", "points")
+        if getattr(sdata, kind)
     ]
     print(f"{args.name} written to {args.out}: {', '.join(parts)}")
     return 0

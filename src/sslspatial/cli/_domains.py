@@ -52,7 +52,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--key-added", default="domains", help="obs column receiving the domains")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing obs[--key-added] (and obsm['X_nhood'])")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing obs[--key-added] (and obsm['X_nhood'])"
+    )
     p.set_defaults(func=run)
 
 

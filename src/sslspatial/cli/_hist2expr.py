@@ -16,7 +16,11 @@ def register(subparsers) -> None:
     p.add_argument("zarr", help="path to a SpatialData zarr store")
     p.add_argument("--table-key", default="table", help="table of the spots with measured expression")
     p.add_argument("--image-key", default=None, help="image name (default: inferred per region)")
-    p.add_argument("--train-regions", default=None, help="comma-separated sections to train on (default: all not in --predict-regions)")
+    p.add_argument(
+        "--train-regions",
+        default=None,
+        help="comma-separated sections to train on (default: all not in --predict-regions)",
+    )
     p.add_argument(
         "--predict-regions",
         default=None,
@@ -34,9 +38,7 @@ def register(subparsers) -> None:
         help="auxiliary count likelihood (none: standardised regression only)",
     )
     p.add_argument("--max-epochs", type=int, default=60, help="training epochs")
-    p.add_argument(
-        "--validation-sections", type=int, default=1, help="training sections held out for early stopping"
-    )
+    p.add_argument("--validation-sections", type=int, default=1, help="training sections held out for early stopping")
     p.add_argument("--colour-normalize", action="store_true", help="per-section Reinhard colour normalisation")
     p.add_argument("--key-added", default="hist2expr", help="name of the table of predictions")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --key-added table and --model-out")
@@ -55,7 +57,9 @@ def run(args) -> int:
 
     check_output_folder(args.model_out, args.overwrite, "--model-out")
     if args.model_in and not Path(args.model_in).is_dir():
-        raise CLIError(f"--model-in {args.model_in!r} is not a folder of a saved model (sslspatial hist2expr --model-out)")
+        raise CLIError(
+            f"--model-in {args.model_in!r} is not a folder of a saved model (sslspatial hist2expr --model-out)"
+        )
     sdata = read_store(args.zarr, args.table_key)
     check_new_key(sdata.tables, args.key_added, "tables", args.overwrite)
     shapes_before = set(sdata.shapes)

@@ -26,7 +26,12 @@ def register(subparsers) -> None:
     p.add_argument("--table-key", default="table", help="table of the spot profiles")
     p.add_argument("--image-key", default=None, help="image for sub-spot features (default: graph only)")
     p.add_argument("--layout", default="hexagon", choices=["hexagon", "square"], help="sub-spot layout in a spot")
-    p.add_argument("--n-subspots", type=int, default=None, help="sub-spots per spot: 7 for hexagon, n x n (4, 9, ...) for square (default: 7 / 4)")
+    p.add_argument(
+        "--n-subspots",
+        type=int,
+        default=None,
+        help="sub-spots per spot: 7 for hexagon, n x n (4, 9, ...) for square (default: 7 / 4)",
+    )
     p.add_argument(
         "--likelihood", default="nb", choices=["nb", "zinb", "poisson", "gaussian"], help="likelihood of the counts"
     )
