@@ -182,10 +182,23 @@ def test_pipeline_graph_pretrain_domains_transfer_annotate(tmp_path, capsys):
     err = _fails(capsys, ["domains", path, "--method", "gmm", "--n-domains", "3"], 1)
     assert "obs['domains'] exists already: pass --overwrite" in err
     assert main(["domains", path, "--method", "gmm", "--n-domains", "2", "--overwrite"]) == 0
-    assert main(["domains", path, "--method", "gmm", "--n-domains", "3", "--aggregate-hops", "2",
-                 "--key-added", "nhood_domains"]) == 0  # fmt: skip
-    table = sd.read_zarr(path).tables["table"]
-    assert table.obsm["X_nhood"].shape == (300, 8 * 3) and table.obs["nhood_domains"].nunique() == 3
+    assert main(["domains", path, "--use-rep", "X_pretrain_mask", "--n-domains", "3", "--n-hops", "2",
+                 "--smooth", "0", "--key-added", "nhood_domains"]) == 0  # fmt: skip
+    assert sd.read_zarr(path).tables["table"].obs["nhood_domains"].nunique() == 3
+
+
+def test_domains_options_default_to_the_api_defaults():
+    import inspect
+
+    from sslspatial.cli._domains import DEFAULTS
+    from sslspatial.tl import domains
+
+    signature = inspect.signature(domains).parameters
+    for name, value in DEFAULTS.items():
+        assert signature[name].default == value, name
+    args = build_parser().parse_args(["domains", "x.zarr"])
+    assert (args.method, args.smooth, args.n_hops, args.autok_range) == ("gmm", 3, 0, (2, 15))
+    assert build_parser().parse_args(["domains", "x.zarr", "--autok-range", "3,8"]).autok_range == (3, 8)
 
 
 def test_info_prints_versions_and_device(capsys):

@@ -1,60 +1,101 @@
-"""``sslspatial domains``: cluster an embedding into tissue domains in a SpatialData zarr store (in place)."""
+"""``sslspatial domains``: cluster a representation into tissue domains in a SpatialData zarr store (in place).
+
+The option defaults mirror those of ``ss.tl.domains`` (a test checks that they agree); they are written out here so
+that parsing the command line imports nothing heavy.
+"""
 
 from __future__ import annotations
+
+DEFAULTS = {
+    "use_rep": "X",
+    "method": "gmm",
+    "smooth": 3,
+    "n_hops": 0,
+    "resolution": 1.0,
+    "n_neighbors": 15,
+    "autok_range": (2, 15),
+    "autok_runs": 5,
+    "key_added": "domains",
+    "seed": 0,
+}
+
+
+def _range(value: str) -> tuple[int, int]:
+    import argparse
+
+    low, sep, high = value.partition(",")
+    try:
+        return int(low), int(high if sep else low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (two integers), got {value!r}") from None
 
 
 def register(subparsers) -> None:
     """Add the ``domains`` subcommand."""
     p = subparsers.add_parser(
         "domains",
-        help="Cluster an embedding (e.g. from `sslspatial pretrain`) into tissue domains; writes obs[<key>] "
-        "(ss.tl.domains).",
+        help="Cluster expression or an embedding (e.g. from `sslspatial pretrain`) into tissue domains; writes "
+        "obs[<key>] (ss.tl.domains).",
     )
     p.add_argument("zarr", help="path to a SpatialData zarr store")
     p.add_argument("--table-key", default="table", help="table to cluster")
     p.add_argument(
         "--use-rep",
-        default="X_pretrain_mask",
-        help="obsm key of the representation, or X for a PCA of the normalised expression",
+        default=DEFAULTS["use_rep"],
+        help="obsm key(s) of the representation, comma-separated to concatenate, or X for a PCA of the normalised "
+        "expression",
     )
     p.add_argument(
         "--method",
-        default="leiden",
-        choices=["leiden", "gmm"],
-        help="Leiden communities of a feature-space kNN graph, or a Gaussian mixture (needs --n-domains)",
+        default=DEFAULTS["method"],
+        choices=["gmm", "leiden"],
+        help="Gaussian mixture, or Leiden communities of a feature-space kNN graph",
     )
     p.add_argument(
         "--n-domains",
         type=int,
         default=None,
-        help="number of domains (Leiden: the resolution is searched to match it; default: run Leiden once at "
+        help="number of domains (default: chosen by stability over --autok-range for gmm; for leiden one run at "
         "--resolution)",
     )
-    p.add_argument("--resolution", type=float, default=1.0, help="Leiden resolution when --n-domains is not given")
-    p.add_argument("--n-neighbors", type=int, default=15, help="neighbours of the feature-space graph (Leiden)")
     p.add_argument(
         "--smooth",
         type=int,
-        default=0,
-        help="rounds of averaging the representation over spatial neighbours before clustering (needs a graph; "
-        "default 0)",
+        default=DEFAULTS["smooth"],
+        help="rounds of averaging the features over spatial neighbours before clustering (needs a graph when > 0)",
     )
     p.add_argument(
-        "--aggregate-hops",
+        "--n-hops",
         type=int,
-        default=0,
-        help="first aggregate --use-rep over the rings 1..N of the spatial graph (CellCharter; "
-        "ss.pp.aggregate_neighbors, mean per ring) into obsm['X_nhood'] and cluster that (default 0: no aggregation)",
+        default=DEFAULTS["n_hops"],
+        help="concatenate the mean features of the rings 1..N of the spatial graph (CellCharter aggregation)",
+    )
+    p.add_argument(
+        "--resolution", type=float, default=DEFAULTS["resolution"], help="Leiden resolution without --n-domains"
+    )
+    p.add_argument(
+        "--n-neighbors",
+        type=int,
+        default=DEFAULTS["n_neighbors"],
+        help="neighbours of the feature-space graph (Leiden)",
+    )
+    p.add_argument(
+        "--autok-range",
+        type=_range,
+        default=DEFAULTS["autok_range"],
+        metavar="MIN,MAX",
+        help="numbers of domains tried when gmm chooses it (default: 2,15)",
+    )
+    p.add_argument(
+        "--autok-runs", type=int, default=DEFAULTS["autok_runs"], help="mixture fits per number of domains (AutoK)"
     )
     p.add_argument("--per-section", action="store_true", help="cluster each section on its own")
     p.add_argument(
         "--library-key", default=None, help="obs column of the sections (default: the table's region column)"
     )
-    p.add_argument("--key-added", default="domains", help="obs column receiving the domains")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing obs[--key-added] (and obsm['X_nhood'])"
-    )
+    p.add_argument("--key-added", default=DEFAULTS["key_added"], help="obs column receiving the domains")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing obs[--key-added]")
     p.set_defaults(func=run)
 
 
@@ -62,31 +103,25 @@ def run(args) -> int:
     """Run ``ss.tl.domains`` on a zarr store and persist the table."""
     from .. import _io
     from ..tl import domains
-    from ._common import check_new_key, read_store
+    from ._common import check_new_key, names, read_store
 
     sdata = read_store(args.zarr, args.table_key)
     table = sdata.tables[args.table_key]
     check_new_key(table.obs, args.key_added, "obs", args.overwrite)
-    use_rep = args.use_rep
-    if args.aggregate_hops > 0:
-        from .._constants import DomainKey
-        from ..pp import aggregate_neighbors
-
-        check_new_key(table.obsm, DomainKey.NHOOD, "obsm", args.overwrite)
-        aggregate_neighbors(
-            sdata, n_hops=args.aggregate_hops, use_rep=args.use_rep, table_key=args.table_key, overwrite=args.overwrite
-        )
-        use_rep = DomainKey.NHOOD
+    reps = names(args.use_rep) or [DEFAULTS["use_rep"]]
     domains(
         sdata,
-        use_rep=use_rep,
+        use_rep=reps[0] if len(reps) == 1 else reps,
         method=args.method,
         n_domains=args.n_domains,
         library_key=args.library_key,
         per_section=args.per_section,
         smooth=args.smooth,
+        n_hops=args.n_hops,
         resolution=args.resolution,
         n_neighbors=args.n_neighbors,
+        autok_range=tuple(args.autok_range),
+        autok_runs=args.autok_runs,
         table_key=args.table_key,
         key_added=args.key_added,
         seed=args.seed,
