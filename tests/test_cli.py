@@ -187,7 +187,7 @@ def test_pipeline_graph_pretrain_domains_transfer_annotate(tmp_path, capsys):
     assert sd.read_zarr(path).tables["table"].obs["nhood_domains"].nunique() == 3
 
 
-def test_domains_options_default_to_the_api_defaults():
+def test_domains_and_annotate_options_default_to_the_api_defaults():
     import inspect
 
     from sslspatial.cli._domains import DEFAULTS
@@ -198,6 +198,13 @@ def test_domains_options_default_to_the_api_defaults():
         assert signature[name].default == value, name
     args = build_parser().parse_args(["domains", "x.zarr"])
     assert (args.method, args.smooth, args.n_hops, args.autok_range) == ("gmm", 3, 0, (2, 15))
+    from sslspatial.cli._pretrain import ANNOTATE_METHODS
+    from sslspatial.tl import annotate
+    from sslspatial.tl._annotate import METHODS
+
+    assert set(ANNOTATE_METHODS) == set(METHODS)
+    method = build_parser().parse_args(["annotate", "x.zarr", "--model", "m", "--labels-key", "y"]).method
+    assert method == inspect.signature(annotate).parameters["method"].default
     assert build_parser().parse_args(["domains", "x.zarr", "--autok-range", "3,8"]).autok_range == (3, 8)
 
 

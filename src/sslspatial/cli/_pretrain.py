@@ -82,7 +82,7 @@ def register(subparsers) -> None:
     a.add_argument("--table-key", default="table", help="table to annotate")
     a.add_argument(
         "--method",
-        default="knn",
+        default="auto",
         choices=list(ANNOTATE_METHODS),
         help="fine-tune the encoder, a kNN or linear probe of the embedding, expression probe, or auto (chosen by "
         "spatial cross-validation)",
@@ -108,7 +108,7 @@ def register(subparsers) -> None:
 
 
 #: ``sslspatial annotate --method`` choices (``ss.tl.annotate`` validates them again).
-ANNOTATE_METHODS = ("knn", "linear", "finetune", "expression", "auto")
+ANNOTATE_METHODS = ("auto", "knn", "linear", "finetune", "expression")
 
 
 def _pretrain_run(args) -> int:
