@@ -21,6 +21,8 @@ CANDIDATE_KINDS = ("linear", "expression", "finetune")
 DEFAULT_C_GRID = (0.1, 1.0)
 #: Fraction of the unlabelled cells (the most confident ones) added with their predicted labels in self-training.
 SELF_TRAINING_QUANTILE = 0.5
+#: Convergence tolerance of the logistic regressions (1e-3: same held-out accuracy as 1e-4 on osmFISH, 3-6x faster).
+LOGREG_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ def fit_logreg(features: np.ndarray, codes: np.ndarray, train_idx, n_classes: in
     from sklearn.linear_model import LogisticRegression
 
     def fit(idx, y):
-        clf = LogisticRegression(max_iter=2000, class_weight="balanced", C=C).fit(features[idx], y)
+        clf = LogisticRegression(max_iter=1000, tol=LOGREG_TOL, class_weight="balanced", C=C).fit(features[idx], y)
         proba = np.zeros((features.shape[0], n_classes))
         proba[:, clf.classes_] = clf.predict_proba(features)
         return proba
