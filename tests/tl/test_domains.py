@@ -159,9 +159,11 @@ def test_features_by_hand_on_a_path_graph():
     adata.obsp["spatial_connectivities"] = path
     adata.obsm["a"] = np.array([[0.0], [3.0], [6.0]])
     adata.obsm["b"] = np.array([[1.0], [1.0], [4.0]])
-    a = np.array([-3.0, 0.0, 3.0]) / np.sqrt(6.0)  # centred, mean squared norm 1
-    b = np.array([-1.0, -1.0, 2.0]) / np.sqrt(2.0)
-    np.testing.assert_allclose(features(adata, ["a", "b"]), np.c_[a, b])
+    a_std = np.array([-3.0, 0.0, 3.0]) / np.sqrt(6.0)  # centred, mean squared norm 1
+    b_std = np.array([-1.0, -1.0, 2.0]) / np.sqrt(2.0)
+    np.testing.assert_allclose(features(adata, ["a", "b"]), np.c_[a_std, b_std])
+    a = np.array([0.0, 3.0, 6.0])  # a single representation is used as it is
+    np.testing.assert_allclose(features(adata, "a"), a[:, None])
     # ring 1 of node 0 is {1}, of node 1 is {0, 2}, of node 2 is {1}; ring 2 of node 0 is {2}, of node 1 empty
     hop = features(adata, "a", n_hops=2)
     np.testing.assert_allclose(hop[:, 1], [a[1], (a[0] + a[2]) / 2, a[1]])
@@ -173,7 +175,7 @@ def test_features_by_hand_on_a_path_graph():
 
 def test_autok_recovers_the_true_number_of_domains_and_records_the_curve():
     sdata = ss.datasets.synthetic_tissue(
-        n_cells=2000, n_genes=30, n_cell_types=4, n_domains=4, spot_layouts=(), image=False, seed=0
+        n_cells=3000, n_genes=30, n_cell_types=4, n_domains=4, spot_layouts=(), image=False, seed=0
     )
     ss.pp.build_graph(sdata, method="knn", n_neighs=10)
     ss.tl.domains(sdata, autok_range=(2, 6), key_added="auto")

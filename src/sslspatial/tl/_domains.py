@@ -58,7 +58,7 @@ def domains(
     """Cluster a representation into tissue domains and write them to ``obs[key_added]``.
 
     The features are built in three steps: the representation(s) named by ``use_rep`` (each block centred and scaled
-    to unit mean squared norm; several are concatenated), optionally CellCharter-style means over the rings 1..``n_hops``
+    to unit mean squared norm when several are concatenated), optionally CellCharter-style means over the rings 1..``n_hops``
     of the spatial graph (concatenated), then ``smooth`` rounds of averaging over each cell's closed neighbourhood.
     The result is clustered by a Gaussian mixture (default) or Leiden.
 
@@ -229,13 +229,13 @@ def features(
 ) -> np.ndarray:
     """Return the features :func:`domains` clusters: standardised ``use_rep`` block(s), ring means, smoothing.
 
-    Each block is centred and scaled to unit mean squared row norm (a global scale, so distances keep their shape),
-    and a list of blocks is concatenated. ``n_hops`` appends the mean over each ring 1..``n_hops`` of the spatial graph; ``smooth``
+    A single representation is used as it is; a list concatenates its blocks, each centred and scaled to unit mean
+    squared row norm so that none dominates. ``n_hops`` appends the mean over each ring 1..``n_hops`` of the spatial graph; ``smooth``
     rounds of :func:`smooth_features` follow.
     """
     reps = [use_rep] if isinstance(use_rep, str) else list(use_rep)
     blocks = [representation(table, r, seed=seed) for r in reps]
-    rep = np.hstack([standardize_block(b) for b in blocks])
+    rep = blocks[0] if len(blocks) == 1 else np.hstack([standardize_block(b) for b in blocks])
     if n_hops > 0:
         rings = hop_matrices(table.obsp[connectivity_key], n_hops)
         rep = np.hstack([rep] + [_aggregate(ring, rep, "mean") for ring in rings])
