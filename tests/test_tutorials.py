@@ -103,6 +103,8 @@ def test_pretrain_annotate_transfer(shared_data):
     # even two epochs of fine-tuning beat nothing; the baseline does not depend on training (about 0.44)
     assert 0.0 < res["finetune_macro_f1"] <= 1.0 and 0.0 <= res["knn_macro_f1"] <= 1.0
     assert 0.3 < res["baseline_macro_f1"] < 0.6
+    # the default annotate picks its probe by cross-validation: even on a 2-epoch embedding it does not lose
+    assert res["auto_macro_f1"] >= res["baseline_macro_f1"] - 0.01, res["auto_chosen"]
     assert set(res["transfer_macro_f1"]) == set(res["transfer_baseline_macro_f1"]) == {"166", "83"}
     # the full-panel "query" is the reference itself: the transferred model must reproduce the fine-tuned predictions
     assert res["transfer_macro_f1"]["166"] == pytest.approx(res["finetune_macro_f1"])
