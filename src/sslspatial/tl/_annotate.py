@@ -197,7 +197,15 @@ def annotate(
     table.obs[pred_key] = pd.Categorical(classes[proba.argmax(1)], categories=classes)
     table.obsm[proba_key] = pd.DataFrame(proba, index=table.obs_names, columns=classes)
     table.obs[f"{key_added}_train"] = usable
-    table.uns[key_added] = {**record, "classes": classes.tolist(), "n_labelled": int(train_idx.size)}
+    from .. import __version__
+
+    table.uns[key_added] = {
+        **record,
+        "classes": classes.tolist(),
+        "n_labelled": int(train_idx.size),
+        "labels_key": labels_key,
+        "version": __version__,
+    }
     return result
 
 
