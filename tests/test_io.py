@@ -194,3 +194,19 @@ def test_rows_of_one_section_need_only_its_coordinate_system():
                                [[103.0, 4.0], [101.0, 1.0]])  # fmt: skip
     with pytest.raises(ValueError, match="no transformation to coordinate system 'other'"):
         _io.get_coordinates(sdata, "table", coordinate_system="other")  # all rows: section a has no 'other'
+
+
+def test_table_key_with_an_anndata_warns_that_it_is_ignored():
+    import warnings
+
+    from anndata import AnnData
+
+    from sslspatial import _io
+
+    adata = AnnData(np.ones((3, 2)))
+    with pytest.warns(UserWarning, match="table_key='cells' is ignored") as record:
+        assert _io.get_table(adata, "cells") is adata
+    assert record[0].filename == __file__  # attributed to the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _io.get_table(adata)  # the default: silent

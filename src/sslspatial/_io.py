@@ -39,7 +39,7 @@ def get_table(data: DataLike, table_key: str = Key.DEFAULT_TABLE) -> AnnData:
     data
         An AnnData, or a SpatialData holding the table under ``table_key``.
     table_key
-        Name of the table in ``data.tables`` (ignored for AnnData).
+        Name of the table in ``data.tables``; for an AnnData anything but the default warns that it is ignored.
 
     Returns
     -------
@@ -53,6 +53,13 @@ def get_table(data: DataLike, table_key: str = Key.DEFAULT_TABLE) -> AnnData:
     500
     """
     if isinstance(data, AnnData):
+        if table_key != Key.DEFAULT_TABLE:
+            from ._warnings import warn
+
+            warn(
+                f"table_key={table_key!r} is ignored: data is an AnnData, which is its own table (table_key selects a "
+                "table of a SpatialData)."
+            )
         table = data
     elif is_spatialdata(data):
         if table_key not in data.tables:
