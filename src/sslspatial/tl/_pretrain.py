@@ -283,8 +283,13 @@ def pretrain_pseudolabel(
 
     Parameters
     ----------
-    data, encoder, likelihood, layer, table_key, connectivity_key, n_latent, n_hidden, n_layers, dropout
+    data, encoder, layer, table_key, connectivity_key, n_latent, n_hidden, n_layers, dropout
         As in :func:`pretrain_mask`.
+    likelihood
+        Only says how the expression is read, since this objective has no reconstruction term: a count likelihood
+        (``"nb"``, ``"zinb"``, ``"poisson"``) means raw counts, log-normalised for the encoder and for the clustered
+        PCs; ``"gaussian"`` means values already normalised, used as they are. Any count likelihood gives the same
+        model.
     library_key
         obs column of sections / datasets, each clustered separately (default: ``"section"`` when present).
     n_pcs
