@@ -309,8 +309,10 @@ def markdown(payload: dict, args) -> str:
         f"Chosen on BZ5: use_rep `{ch['use_rep']}`, n_hops {ch['n_hops']}, smooth {ch['smooth']}, "
         f"{ch['covariance']} covariances. Package defaults: {sel['package_defaults']} "
         f"({'they match' if sel['match'] else 'THEY DIFFER: update sslspatial/tl/_domains.py'}). "
-        "The method (Gaussian mixture rather than Leiden) was chosen on the BZ5 column of the STARmap table below "
-        "(baseline rows, where Leiden never wins on smoothed features); the AutoK range "
+        "The method (Gaussian mixture rather than Leiden) was chosen on the BZ5 columns of the STARmap table below: "
+        "on the smoothed and aggregated rows (`pca_smooth2`, `nhood`) the mixture beats Leiden on BZ5. The grid "
+        "clusters BZ5 alone (its own PCA); in the tables below the PCA is fitted on both sections, so the BZ5 "
+        "per-section numbers differ from the grid's. The AutoK range "
         f"{list(dom.DEFAULT_AUTOK_RANGE)} and {dom.DEFAULT_AUTOK_RUNS} runs per K are fixed, not tuned.",
         "",
     ]
