@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-MODULES = ("pp", "tl", "pl", "datasets", "model", "metrics", "data")
+MODULES = ("pp", "tl", "pl", "datasets", "model", "metrics", "data", "io")
 
 sys.path.insert(0, str(DOCS))
 import build_benchmarks_page  # noqa: E402

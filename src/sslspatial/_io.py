@@ -328,7 +328,7 @@ def persist(sdata: SpatialData, element_names: str | list[str]) -> None:
     --------
     >>> sdata.write("tissue.zarr")  # doctest: +SKIP
     >>> ss.pp.build_graph(sdata, method="knn")  # doctest: +SKIP
-    >>> ss._io.persist(sdata, "table")  # doctest: +SKIP
+    >>> ss.io.persist(sdata, "table")  # doctest: +SKIP
     """
     names = [element_names] if isinstance(element_names, str) else list(element_names)
     if sdata.path is None:
