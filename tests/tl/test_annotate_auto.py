@@ -71,6 +71,8 @@ def test_auto_never_reads_evaluation_labels():
     np.testing.assert_array_equal(adata.obsm["annotate_probabilities"].to_numpy(), proba)
     assert len(first["scores"]) == 8  # linear / expression x C in (0.1, 1) x self-training off / on
     assert first["n_folds"] == 3 and not first["fallback"]
+    # the yardstick: plain PCA + logreg scored on the same folds (the two types differ strongly: near perfect)
+    assert first["baseline"]["name"] == "PCA + logreg" and 0.9 < first["baseline"]["cv_macro_f1"] <= 1.0
 
 
 def test_auto_keeps_a_class_with_a_single_label_and_records_the_fallback():
