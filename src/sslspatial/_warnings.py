@@ -27,15 +27,30 @@ _NOISY_MODULES = (
     "zarr",
     "docrep",
 )
-_NOISY_LOGGERS = (
+_NOISY_LOGGERS = (  # parents and the children that log the noise (a child's own level would win over its parent's)
     "spatialdata",
     "spatialdata._logging",
+    "scvi",
+    "scvi.data._download",  # "File .../model.pt already downloaded" on every load of a local model
     "scvi.data.fields._arraylike_field",
     "scvi.model.base._save_load",
     "squidpy",
     "lightning.pytorch",
+    "lightning.pytorch.utilities.rank_zero",  # "GPU available: ...", "TPU available: ...", the litlogger tip
     "lightning.fabric",
+    "lightning.fabric.utilities.rank_zero",
     "ome_zarr",
+)
+_NOISY_MESSAGES = (  # Lightning / torch warnings raised on every small training run; nothing the user can act on
+    ".*ambiguous collection.*",
+    ".*does not have many workers.*",
+    ".*Transforming to str index.*",
+    ".*zarr v3 autosharding.*",
+    ".*smaller than the logging interval.*",
+    ".*Trying to infer the `batch_size`.*",
+    ".*LeafSpec.*",
+    ".*litlogger.*",
+    ".*Last batch will have.*",
 )
 _F = TypeVar("_F", bound=Callable)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -47,15 +62,15 @@ def _install_filters() -> None:
         for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning, SyntaxWarning):
             warnings.filterwarnings("ignore", category=category, module=rf"{module}(\..*)?")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*ambiguous collection.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Transforming to str index.*")
-    warnings.filterwarnings("ignore", message=".*zarr v3 autosharding.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    for message in _NOISY_MESSAGES:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def quiet_dependencies() -> None:
-    """Silence dependencies' FutureWarning / DeprecationWarning globally (used by the command line)."""
+    """Silence dependencies' FutureWarning / DeprecationWarning globally, for the whole process (the command line).
+
+    Library code uses :func:`quiet` instead, which restores every filter and logger level it touched.
+    """
     _install_filters()
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -63,6 +78,7 @@ def quiet_dependencies() -> None:
 
 @contextlib.contextmanager
 def _quiet_loggers() -> Iterator[None]:
+    """Raise the noisy loggers to WARNING for the duration of the block, then put back the levels they had."""
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -76,7 +92,14 @@ def _quiet_loggers() -> Iterator[None]:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Context in which dependencies' deprecation noise and INFO logs are hidden; our own warnings still show."""
+    """Context in which dependencies' deprecation noise and INFO logs are hidden; our own warnings still show.
+
+    The one helper every model's ``train`` and ``load`` run in (see :mod:`sslspatial.model._console`): it hides
+    Lightning's device banner ("GPU available", "TPU available"), the litlogger tip, torch's ``LeafSpec``
+    deprecation, "Trying to infer the `batch_size`", "number of training batches is smaller than the logging
+    interval" and scvi's "File ... already downloaded" on loading a local model. Warning filters and the level of
+    every logger it touches are restored on exit, also when the block raises.
+    """
     with warnings.catch_warnings(), _quiet_loggers():
         _install_filters()
         yield

@@ -15,6 +15,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from .._validate import check_counts
 from ..data._patch_loader import PatchSource, PatchWindowSplitter, WindowDataset
 from ..module._hist2expr import Hist2ExprModule
+from ._console import ConsoleMixin
 from ._plan import TrainingPlan
 
 _LIBRARY = "library_size"
@@ -26,7 +27,7 @@ def _features(section) -> np.ndarray:
     return np.asarray(section.features, np.float32)
 
 
-class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
+class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Predict spot expression from H&E patches (ConvMixer + Transformer + GraphSAGE, Hist2ST).
 
     The table holds raw counts of the genes to predict; the images travel separately in a
@@ -238,7 +239,8 @@ class Hist2Expr(UnsupervisedTrainingMixin, BaseModelClass):
         seed
             Seed of the random windows.
         **trainer_kwargs
-            Passed to :class:`~scvi.train.Trainer`.
+            Passed to :class:`~scvi.train.Trainer`. A progress bar over the epochs shows by default, as in
+            scvi-tools; ``enable_progress_bar=False`` turns it off.
         """
         source = self._require_source(None)
         if early_stopping and not validation_sections:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,33 +16,14 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from .._constants import Key
 from .._validate import check_choice, check_counts, check_finite, check_graph, check_graph_connected
-from .._warnings import quiet_dependencies
 from ..data._loaders import SubgraphDataLoader, SubgraphDataSplitter
 from ..module._pretrain import SpatialPretrainModule
 from ..nn import ENCODERS
 from ..objectives import LIKELIHOODS, OBJECTIVES
+from ._console import ConsoleMixin
 from ._plan import TrainingPlan
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _quiet_lightning():
-    """Silence Lightning's banner and dependency warnings during training (our own warnings stay)."""
-    names = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero")
-    levels = {name: logging.getLogger(name).level for name in names}
-    with warnings.catch_warnings():
-        quiet_dependencies()
-        warnings.filterwarnings(
-            "ignore", message=".*(number of training batches|LeafSpec|litlogger|Last batch will have).*"
-        )
-        for name in names:
-            logging.getLogger(name).setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            for name, level in levels.items():
-                logging.getLogger(name).setLevel(level)
 
 
 class _AfterStep(Callback):
@@ -54,7 +33,7 @@ class _AfterStep(Callback):
         pl_module.module.after_optimizer_step()
 
 
-class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
+class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Self-supervised pretraining of a graph (or MLP) encoder of cells on a spatial neighbour graph.
 
     Minibatches are seed cells plus their closed k-hop neighbourhood, cut from ``obsp[connectivity_key]`` by the
@@ -248,7 +227,8 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         plan_kwargs
             Extra :class:`~scvi.train.TrainingPlan` arguments.
         **trainer_kwargs
-            Passed to the Lightning trainer (e.g. ``strategy="ddp"``, ``num_nodes``, ``callbacks``).
+            Passed to the Lightning trainer (e.g. ``strategy="ddp"``, ``num_nodes``, ``callbacks``). A progress bar
+            over the epochs shows by default, as in scvi-tools; ``enable_progress_bar=False`` turns it off.
 
         Examples
         --------
@@ -278,20 +258,18 @@ class SpatialPretrainModel(UnsupervisedTrainingMixin, BaseModelClass):
         }
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
-        trainer_kwargs.setdefault("enable_progress_bar", False)
         trainer_kwargs.setdefault("log_every_n_steps", 1)
-        with _quiet_lightning():
-            return super().train(
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                devices=devices,
-                batch_size=batch_size,
-                early_stopping=early_stopping,
-                datasplitter_kwargs=datasplitter_kwargs,
-                plan_kwargs=plan,
-                callbacks=callbacks,
-                **trainer_kwargs,
-            )
+        return super().train(  # ConsoleMixin: progress bar unless enable_progress_bar=False, quiet dependencies
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            datasplitter_kwargs=datasplitter_kwargs,
+            plan_kwargs=plan,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
 
     def _locality(self) -> np.ndarray:
         """Locality rank of every cell (Z-order of ``obsm["spatial"]``, else reverse Cuthill-McKee of the graph)."""

@@ -20,6 +20,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 from .._constants import Key
 from ..data._loaders import SubgraphCollate
 from ..module._superres import LIKELIHOODS, SuperResModule
+from ._console import ConsoleMixin
 from ._plan import TrainingPlan
 
 __all__ = ["SUPERRES", "graph_context_features"]
@@ -72,7 +73,7 @@ class _SubgraphSplitter(DataSplitter):
     data_loader_cls = _SubgraphLoader
 
 
-class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Enhance spot profiles to K sub-spots per spot (soScope-style, proper likelihoods, exact sum constraint).
 
     The spot table (one row per spot) must be registered with :meth:`setup_anndata`; its ``obsm`` holds the
@@ -223,6 +224,8 @@ class SUPERRES(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     def train(self, *args, datasplitter_kwargs: dict | None = None, **kwargs):
         """Train as :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`, minibatches carrying ``n_layers`` hops.
+
+        A progress bar over the epochs shows by default, as in scvi-tools; ``enable_progress_bar=False`` turns it off.
 
         Examples
         --------
