@@ -5,7 +5,7 @@ same way:
 
 - a progress bar over the epochs by default, as in scvi-tools (``enable_progress_bar=True``); pass
   ``enable_progress_bar=False`` to ``train`` (or ``train_kwargs={"enable_progress_bar": False}`` to an
-  ``ss.tl`` function) to turn it off. Its style follows ``scvi.settings.progress_bar_style``.
+  ``ss.tl`` function) to turn it off.
 - training and loading run inside :func:`sslspatial._warnings.quiet`, which hides Lightning's device banner, the
   litlogger tip, deprecation noise and scvi's "File ... already downloaded", and afterwards restores the warning
   filters and the level of every logger it touched (nothing stays silenced for the rest of the session).
