@@ -168,6 +168,69 @@ def test_hist2expr_writes_table_and_pearson_and_leaves_the_training_table(fitted
         _fit(sdata, key_added="h2e")
 
 
+def test_baseline_next_to_mean_pearson_is_ridge_on_image_statistics_by_hand(fitted):
+    """The yardstick: StandardScaler + RidgeCV on the spots' image statistics, fitted on the training sections,
+    scored by per-gene Pearson on the same spots and genes as ``mean_pearson``."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    from sslspatial._io import get_coordinates, get_image
+
+    sdata, _ = fitted
+    out, table = sdata.tables["h2e"], sdata.tables["table_visium"]
+    record = out.uns["h2e"]
+    assert record["baseline"] == "ridge on image statistics"
+    assert list(record["baseline_fit_sections"]) == ["section_0", "section_1"]
+    assert (
+        set(record["baseline_mean_pearson"]) == set(record["mean_pearson"]) == {"section_0", "section_1", "section_2"}
+    )
+    sections = table.obs["section"].astype(str).to_numpy()
+    x = np.asarray(table.X.todense() if hasattr(table.X, "todense") else table.X)
+    target = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1e-8) * 1e4)
+    image = get_image(sdata, "he", "global")
+    diameter = table.uns["spot_geometry"]["spot_diameter"]
+    feats = ss.pp.image_features(image, get_coordinates(sdata, "table_visium", "spatial", "global"), diameter)
+    train = np.isin(sections, ["section_0", "section_1"])
+    scaler = StandardScaler().fit(feats[train])
+    ridge = RidgeCV(alphas=np.logspace(-1, 4, 12)).fit(scaler.transform(feats[train]), target[train])
+    assert record["baseline_ridge_alpha"] == pytest.approx(ridge.alpha_)
+    for name in ["section_0", "section_2"]:
+        rows = sections == name
+        r = ss.metrics.pearson_per_gene(target[rows], ridge.predict(scaler.transform(feats[rows])))
+        np.testing.assert_allclose(out.var[f"baseline_pearson_{name}"], r, atol=1e-4)
+        assert record["baseline_mean_pearson"][name]["mean"] == pytest.approx(np.nanmean(r), abs=1e-4)
+        assert record["baseline_mean_pearson"][name]["split"] == record["mean_pearson"][name]["split"]
+    # only the measured sections get a baseline; the image-only grid and unmeasured shapes do not
+    assert not any(c.startswith("baseline_pearson_") and "section" not in c for c in out.var.columns)
+
+
+def test_baseline_without_stats_features_fits_only_the_sections_the_model_fits(tissue):
+    """features=None still gets the image-statistics ridge; validation sections are not fitted by it."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    from sslspatial._io import get_coordinates, get_image
+
+    _fit(tissue, features=None, n_validation_sections=1, key_added="h2e_nofeat", overwrite=True)
+    out, table = tissue.tables["h2e_nofeat"], tissue.tables["table_visium"]
+    record = out.uns["h2e_nofeat"]
+    assert list(record["baseline_fit_sections"]) == ["section_0"]
+    assert record["baseline_mean_pearson"]["section_1"]["split"] == "validation"
+    sections = table.obs["section"].astype(str).to_numpy()
+    x = np.asarray(table.X.todense() if hasattr(table.X, "todense") else table.X)
+    target = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1e-8) * 1e4)
+    feats = ss.pp.image_features(get_image(tissue, "he", "global"),
+                                 get_coordinates(tissue, "table_visium", "spatial", "global"),
+                                 table.uns["spot_geometry"]["spot_diameter"])  # fmt: skip
+    fit, rows = sections == "section_0", sections == "section_2"
+    scaler = StandardScaler().fit(feats[fit])
+    ridge = RidgeCV(alphas=np.logspace(-1, 4, 12)).fit(scaler.transform(feats[fit]), target[fit])
+    r = ss.metrics.pearson_per_gene(target[rows], ridge.predict(scaler.transform(feats[rows])))
+    np.testing.assert_allclose(out.var["baseline_pearson_section_2"], r, atol=1e-4)
+    _fit(tissue, features=None, baseline=False, key_added="h2e_nobase", overwrite=True)
+    assert tissue.tables["h2e_nobase"].uns["h2e_nobase"]["baseline"] == "none: baseline=False"
+
+
 def test_save_load_roundtrip(fitted, tmp_path):
     _, model = fitted
     before = model.predict()
@@ -310,6 +373,12 @@ def test_reloaded_model_predicts_new_regions_with_its_training_patch_settings(ti
             again[again.obs["section"] == section].X, first[first.obs["section"] == section].X, atol=1e-5
         )
     np.testing.assert_allclose(again.var["pearson_section_2"], first.var["pearson_section_2"], atol=1e-4)
+    # nothing trained here, so no training spots for the yardstick: said, not faked
+    assert (
+        again.uns["h2e_again"]["baseline"].startswith("none") and "baseline_mean_pearson" not in again.uns["h2e_again"]
+    )
+    assert not any(c.startswith("baseline_pearson_") for c in again.var.columns)
+    assert first.uns["h2e_cn"]["baseline"] == "ridge on image statistics"
     # the recorded setting is what makes them equal: without colour normalisation the predictions move
     loaded.patch_settings["colour_normalize"] = False
     ss.tl.hist2expr(tissue, **common, model=loaded, predict_regions=["section_2"], key_added="h2e_raw")

@@ -18,6 +18,7 @@ from ..pp._image_features import image_features
 from ..pp._patches import ColourStats, check_centres_inside, check_image_values, crop_patches, to_unit_range
 from ..pp._patches_sdata import obs_regions, resolve_region_images
 from ..pp._tissue import tissue_grid
+from ._yardsticks import RIDGE_BASELINE, ridge_on_image_statistics
 
 
 def _units(table, section_key: str | None) -> tuple[np.ndarray, list[str]]:
@@ -123,6 +124,7 @@ def hist2expr(
     tta: bool = False,
     colour_normalize: bool = False,
     model: Hist2Expr | None = None,
+    baseline: bool = True,
     key_added: str = "hist2expr",
     overwrite: bool = False,
     accelerator: str = "auto",
@@ -135,7 +137,10 @@ def hist2expr(
     Writes ``tables[f"{key_added}"]``: predicted ``log1p(x / total * 1e4)`` of ``genes`` for every spot of the
     training and prediction regions, annotating their shapes (obs ``split`` = train / validation / predict); var
     ``pearson_<name>`` holds per-gene Pearson correlations for every predicted section with measurements, and
-    ``uns[key_added]["mean_pearson"]`` their means. The rows of measured spots keep the training table's
+    ``uns[key_added]["mean_pearson"]`` their means. Next to them, as a yardstick, ``var["baseline_pearson_<name>"]``
+    and ``uns[key_added]["baseline_mean_pearson"]`` hold the same metric, on the same spots and genes, for a
+    training-free baseline (``uns[key_added]["baseline"]``: ridge regression on image statistics, fitted on the
+    spots the model trains on; see ``baseline``). The rows of measured spots keep the training table's
     ``obs_names``, so ``sdata[key_added][table.obs_names]`` aligns predictions with the table; the training table
     itself is left untouched (only the predicted genes are stored, once, in the new table). Image names in ``predict_regions`` are covered by a grid of pseudo-spots generated
     from the image's tissue mask (new shapes ``f"{image}_{key_added}_grid"``).
@@ -196,6 +201,14 @@ def hist2expr(
         (``patch_px``, ``features``, colour normalisation, ``size_unit``, and unless given ``spot_size`` and
         ``grid_spacing``, from ``model.patch_settings``; ``spot_size`` and ``grid_spacing`` are in the training
         data's coordinate units, so pass them for data in other units). ``genes`` are the model's.
+    baseline
+        Store the yardstick next to ``mean_pearson``: ``StandardScaler`` + ``RidgeCV`` (penalties
+        ``np.logspace(-1, 4, 12)``, one for all genes, chosen by leave-one-out) from the 34 colour / texture
+        statistics of each spot's patch (``ss.pp.image_features(method="stats")``, computed even when ``features``
+        is another backbone) to the same ``log1p(x / total * 1e4)`` targets, fitted on the training sections the
+        model fits (validation sections excluded), as the ``ridge_stats`` row of ``benchmarks/hist2expr_her2st.py``.
+        Without training (``model=``) there are no training spots, so no baseline is stored
+        (``uns[key_added]["baseline"]`` says so).
     key_added
         Name of the new table.
     overwrite
@@ -277,6 +290,8 @@ def hist2expr(
                 "has no image to predict from."
             )
     measured_sections: dict[str, PatchSection] = {}
+    # image statistics of the measured spots, for the yardstick (None: not asked for, or nothing is trained here)
+    baseline_features: dict[str, np.ndarray] | None = {} if baseline else None
     sizes = {}
     for name in train_regions + table_units:
         rows = np.flatnonzero(unit_of_obs == name)
@@ -288,6 +303,13 @@ def hist2expr(
         measured_sections[name] = _section(
             sdata, name, key, cs, coords, rows, size, size_unit, value_range, feats, colour_normalize
         )
+        if baseline and model is None:
+            stats = measured_sections[name].features if features == "stats" else None
+            if stats is None:
+                image = get_image(sdata, key, cs)
+                vr = check_image_values(image, value_range, name=f"image {key!r}")
+                stats = image_features(image, coords, size, "stats", unit=size_unit, value_range=vr)
+            baseline_features[name] = stats
     if model is None:
         train_size = float(np.median([sizes[n] for n in train_regions]))
         pitch = float(np.median([measured_sections[n].pitch for n in train_regions]))
@@ -350,7 +372,7 @@ def hist2expr(
     all_sections = [measured_sections[n] for n in train_regions + table_units] + [v[0] for v in extra_sections.values()]
     preds = model.predict(PatchSource(all_sections, patch_px), window_size=window_size, tta=tta)
     return _write(sdata, table, counts, library, model, genes, train_regions, validation, table_units,
-                  extra_sections, measured_sections, preds, regions_of_obs, key_added)  # fmt: skip
+                  extra_sections, measured_sections, preds, regions_of_obs, key_added, baseline_features)  # fmt: skip
 
 
 def _with_layer(view, layer):
@@ -359,8 +381,24 @@ def _with_layer(view, layer):
     return adata
 
 
+def _log_target(counts, library, rows, target_sum) -> np.ndarray:
+    x = counts[rows]
+    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+    return np.log1p(x / np.maximum(library[rows, None], 1e-8) * target_sum).astype(np.float32)
+
+
+def _ridge_yardstick(counts, library, model, train_regions, validation, measured, baseline_features):
+    """Ridge-on-image-statistics predictions of every measured section, fitted on the model's fitting sections."""
+    if not baseline_features:
+        return {}, None
+    fit = [n for n in train_regions if n not in validation]
+    x = np.concatenate([baseline_features[n] for n in fit])
+    y = np.concatenate([_log_target(counts, library, measured[n].rows, model.module.target_sum) for n in fit])
+    return ridge_on_image_statistics(x, y, baseline_features)
+
+
 def _write(sdata, table, counts, library, model, genes, train_regions, validation, table_units, extra_sections,
-           measured, preds, regions_of_obs, key_added):  # fmt: skip
+           measured, preds, regions_of_obs, key_added, baseline_features=None):  # fmt: skip
     import anndata as ad
     import geopandas as gpd
     from shapely import points
@@ -370,18 +408,23 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
     instance_key = attrs.get("instance_key", "instance_id")
     names = train_regions + table_units + list(extra_sections)
     obs_parts, x_parts, measured_parts, coord_parts, var_pearson, means = [], [], [], [], {}, {}
+    ridge, alpha = _ridge_yardstick(counts, library, model, train_regions, validation, measured, baseline_features)
+    baseline_means = {}
     for name, pred in zip(names, preds, strict=True):
         if name in measured:
             rows = measured[name].rows
             split = "validation" if name in validation else ("train" if name in train_regions else "predict")
             obs = pd.DataFrame({"region": regions_of_obs[rows].astype(str), "instance_id": table.obs[instance_key]
                                 .to_numpy()[rows], "section": name, "split": split}, index=table.obs_names[rows])  # fmt: skip
-            x = counts[rows]
-            x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-            truth = np.log1p(x / np.maximum(library[rows, None], 1e-8) * model.module.target_sum).astype(np.float32)
+            truth = _log_target(counts, library, rows, model.module.target_sum)
             r = pearson_per_gene(truth, pred)
             var_pearson[f"pearson_{name}"] = r
             means[name] = {"mean": float(np.nanmean(r)), "median": float(np.nanmedian(r)), "split": split}
+            if name in ridge:  # the yardstick: same metric, same spots, same genes
+                rb = pearson_per_gene(truth, ridge[name])
+                var_pearson[f"baseline_pearson_{name}"] = rb
+                baseline_means[name] = {"mean": float(np.nanmean(rb)), "median": float(np.nanmedian(rb)),
+                                        "split": split}  # fmt: skip
             measured_parts.append(truth)
             coord_parts.append(np.asarray(measured[name].coords, dtype=np.float64))
         else:
@@ -417,5 +460,18 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
     for k, v in var_pearson.items():
         out.var[k] = v
     out.uns[key_added] = {"mean_pearson": means, "genes": len(genes), "target": "log1p(x / total * 1e4)"}
+    if ridge:
+        fit = [n for n in train_regions if n not in validation]
+        out.uns[key_added].update({
+            "baseline_mean_pearson": baseline_means,
+            "baseline": RIDGE_BASELINE,
+            "baseline_fit_sections": fit,
+            "baseline_ridge_alpha": alpha,
+        })  # fmt: skip
+    elif means:
+        out.uns[key_added]["baseline"] = (
+            "none: baseline=False" if baseline_features is None
+            else "none: nothing was trained here (model=), so there are no training spots"
+        )  # fmt: skip
     sdata.tables[key_added] = TableModel.parse(out, region=regions, region_key="region", instance_key="instance_id")
     return model
