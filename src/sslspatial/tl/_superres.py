@@ -349,7 +349,6 @@ def superres(
         max_epochs = int(min(300, max(30, 30000 // len(rows))))
     plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": max(1, max_epochs // 3), **train_kwargs.pop("plan_kwargs", {})}
     train_kwargs.setdefault("train_size", 1.0)
-    train_kwargs.setdefault("enable_progress_bar", False)
     _logging.info(f"superres: {len(rows)} spots x K={k}, {x.shape[1]} features, {feats.shape[1] // k} per sub-spot")
     model.train(max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, devices=devices,
                 plan_kwargs=plan_kwargs, **train_kwargs)  # fmt: skip
