@@ -114,8 +114,6 @@ def check_graph_connected(table: Any, connectivity_key: str) -> None:
     ...
     ValueError: The spatial graph obsp['g'] has no edges: ...
     """
-    import scipy.sparse as sp
-
     graph = sp.csr_matrix(table.obsp[connectivity_key])
     graph = graph - sp.diags(graph.diagonal())
     degree = np.asarray((graph != 0).sum(1)).ravel() + np.asarray((graph != 0).sum(0)).ravel()

@@ -47,10 +47,10 @@ def test_cross_validate_picks_the_candidate_that_predicts_held_out_labels():
         hits = codes[predict_idx] if cand is good else 1 - codes[predict_idx]
         return np.eye(2)[hits]
 
-    sel = cross_validate(fit_predict, [bad, good], codes, labelled, folds, 2)
+    sel = cross_validate(fit_predict, [bad, good], codes, labelled, folds)
     assert sel.chosen == good.name and sel.scores[good.name] == 1.0 and sel.scores[bad.name] == 0.0
     assert not sel.fallback and sel.n_folds == 2 and sel.n_validated == 100
-    fallback = cross_validate(fit_predict, [bad, good], codes, labelled, np.full(100, -1), 2)
+    fallback = cross_validate(fit_predict, [bad, good], codes, labelled, np.full(100, -1))
     assert fallback.fallback and fallback.chosen == bad.name  # nothing to validate: the first candidate
 
 

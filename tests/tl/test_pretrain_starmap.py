@@ -1,8 +1,8 @@
-"""Real data (marked ``slow``, ~60-90 s on one thread): STARmap mPFC, pretrain on both sections without labels,
+"""Real data (marked ``slow``, 15 s on one idle thread): STARmap mPFC, pretrain on both sections without labels,
 annotate BZ9 from 10% of the BZ5 labels, and beat PCA + logistic regression trained on the same labelled cells.
 
 The default ``ss.tl.annotate`` (``method="auto"``) chooses its probe by spatially blocked cross-validation on the
-BZ5 labels alone. Measured when this test was written (label draw 0, 1 thread, loaded machine, 90 s): 0.578 with
+BZ5 labels alone. Measured at the last change (label draw 0, 1 thread, idle machine, 15 s): 0.569 with
 "expression(C=0.1, self-training)" chosen, against PCA + logreg 0.436 and the balanced probe on unscaled PCs 0.432.
 The benchmark (benchmarks/results/celltyping.md) reports all splits, draws and what was chosen.
 """

@@ -226,9 +226,7 @@ def _auto(model, table, codes, train_idx, classes, candidates, n_folds, sections
 
     grid = select.candidate_grid(candidates)
     folds = select.blocked_folds(table.obsm[Key.SPATIAL], codes, train_idx, sections, n_folds=n_folds, seed=seed)
-    selection = select.cross_validate(
-        lambda c, a, b: fit_predict(c, a, b)[0], grid, codes, train_idx, folds, classes.size
-    )
+    selection = select.cross_validate(lambda c, a, b: fit_predict(c, a, b)[0], grid, codes, train_idx, folds)
     chosen = next(c for c in grid if c.name == selection.chosen)
     proba, result = fit_predict(chosen, train_idx)
     record = {"method": "auto", **selection.to_uns(), "kind": chosen.kind, "C": chosen.C}
@@ -252,12 +250,10 @@ def _baseline_cv(model, codes, train_idx, folds, n_classes) -> dict:
 
     def fit_predict(_cand, fit_idx, predict_idx):
         clf = LogisticRegression(max_iter=1000, tol=select.LOGREG_TOL).fit(pcs[fit_idx], codes[fit_idx])
-        proba = np.zeros((predict_idx.size, n_classes))
-        proba[:, clf.classes_] = clf.predict_proba(pcs[predict_idx])
-        return proba
+        return select.padded_proba(clf, pcs[predict_idx], n_classes)
 
     plain = select.Candidate("PCA + logreg")
-    score = select.cross_validate(fit_predict, [plain], codes, train_idx, folds, n_classes).scores.get(plain.name)
+    score = select.cross_validate(fit_predict, [plain], codes, train_idx, folds).scores.get(plain.name)
     return {"name": "PCA + logreg", "cv_macro_f1": float("nan") if score is None else score}
 
 
@@ -312,37 +308,15 @@ def _features(model, kind: str, n_pcs: int) -> np.ndarray:
     """
     from sklearn.preprocessing import StandardScaler
 
+    from ._pretrain import pseudolabel_features
+
     blocks = [] if kind == "expression" else [StandardScaler().fit_transform(model.get_latent_representation())]
     if n_pcs:
         layer = model.adata_manager.registry["setup_args"].get("layer")
         log1p = model.module.likelihood != "gaussian"
-        pcs = expression_pcs_of(model.adata, layer, n_pcs, log1p=log1p)
+        pcs = pseudolabel_features(model.adata, layer, n_pcs, log1p=log1p, scale=True)
         blocks.append(StandardScaler().fit_transform(pcs))
     return np.concatenate(blocks, axis=1)
-
-
-def expression_pcs_of(table, layer: str | None, n_pcs: int, log1p: bool = True) -> np.ndarray:
-    """PCs of library-size normalised, ``log1p`` expression with every gene standardised (clipped at 10 sd).
-
-    This is the scanpy recipe (``normalize_total``, ``log1p``, ``scale``, ``pca``), which types cells better than unscaled PCs.
-
-    Examples
-    --------
-    >>> from anndata import AnnData
-    >>> expression_pcs_of(AnnData(np.random.default_rng(0).poisson(2, (50, 10)).astype(float)), None, 3).shape
-    (50, 3)
-    """
-    import scipy.sparse as sp
-    from sklearn.decomposition import PCA
-
-    x = table.X if layer is None else table.layers[layer]
-    x = x.toarray() if sp.issparse(x) else np.asarray(x, dtype=float)
-    if log1p:
-        x = np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1))
-    sd = x.std(0)
-    x = np.clip((x - x.mean(0)) / np.where(sd > 0, sd, 1.0), -10, 10)
-    n_pcs = int(min(n_pcs, x.shape[1] - 1, x.shape[0] - 1))
-    return PCA(n_pcs, random_state=0, svd_solver="randomized" if x.shape[0] > 20_000 else "auto").fit_transform(x)
 
 
 def _knn(features, codes, train_idx, n_classes, n_neighbors) -> np.ndarray:
@@ -350,9 +324,7 @@ def _knn(features, codes, train_idx, n_classes, n_neighbors) -> np.ndarray:
 
     clf = KNeighborsClassifier(n_neighbors=int(min(n_neighbors, train_idx.size)))
     clf.fit(features[train_idx], codes[train_idx])
-    proba = np.zeros((features.shape[0], n_classes))
-    proba[:, clf.classes_] = clf.predict_proba(features)
-    return proba
+    return select.padded_proba(clf, features, n_classes)
 
 
 def transfer(

@@ -142,7 +142,7 @@ class Selection:
         return asdict(self)
 
 
-def cross_validate(fit_predict, candidates, codes, labelled, folds, n_classes) -> Selection:
+def cross_validate(fit_predict, candidates, codes, labelled, folds) -> Selection:
     """Score ``candidates`` by the macro-F1 of their pooled out-of-fold predictions.
 
     ``fit_predict(candidate, train_idx, predict_idx)`` returns class probabilities for ``predict_idx`` from a fit on
@@ -182,9 +182,7 @@ def fit_logreg(features: np.ndarray, codes: np.ndarray, train_idx, n_classes: in
 
     def fit(idx, y):
         clf = LogisticRegression(max_iter=1000, tol=LOGREG_TOL, class_weight="balanced", C=C).fit(features[idx], y)
-        proba = np.zeros((features.shape[0], n_classes))
-        proba[:, clf.classes_] = clf.predict_proba(features)
-        return proba
+        return padded_proba(clf, features, n_classes)
 
     train_idx = np.asarray(train_idx)
     proba = fit(train_idx, codes[train_idx])
@@ -196,3 +194,10 @@ def fit_logreg(features: np.ndarray, codes: np.ndarray, train_idx, n_classes: in
     confidence = proba[others].max(1)
     added = others[confidence >= np.quantile(confidence, SELF_TRAINING_QUANTILE)]
     return fit(np.concatenate([train_idx, added]), np.concatenate([codes[train_idx], proba[added].argmax(1)]))
+
+
+def padded_proba(clf, features: np.ndarray, n_classes: int) -> np.ndarray:
+    """``clf.predict_proba(features)`` with one column per class code; classes the fit never saw get probability 0."""
+    proba = np.zeros((features.shape[0], n_classes))
+    proba[:, clf.classes_] = clf.predict_proba(features)
+    return proba

@@ -235,8 +235,13 @@ def pretrain_contrastive(
     return _train_and_write(table, model, key_added, max_epochs, batch_size, lr, None, train_kwargs)
 
 
-def pseudolabel_features(table, layer: str | None = None, n_pcs: int = 30, log1p: bool = True) -> np.ndarray:
+def pseudolabel_features(
+    table, layer: str | None = None, n_pcs: int = 30, log1p: bool = True, scale: bool = False
+) -> np.ndarray:
     """PCA of (log1p-normalised) expression, the features clustered into pseudo-labels.
+
+    With ``scale=True`` every gene is standardised (clipped at 10 sd) before the PCA, the scanpy recipe
+    (``normalize_total``, ``log1p``, ``scale``, ``pca``): the expression features of ``ss.tl.annotate``.
 
     Examples
     --------
@@ -250,6 +255,9 @@ def pseudolabel_features(table, layer: str | None = None, n_pcs: int = 30, log1p
     x = x.toarray() if sp.issparse(x) else np.asarray(x, dtype=float)
     if log1p:
         x = np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1))
+    if scale:
+        sd = x.std(0)
+        x = np.clip((x - x.mean(0)) / np.where(sd > 0, sd, 1.0), -10, 10)
     n_pcs = int(min(n_pcs, x.shape[1] - 1, x.shape[0] - 1))
     return PCA(n_pcs, random_state=0, svd_solver="randomized" if x.shape[0] > 20_000 else "auto").fit_transform(x)
 
