@@ -96,6 +96,33 @@ def test_history_one_panel_per_quantity_one_line_per_key(tmp_path):
     assert loss.lines[0].get_linestyle() == "-" and loss.lines[1].get_linestyle() == "--"
 
 
+def test_history_leaves_out_all_zero_and_duplicate_panels(tmp_path):
+    rec = [44.2, 43.0, 42.6]
+    hist = {
+        "train_loss": pd.DataFrame({"train_loss": [2.2, 2.1, 2.0]}),
+        "elbo_train": pd.DataFrame({"elbo_train": rec}),
+        "reconstruction_loss_train": pd.DataFrame({"reconstruction_loss_train": rec}),
+        "kl_local_train": pd.DataFrame({"kl_local_train": [0.0, 0.0, 0.0]}),
+        "kl_global_train": pd.DataFrame({"kl_global_train": [0.0, 0.0, 0.0]}),
+    }
+    fig = ss.pl.history(hist, save=tmp_path / "h.png")
+    assert_png(tmp_path / "h.png")
+    assert [a.get_title() for a in panels(fig)] == ["loss", "reconstruction_loss"]
+    note = fig.get_suptitle()
+    assert "kl_local (all zero)" in note and "kl_global (all zero)" in note and "elbo (= reconstruction_loss)" in note
+    assert [t.get_text() for t in panels(fig)[1].get_legend().get_texts()] == ["reconstruction_loss_train"]
+    everything = ss.pl.history(hist, redundant=True)
+    assert [a.get_title() for a in panels(everything)] == [
+        "loss",
+        "elbo",
+        "reconstruction_loss",
+        "kl_local",
+        "kl_global",
+    ]
+    explicit = ss.pl.history(hist, keys=["kl_local_train"])  # asked for by name: drawn
+    assert [a.get_title() for a in panels(explicit)] == ["kl_local"]
+
+
 def test_history_explicit_keys_on_given_axes(tmp_path):
     fig, ax = plt.subplots()
     out = ss.pl.history(_history(), keys=["train_loss_step", "elbo_train"], ax=ax, save=tmp_path / "h.png")
@@ -130,7 +157,13 @@ def _two_section_table(n: int = 80, n_genes: int = 4, seed: int = 0) -> ad.AnnDa
 def test_expression_maps_layer_per_section(tmp_path):
     adata = _two_section_table()
     fig = ss.pl.expression_maps(
-        adata, ["g0", "g2"], prediction="pred", library_key="section", percentile=100, save=tmp_path / "e.png"
+        adata,
+        ["g0", "g2"],
+        prediction="pred",
+        library_key="section",
+        percentile=100,
+        scale="shared",
+        save=tmp_path / "e.png",
     )
     assert_png(tmp_path / "e.png")
     axes = panels(fig)
@@ -148,6 +181,38 @@ def test_expression_maps_layer_per_section(tmp_path):
     both = np.r_[adata.X[:, 2], adata.layers["pred"][:, 2]]
     assert (norm.vmin, norm.vmax) == pytest.approx((both.min(), both.max()))
     assert all(a.collections[0].norm is norm for a in axes[4:])
+    assert fig.axes[-1].get_ylabel() == "expression"
+    assert axes[0].get_xlabel() == "x (coordinate units)"
+
+
+def test_expression_maps_separate_scales_by_default_with_labelled_colour_bars():
+    adata = _two_section_table()
+    adata.layers["pred"] = 0.1 * adata.X + 5.0  # right pattern, compressed and shifted range
+    adata.uns["coordinate_unit"] = "um"
+    fig = ss.pl.expression_maps(adata, "g1", prediction="pred")
+    axes = panels(fig)
+    assert len(axes) == 2 and len(fig.axes) == 4  # one colour bar per panel
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert [b.get_ylabel() for b in bars] == ["measured", "predicted (pred)"]
+    meas, pred = (a.collections[0].norm for a in axes)
+    assert (meas.vmin, pred.vmin) == pytest.approx((adata.X[:, 1].min(), 5.0 + 0.1 * adata.X[:, 1].min()))
+    assert all(a.collections[0].colorbar is not None for a in axes)
+    assert [a.get_xlabel() for a in axes] == ["x (µm)", "x (µm)"] and axes[0].get_ylabel() == "y (µm)"
+    assert len(axes[0].images) == 0  # an AnnData has no image
+
+
+def test_expression_maps_quantile_scale_shares_one_bar():
+    adata = _two_section_table()
+    fig = ss.pl.expression_maps(adata, "g0", prediction="pred", scale="quantile")
+    axes = panels(fig)
+    q = colour_values(axes[1])
+    assert q.min() == 0.0 and q.max() == 1.0
+    order = np.argsort(adata.layers["pred"][:, 0], kind="stable")
+    assert np.all(np.diff(q[order]) >= 0)  # quantiles keep the order of the values
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "quantile within kind"
+    with pytest.raises(ValueError, match="scale"):
+        ss.pl.expression_maps(adata, "g0", prediction="pred", scale="log")
 
 
 def test_expression_maps_prediction_table_with_image_only_section(tmp_path):
@@ -210,14 +275,22 @@ def test_expression_maps_over_image(tmp_path):
     table = TableModel.parse(table, region="cells", region_key="region", instance_key="cell_id")
     circles = ShapesModel.parse(coords, geometry=0, radius=np.full(50, 3.0), transformations={"global": Identity()})
     sdata = SpatialData(images={"he": img}, shapes={"cells": circles}, tables={"table": table})
+    sdata.tables["table"].uns["coordinate_unit"] = "µm"
     fig = ss.pl.expression_maps(sdata, "b", prediction="pred", image_key="he", spot_radius=3.0, save=tmp_path / "i.png")
     assert_png(tmp_path / "i.png")
     axes = panels(fig)
     assert [a.get_title() for a in axes] == ["b · measured", "b · predicted"]
-    assert len(axes[0].images) == 1
-    np.testing.assert_allclose(offsets_of(axes[0]), coords / 2.0)
-    coll = axes[0].collections[0]
-    np.testing.assert_allclose(coll.get_widths(), 3.0)  # diameter 2 * 3 µm = 3 pixels
+    assert len(axes[0].images) == 1 and len(axes[1].images) == 1
+    # an axis-aligned image is placed in the coordinate system: spots stay in µm, the image spans 2 µm per pixel
+    np.testing.assert_allclose(offsets_of(axes[0]), coords)
+    np.testing.assert_allclose(axes[0].collections[0].get_widths(), 6.0)  # diameter 2 * 3 µm
+    x0, x1, y0, y1 = axes[0].images[0].get_extent()
+    assert (x1 - x0) / axes[0].images[0].get_array().shape[1] == pytest.approx(2.0)
+    assert axes[0].get_xlabel() == "x (µm)"
+    auto = ss.pl.expression_maps(sdata, "b", prediction="pred")  # default: the image of the spots' coordinate system
+    assert all(len(a.images) == 1 for a in panels(auto))
+    bare = ss.pl.expression_maps(sdata, "b", prediction="pred", image_key=None)
+    assert all(len(a.images) == 0 for a in panels(bare))
     with pytest.raises(TypeError, match="needs a SpatialData"):
         ss.pl.expression_maps(table, "b", prediction="pred", image_key="he")
 
@@ -343,7 +416,7 @@ def _spots_and_subspots():
         spot_x, obs=pd.DataFrame({"section": section}, index=[f"s{i}" for i in range(len(centres))]), var=var
     )
     spots.obsm["spatial"] = centres
-    spots.uns["spot_geometry"] = {"spot_radius": r, "subspot_radius": r_sub}
+    spots.uns["spot_geometry"] = {"spot_radius": r, "subspot_radius": r_sub, "coordinate_unit": "um"}
     sub_obs = pd.DataFrame({"spot": np.repeat(spots.obs_names, k), "subspot": np.tile(np.arange(k), len(centres))})
     subs = ad.AnnData(sub_x, obs=sub_obs.set_axis([f"u{i}" for i in range(len(sub_xy))]), var=var)
     subs.obsm["spatial"] = sub_xy
@@ -368,6 +441,9 @@ def test_superres_maps_circles_of_true_radius(tmp_path):
     np.testing.assert_allclose(colour_values(axes[3]), spots.X[:, 1])
     assert axes[1].collections[0].norm is axes[2].collections[0].norm  # sub-spots and truth share a scale
     assert axes[0].collections[0].norm is not axes[1].collections[0].norm
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert [b.get_ylabel() for b in bars] == ["spots (X)", "sub-spots and truth"] * 2
+    assert axes[0].get_xlabel() == "x (µm)"  # from spots.uns["spot_geometry"]["coordinate_unit"]
 
 
 def test_superres_maps_section_selects_children_and_errors():
@@ -403,6 +479,7 @@ def _embedded(n: int = 90) -> ad.AnnData:
     adata.obsm["X_pretrain_mask"] = z
     adata.obsm["spatial"] = rng.uniform(0, 50, size=(n, 2))
     adata.uns["cell_type_colors"] = ["#ff0000", "#00ff00", "#0000ff"]
+    adata.uns["coordinate_unit"] = "pixel"
     return adata
 
 
@@ -429,6 +506,11 @@ def test_embedding_none_and_pca_coordinates(tmp_path):
     np.testing.assert_allclose(faces[0][:3], [1, 0, 0])  # scanpy colours from uns["cell_type_colors"]
     np.testing.assert_allclose(colour_values(axes[2]), adata[:, "g1"].X.ravel())
     assert len(fig.axes) == len(axes) + 4  # colour bars for the two numeric colours, in both rows
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert sorted(b.get_ylabel() for b in bars) == ["g1", "g1", "score", "score"]
+    assert [t.get_text() for t in axes[3].get_legend().get_texts()] == ["a", "b", "c"]
+    assert axes[3].get_xlabel() == "x (pixels)" and axes[3].get_ylabel() == "y (pixels)"
+    assert axes[0].get_xlabel() == "X_pretrain_mask[0]"
 
     fig_pca = ss.pl.embedding(adata, color="cell_type", method="pca")
     expected = PCA(n_components=2, random_state=0).fit_transform(adata.obsm["X_pretrain_mask"])
@@ -473,3 +555,23 @@ def test_embedding_errors():
     _, ax = plt.subplots()
     with pytest.raises(ValueError, match="single panel"):
         ss.pl.embedding(adata, color=["cell_type", "score"], method="none", ax=ax)
+
+
+# ------------------------------------------------------------------------------------------- demo figures
+
+
+def test_demo_tissue_figure_has_legends_units_and_the_image(tmp_path, monkeypatch):
+    from sslspatial.cli import _demo
+
+    sdata = ss.datasets.synthetic_tissue(n_cells=300, n_genes=10, extent=400.0, spot_layouts=())
+    ss.pp.build_graph(sdata, method="knn", n_neighs=4)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to inspect it
+    _demo._plot_tissue(sdata, tmp_path / "tissue.png")
+    assert_png(tmp_path / "tissue.png")
+    left, right = figures[0].axes
+    table = sdata.tables["table"]
+    assert [t.get_text() for t in left.get_legend().get_texts()] == list(table.obs["cell_type"].cat.categories)
+    assert [t.get_text() for t in right.get_legend().get_texts()] == list(table.obs["domain"].cat.categories)
+    assert len(left.images) == 1 and len(right.images) == 0
+    assert left.get_xlabel() == "x (µm)" and right.get_ylabel() == "y (µm)"

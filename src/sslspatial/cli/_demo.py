@@ -106,23 +106,25 @@ def run_demo(out_dir: Path, n_cells: int = 3000, seed: int = 0, only: list[str] 
 
 
 def _plot_tissue(sdata, path: Path) -> Path:
+    """Cell types over the H&E image and domains with the spatial graph, each with its legend, axes in µm."""
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from .._io import get_image
+    from ..pl._spatial import category_map, coordinate_unit
+
     table = sdata.tables["table"]
     xy = table.obsm["spatial"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, key in zip(axes, ("cell_type", "domain"), strict=True):
-        codes = table.obs[key].cat.codes.to_numpy()
-        ax.scatter(xy[:, 0], xy[:, 1], c=codes, s=4, cmap="tab10")
-        ax.set_title(f"synthetic tissue: {key}")
-        ax.set_aspect("equal")
-        ax.invert_yaxis()
+    unit = coordinate_unit(sdata, table)
+    image = get_image(sdata, "he", "global") if "he" in sdata.images else None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
+    for ax, key, under in zip(axes, ("cell_type", "domain"), (image, None), strict=True):
+        category_map(ax, xy, table.obs[key], key=key, table=table, unit=unit, image=under, legend_title=key)
+        ax.set_title(f"synthetic tissue: {key}" + (" over the H&E image" if under is not None else " and graph"))
     conn = table.obsp["spatial_connectivities"].tocoo()
     keep = np.random.default_rng(0).random(conn.nnz) < min(1.0, 3000 / max(conn.nnz, 1))
     for i, j in zip(conn.row[keep], conn.col[keep], strict=True):
         axes[1].plot(xy[[i, j], 0], xy[[i, j], 1], lw=0.2, c="k", alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -116,19 +116,19 @@ def demo(sdata, out_dir: Path) -> dict:
         train_kwargs={"enable_progress_bar": False}, key_added="hist2expr", overwrite=True,
     )  # fmt: skip
     out = sdata.tables["hist2expr"]
-    right = out[out.obs["section"] == "right"]
     r = out.var["pearson_right"].to_numpy()
     gene = int(np.nanargmax(r))
-    xy = table[right.obs_names].obsm["spatial"]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5), constrained_layout=True)
-    for ax, values, title in ((axes[0], right.layers["measured"][:, gene], "measured"), (axes[1], right.X[:, gene],
-                                                                                          "predicted from H&E")):  # fmt: skip
-        ax.scatter(xy[:, 0], xy[:, 1], c=values, s=25, cmap="viridis")
-        ax.set_title(f"{out.var_names[gene]}: {title}")
-        ax.set_aspect("equal")
-        ax.axis("off")
+    from ..pl import expression_maps
+
     path = out_dir / "hist2expr.png"
-    fig.savefig(path, dpi=100)
+    # measured (log-normalised, layer "measured") beside predicted over the H&E image, each on its own colour scale:
+    # a regression's predictions are compressed towards the mean and would look flat on the measured one
+    fig = expression_maps(
+        sdata, out.var_names[gene], prediction="hist2expr", table_key="hist2expr", layer="measured",
+        library_key="section", sections="right", spot_radius=table.uns["spot_geometry"]["spot_radius"],
+        scale="separate",
+    )  # fmt: skip
+    fig.savefig(path, dpi=100, bbox_inches="tight", facecolor="white")
     plt.close(fig)
     return {
         "mean_pearson_heldout": float(np.nanmean(r)),

@@ -250,25 +250,29 @@ def demo(sdata, out_dir: Path) -> dict:
     domains = clustering_report(table.obs["domain"].astype(str), clusters)
     del table.obs["demo_labels"]
 
-    xy = table.obsm["spatial"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
-    for ax, (title, values) in zip(
-        axes,
-        [
-            ("true cell type", table.obs["cell_type"].cat.codes),
-            (
-                f"predicted (test half macro-F1 {typing['macro_f1']:.2f})",
-                table.obs["pretrain_annotate_prediction"].cat.codes,
-            ),
-            (f"k-means of embedding (domain ARI {domains['ari']:.2f})", clusters),
-        ],
-        strict=True,
-    ):
-        ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(values), s=4, cmap="tab10")
+    from ..pl._spatial import categorical_colours, category_map, coordinate_unit
+
+    xy, unit = table.obsm["spatial"], coordinate_unit(sdata, table)
+    types, colours, _ = categorical_colours(table.obs["cell_type"], table, "cell_type")
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
+    panels = [
+        ("true cell type", table.obs["cell_type"], types, colours, "cell type"),
+        (
+            f"predicted (test half macro-F1 {typing['macro_f1']:.2f})",
+            table.obs["pretrain_annotate_prediction"].astype(str),
+            types,
+            colours,
+            "cell type",
+        ),
+        (f"k-means of embedding (domain ARI {domains['ari']:.2f})", [f"cluster {c}" for c in clusters], None, None,
+         "cluster"),
+    ]  # fmt: skip
+    for ax, (title, values, cats, cols, legend_title) in zip(axes, panels, strict=True):
+        category_map(
+            ax, xy, values, key="cell_type" if cats else "cluster", table=table, categories=cats, colours=cols,
+            unit=unit, point_size=6, legend_title=legend_title,
+        )  # fmt: skip
         ax.set_title(title)
-        ax.set_aspect("equal")
-        ax.invert_yaxis()
-    fig.tight_layout()
     path = Path(out_dir) / "pretrain.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)

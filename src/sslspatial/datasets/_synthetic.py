@@ -188,6 +188,7 @@ def _aggregate_table(layout, spot_xy, rows, cols, section_of_spot, spot_domain, 
         "n_subspots": int(k),
         "subspot_radius": float(sub_radius),
         "scale": float(scale),
+        "coordinate_unit": "µm",
     }
     type_names = cells["type_names"]
     spot_ids = np.arange(n_spots)
@@ -306,7 +307,7 @@ def synthetic_tissue(
       ``region_key="region"``, ``instance_key="cell_id"``): X counts (float32 integers), ``layers["true_mean"]``,
       obs ``cell_type``, ``domain``, ``section``, obsm ``spatial`` and ``true_neighbour_composition``, var
       ``marker_of`` and ``true_theta``, varm ``true_type_logmean`` and ``true_niche_logfold`` (genes x types),
-      ``uns["synthetic"]`` (parameters, seed, names).
+      ``uns["synthetic"]`` (parameters, seed, names, ``coordinate_unit`` ``"µm"`` read by the ``ss.pl`` axis labels).
     - ``images["he"]``: RGB uint8 (c, y, x), pixel -> µm by ``Scale(pixel_size) then Translation(-10 µm)``.
     - per layout ``L``: ``shapes["spots_L"]`` and ``tables["table_L"]`` (instance_key ``"spot_id"``; X = summed
       cell counts, ``layers["true_mean"]``, obs ``section``, ``n_cells``, ``array_row``, ``array_col``, ``domain``
@@ -402,6 +403,7 @@ def synthetic_tissue(
         "spot_layouts": list(spot_layouts), "image": bool(image), "pixel_size": float(pixel_size),
         "neighbourhood_effect": float(neighbourhood_effect), "n_neighbours": _N_NEIGHBOURS, "seed": int(seed),
         "cell_types": list(type_names), "domains": list(domain_names), "composition": composition,
+        "coordinate_unit": "µm",
     }  # fmt: skip
     table = ad.AnnData(
         X=counts.astype(np.float32),

@@ -192,11 +192,13 @@ def spatial_panel(
     point_size: float | None = None,
     invert_y: bool = True,
     limits: tuple[float, float, float, float] | None = None,
+    unit: str | None = None,
 ) -> Any:
     """Draw observations at ``coords``: circles of ``radius`` data units (EllipseCollection) or a scatter.
 
     ``values`` are mapped through ``cmap`` / ``norm``; ``colors`` (one per observation) are used as is. NaN values
-    are drawn light grey. Returns the artist (a ScalarMappable when ``values`` is given) for a colour bar.
+    are drawn light grey. With ``unit``, the axes are labelled ``x (<unit>)`` / ``y (<unit>)`` and keep their ticks;
+    without, ticks are hidden. Returns the artist (a ScalarMappable when ``values`` is given) for a colour bar.
     """
     from matplotlib.collections import EllipseCollection
 
@@ -235,6 +237,11 @@ def spatial_panel(
         ax.set_xlim(limits[0], limits[1])
         ax.set_ylim((limits[3], limits[2]) if invert_y else (limits[2], limits[3]))
     ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    if unit is None:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        from ._spatial import label_axes
+
+        label_axes(ax, unit)
     return artist

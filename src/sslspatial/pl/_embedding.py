@@ -24,6 +24,7 @@ from ._common import (
     robust_limits,
     spatial_panel,
 )
+from ._spatial import coordinate_unit
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -80,7 +81,11 @@ def _draw(
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
 
-    common = {"point_size": kw["point_size"], "invert_y": kw["invert_y"] if spatial else False}
+    common = {
+        "point_size": kw["point_size"],
+        "invert_y": kw["invert_y"] if spatial else False,
+        "unit": kw["unit"] if spatial else None,
+    }
     if values is None:
         spatial_panel(ax, xy, colors=["#4C72B0"] * len(xy), **common)
     elif _is_categorical(values):
@@ -107,7 +112,7 @@ def _draw(
         numbers = values.to_numpy(dtype=np.float64)
         norm = Normalize(*robust_limits([numbers], kw["percentile"]), clip=True)
         artist = spatial_panel(ax, xy, numbers, cmap=kw["cmap"], norm=norm, **common)
-        ax.figure.colorbar(artist, ax=ax, shrink=0.8)
+        ax.figure.colorbar(artist, ax=ax, shrink=0.8, label=str(key))
     if not spatial:
         ax.set_aspect("auto")
 
@@ -129,6 +134,7 @@ def embedding(
     percentile: float = 99.0,
     legend: bool = True,
     invert_y: bool = True,
+    unit: str | None = None,
     ax: Axes | None = None,
     save: PathLike | None = None,
     show: bool = False,
@@ -162,6 +168,9 @@ def embedding(
     point_size, cmap, percentile, legend, invert_y
         Marker area (points^2, default automatic), colour map and its upper percentile for numeric colours,
         legend for categories, and image-style y axis on spatial panels.
+    unit
+        Axis unit of the spatial panels (labelled ``"x (<unit>)"``); default from the table's ``uns`` (see
+        :func:`~sslspatial.pl.expression_maps`), else ``"coordinate units"``.
     ax
         Draw into this axes (only for a single panel: one colour and ``spatial=False``).
     save
@@ -209,6 +218,7 @@ def embedding(
     else:
         fig, axes = ax.figure, np.array([[ax]])
     style = {"point_size": point_size, "cmap": cmap, "percentile": percentile, "legend": legend, "invert_y": invert_y}
+    style["unit"] = coordinate_unit(data, table, unit)
     prefix = _AXIS_NAMES.get(method, f"{basis}[")
     for col, key in enumerate(keys):
         target = axes[0, col]

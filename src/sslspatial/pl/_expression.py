@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._io import get_coordinates, get_sections, is_spatialdata
+from .._io import get_coordinates, get_image, get_sections, is_spatialdata
+from .._validate import check_choice
 from ._common import (
     PathLike,
     as_list,
@@ -21,7 +22,8 @@ from ._common import (
     robust_limits,
     spatial_panel,
 )
-from ._image import draw_image_crop, section_image
+from ._image import draw_image_under, section_image
+from ._spatial import coordinate_unit, default_image
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -92,11 +94,13 @@ def expression_maps(
     library_key: str | None = None,
     sections: str | Sequence[str] | None = None,
     spatial_key: str = "spatial",
-    image_key: str | Mapping[str, str] | None = None,
+    image_key: str | Mapping[str, str] | None = "auto",
     coordinate_system: str | Mapping[str, str] | None = None,
     spot_radius: float | None = None,
-    shared_scale: bool = True,
+    scale: str = "separate",
+    shared_scale: bool | None = None,
     percentile: float = 99.0,
+    unit: str | None = None,
     cmap: str = "viridis",
     point_size: float | None = None,
     invert_y: bool = True,
@@ -128,17 +132,28 @@ def expression_maps(
         Key of the coordinates in ``obsm``.
     image_key
         Draw each section over this image of the SpatialData. ``"{section}"`` in the name is replaced by the section
-        (e.g. ``"{section}_image"`` for ``ss.datasets.her2st``), or pass a dict section -> image name.
+        (e.g. ``"{section}_image"`` for ``ss.datasets.her2st``), or pass a dict section -> image name. Default
+        ``"auto"``: the image sharing a coordinate system with the section's spots, where exactly one does (none for
+        an AnnData); ``None`` draws no image.
     coordinate_system
         Coordinate system of the coordinates (name, ``"{section}"``, or dict); default: the image's only one.
     spot_radius
         Draw spots as circles of this radius (coordinate units); default ``uns["spot_geometry"]["spot_radius"]``
         when present, else scatter dots.
+    scale
+        Colour scales of each gene row. ``"separate"`` (default): measured and predicted each get their own scale
+        and colour bar (shared across sections), so a prediction that is right in pattern but compressed in range
+        (the usual case for a regression) is still visible. ``"quantile"``: each kind's values are replaced by their
+        quantile among that kind's drawn values, on one 0-1 colour bar: patterns compare directly, magnitudes are
+        lost. ``"shared"``: one scale for both (absolute values compare, a compressed prediction looks flat).
     shared_scale
-        One colour scale per gene for measured and predicted (else one per kind). Values above the ``percentile``
-        of a scale are clipped.
+        Deprecated alias: ``True`` is ``scale="shared"``, ``False`` ``scale="separate"``.
     percentile
-        Upper percentile of the colour scale.
+        Upper percentile of the ``"separate"`` and ``"shared"`` colour scales (values above it are clipped).
+    unit
+        Axis unit of the coordinates; default from the table (``uns["coordinate_unit"]`` or a dict entry
+        ``"coordinate_unit"`` in ``uns``), else ``"coordinate units"``. An image that is rotated relative to the
+        coordinates is drawn in its pixels, and the axes then read ``"pixels"``.
     cmap, point_size, invert_y
         Colour map, scatter marker area (points^2, default automatic) and image-style y axis (rows down).
     save
@@ -148,7 +163,8 @@ def expression_maps(
 
     Returns
     -------
-    The figure; panel titles read ``"<gene> · measured"`` / ``"<gene> · predicted"`` (plus ``· <section>``).
+    The figure; panel titles read ``"<gene> · measured"`` / ``"<gene> · predicted"`` (plus ``· <section>``), axes
+    ``"x (<unit>)"`` / ``"y (<unit>)"``, each colour bar is labelled by what it measures.
 
     Examples
     --------
@@ -190,12 +206,21 @@ def expression_maps(
     if spot_radius is None:
         spot_radius = _radius_from_uns(measured) or _radius_from_uns(pred)
 
-    fig, axes = new_figure(len(genes), 2 * len(order), panel=(3.4, 3.2))
-    images = {s: section_image(data, image_key, coordinate_system, s) for s in order} if image_key else {}
+    if shared_scale is not None:
+        scale = "shared" if shared_scale else "separate"
+    check_choice(scale, ["separate", "quantile", "shared"], "scale")
+    images = _images(data, measured, image_key, coordinate_system, order)
+    unit = coordinate_unit(data, measured, unit)
+    labels = {
+        k: k if lay in (None, k) else f"{k} ({lay})" for k, lay in (("measured", layer), ("predicted", pred_layer))
+    }
+    fig, axes = new_figure(len(genes), 2 * len(order), panel=(3.6, 3.2))
     for row, gene in enumerate(genes):
         values = {"measured": gene_values(measured, gene, layer), "predicted": gene_values(pred, gene, pred_layer)}
         frames = {"measured": meas_frame, "predicted": pred_frame}
-        norms = _norms(values, frames, order, shared_scale, percentile)
+        if scale == "quantile":
+            values = {k: _quantiles(v, frames[k]["section"].isin(order).to_numpy()) for k, v in values.items()}
+        norms = _norms(values, frames, order, scale, percentile)
         for col_pair, section in enumerate(order):
             for k, kind in enumerate(("measured", "predicted")):
                 ax = axes[row, 2 * col_pair + k]
@@ -208,13 +233,12 @@ def expression_maps(
                     ax.set_yticks([])
                     continue
                 coords = frames[kind][["x", "y"]].to_numpy()[mask]
-                radius, limits = spot_radius, None
+                radius, limits, flip, panel_unit = spot_radius, None, invert_y, unit
                 if section in images:
-                    image = images[section]
-                    coords = image.to_pixels(coords)
-                    radius = None if spot_radius is None else spot_radius * image.pixels_per_unit
-                    margin = radius if radius is not None else 0.03 * float(np.ptp(coords, axis=0).max() or 1.0)
-                    limits = draw_image_crop(ax, image, coords, margin)
+                    margin = spot_radius if spot_radius is not None else 0.03 * float(np.ptp(coords, axis=0).max() or 1)
+                    coords, radius, limits, flip, panel_unit = draw_image_under(
+                        ax, images[section], coords, spot_radius, margin, unit
+                    )
                 artist = spatial_panel(
                     ax,
                     coords,
@@ -223,21 +247,51 @@ def expression_maps(
                     cmap=cmap,
                     norm=norms[kind],
                     point_size=point_size,
-                    invert_y=invert_y or section in images,
+                    invert_y=flip,
                     limits=limits,
+                    unit=panel_unit,
                 )
-                if not shared_scale or (col_pair == len(order) - 1 and k == 1):
-                    fig.colorbar(artist, ax=ax if not shared_scale else list(axes[row]), shrink=0.8)
+                if scale == "separate":
+                    fig.colorbar(artist, ax=ax, shrink=0.8, label=labels[kind])
+                elif col_pair == len(order) - 1 and k == 1:
+                    label = "quantile within kind" if scale == "quantile" else "expression"
+                    fig.colorbar(artist, ax=list(axes[row]), shrink=0.8, label=label)
     return finish(fig, None, save, show)
 
 
-def _norms(values: dict, frames: dict, order: list[str], shared: bool, percentile: float) -> dict:
+def _images(data: Any, table: AnnData, image_key: Any, coordinate_system: Any, order: list[str]) -> dict:
+    """The image of each section (``SectionImage``), from ``image_key`` or found automatically."""
+    if image_key is None:
+        return {}
+    if isinstance(image_key, str) and image_key == "auto":
+        found = default_image(data, table, order)
+        return {s: get_image(data, key, system) for s, (key, system) in found.items()}
+    return {s: section_image(data, image_key, coordinate_system, s) for s in order}
+
+
+def _quantiles(values: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """Replace the drawn finite values by their quantile (0-1, ties averaged) among themselves; others NaN."""
+    from scipy.stats import rankdata
+
+    out = np.full(len(values), np.nan)
+    keep = drawn & np.isfinite(values)
+    if keep.sum() == 1:
+        out[keep] = 0.5
+    elif keep.any():
+        out[keep] = (rankdata(values[keep]) - 1.0) / (keep.sum() - 1.0)
+    return out
+
+
+def _norms(values: dict, frames: dict, order: list[str], scale: str, percentile: float) -> dict:
     from matplotlib.colors import Normalize
 
     def drawn(kind: str) -> np.ndarray:
         return values[kind][frames[kind]["section"].isin(order).to_numpy()]
 
-    if shared:
+    if scale == "quantile":
+        norm = Normalize(0.0, 1.0, clip=True)
+        return {"measured": norm, "predicted": norm}
+    if scale == "shared":
         norm = Normalize(*robust_limits([drawn("measured"), drawn("predicted")], percentile), clip=True)
         return {"measured": norm, "predicted": norm}
     return {k: Normalize(*robust_limits([drawn(k)], percentile), clip=True) for k in values}

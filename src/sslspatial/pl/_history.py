@@ -64,12 +64,67 @@ def _series(frame: Any, key: str) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").dropna()
 
 
+_GENERIC = ("loss", "elbo")  # totals, checked last: when one equals a specific term exactly, the specific one stays
+
+
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    return len(a) == len(b) and np.array_equal(a.index.to_numpy(), b.index.to_numpy()) and np.allclose(a, b, rtol=1e-7)
+
+
+def drop_redundant(curves: dict[str, pd.Series]) -> tuple[dict[str, list[str]], list[str]]:
+    """Group history curves by quantity, leaving out all-zero curves and panels that repeat another exactly.
+
+    A curve that is zero at every epoch (``kl_local`` of a model without a KL term) is dropped; a panel whose
+    every curve equals a curve of the same split in another panel (``elbo`` = ``reconstruction_loss`` when the KL
+    terms are zero) is dropped, keeping the more specific quantity (``elbo`` and ``loss`` go first). Returns the
+    groups ``{quantity: [keys]}`` in history order and a note per thing left out.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> c = {"elbo_train": pd.Series([3.0, 2.0]), "reconstruction_loss_train": pd.Series([3.0, 2.0]),
+    ...      "kl_local_train": pd.Series([0.0, 0.0])}
+    >>> drop_redundant(c)
+    ({'reconstruction_loss': ['reconstruction_loss_train']}, ['kl_local (all zero)', 'elbo (= reconstruction_loss)'])
+    """
+    notes: list[str] = []
+    groups: dict[str, list[str]] = {}
+    zero: dict[str, list[str]] = {}
+    for key, series in curves.items():
+        quantity = split_and_quantity(str(key))[1]
+        target = zero if bool(np.all(series.to_numpy() == 0)) else groups
+        target.setdefault(quantity, []).append(key)
+    notes += [f"{q} (all zero)" for q in zero if q not in groups]
+    kept: dict[str, list[str]] = {}
+    for quantity in sorted(groups, key=lambda q: _GENERIC.index(q) + 1 if q in _GENERIC else 0):
+        twin = next(
+            (
+                other
+                for other, members in kept.items()
+                if all(
+                    any(
+                        split_and_quantity(str(k))[0] == split_and_quantity(str(m))[0] and _same(curves[k], curves[m])
+                        for m in members
+                    )
+                    for k in groups[quantity]
+                )
+            ),
+            None,
+        )
+        if twin is None:
+            kept[quantity] = groups[quantity]
+        else:
+            notes.append(f"{quantity} (= {twin})")
+    return {q: kept[q] for q in groups if q in kept}, notes
+
+
 def history(
     model_or_history: Any,
     keys: str | Sequence[str] | None = None,
     *,
     log: bool = False,
     include_steps: bool = False,
+    redundant: bool = False,
     ax: Axes | None = None,
     ncols: int = 3,
     save: PathLike | None = None,
@@ -89,6 +144,10 @@ def history(
         Logarithmic y axis (symmetric-log when a curve has values <= 0).
     include_steps
         With ``keys=None``, also draw per-step keys.
+    redundant
+        With ``keys=None``, also draw curves that are zero at every epoch and panels that repeat another exactly
+        (e.g. ``elbo`` equal to ``reconstruction_loss`` when a model has no KL term). By default these are left out
+        and named in the figure's title line ("not shown: ...").
     ax
         Draw every curve on this axes instead of one panel per quantity.
     ncols
@@ -114,6 +173,7 @@ def history(
     """
     check_save(save)
     hist = _as_history(model_or_history)
+    auto = keys is None
     if keys is None:
         keys = [k for k in hist if include_steps or not str(k).endswith("_step")] or list(hist)
     else:
@@ -128,6 +188,13 @@ def history(
     groups: dict[str, list[str]] = {}
     for key in curves:
         groups.setdefault(split_and_quantity(str(key))[1], []).append(key)
+    notes: list[str] = []
+    if auto and not redundant:
+        pruned, notes = drop_redundant(curves)
+        if pruned:  # keep everything when nothing would be left
+            groups = pruned
+        else:
+            notes = []
 
     if ax is not None:
         fig, panels = ax.figure, dict.fromkeys(groups, ax)
@@ -140,7 +207,10 @@ def history(
         panels = dict(zip(groups, flat, strict=False))
         for extra in flat[n:]:
             extra.set_visible(False)
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+    if notes and ax is None:
+        fig.suptitle("not shown: " + ", ".join(notes), fontsize="small", color="dimgrey")
 
     styles = {"train": "-", "validation": "--", "test": ":", "": "-"}
     for quantity, members in groups.items():
@@ -163,6 +233,7 @@ def history(
             panel.yaxis.set_major_formatter(plain)
             panel.yaxis.set_minor_formatter(plain if low > 0 else NullFormatter())
         panel.set_xlabel("epoch")
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax is None:
             panel.set_title(quantity)
             panel.set_ylabel(quantity)

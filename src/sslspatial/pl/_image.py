@@ -1,4 +1,8 @@
-"""Draw a crop of a SpatialData image under spatial panels (coordinates mapped to pixels via ``_io.get_image``)."""
+"""Draw a crop of a SpatialData image under spatial panels (coordinates mapped to pixels via ``_io.get_image``).
+
+An axis-aligned image (scale and translation, the usual case) is drawn in the coordinate system, so the axes keep the
+coordinate unit; a rotated or sheared one is drawn in its pixels, with the spots mapped onto it.
+"""
 
 from __future__ import annotations
 
@@ -52,8 +56,8 @@ def section_image(
     return get_image(data, key, system)
 
 
-def draw_image_crop(ax: Axes, image: SectionImage, pixels: np.ndarray, margin: float, max_pixels: int = 900) -> tuple:
-    """Draw the part of ``image`` around ``pixels`` (col, row) on ``ax``; return the (x0, x1, y0, y1) limits."""
+def _crop(image: SectionImage, pixels: np.ndarray, margin: float, max_pixels: int) -> tuple[np.ndarray, tuple]:
+    """Return the (downsampled) RGB / grey crop around ``pixels`` and its pixel extent (left, right, bottom, top)."""
     arr = image.image
     _, height, width = arr.shape
     x0 = int(np.clip(np.floor(pixels[:, 0].min() - margin), 0, width - 1))
@@ -71,11 +75,56 @@ def draw_image_crop(ax: Axes, image: SectionImage, pixels: np.ndarray, margin: f
         crop = crop[..., 0]
     rows_drawn = crop.shape[0] * step
     cols_drawn = crop.shape[1] * step
-    extent = (x0 - 0.5, x0 + cols_drawn - 0.5, y0 + rows_drawn - 0.5, y0 - 0.5)
+    return crop, (x0 - 0.5, x0 + cols_drawn - 0.5, y0 + rows_drawn - 0.5, y0 - 0.5)
+
+
+def _show(ax: Axes, crop: np.ndarray, extent: tuple) -> None:
     ax.imshow(crop, extent=extent, cmap="gray" if crop.ndim == 2 else None, interpolation="bilinear", zorder=0)
+
+
+def draw_image_crop(ax: Axes, image: SectionImage, pixels: np.ndarray, margin: float, max_pixels: int = 900) -> tuple:
+    """Draw the part of ``image`` around ``pixels`` (col, row) on ``ax``; return the (x0, x1, y0, y1) limits."""
+    crop, extent = _crop(image, pixels, margin, max_pixels)
+    _show(ax, crop, extent)
     return (
         float(pixels[:, 0].min() - margin),
         float(pixels[:, 0].max() + margin),
         float(pixels[:, 1].min() - margin),
         float(pixels[:, 1].max() + margin),
     )
+
+
+def draw_image_under(
+    ax: Axes,
+    image: SectionImage,
+    coords: np.ndarray,
+    radius: float | None,
+    margin: float,
+    unit: str,
+    max_pixels: int = 900,
+) -> tuple[np.ndarray, float | None, tuple, bool, str]:
+    """Draw the image around ``coords`` on ``ax`` and return how to draw the spots over it.
+
+    Returns ``(coords, radius, limits, invert_y, unit)`` for :func:`~sslspatial.pl._common.spatial_panel`. For an
+    axis-aligned image these are the coordinates, radius and unit as given (the image is placed by its extent in
+    the coordinate system; ``invert_y`` is True when image rows run along +y). Otherwise the image is drawn in its
+    pixels and the coordinates and radius are returned in pixels, with unit ``"pixels"``.
+    """
+    coords = np.asarray(coords, dtype=np.float64)[:, :2]
+    matrix = np.asarray(image.coords_to_pixels, dtype=np.float64)
+    pixels = image.to_pixels(coords)
+    aligned = abs(matrix[0, 1]) < 1e-12 and abs(matrix[1, 0]) < 1e-12
+    if not aligned:
+        radius_px = None if radius is None else radius * image.pixels_per_unit
+        limits = draw_image_crop(ax, image, pixels, margin * image.pixels_per_unit, max_pixels)
+        return pixels, radius_px, limits, True, "pixels"
+    sx, sy, tx, ty = matrix[0, 0], matrix[1, 1], matrix[0, 2], matrix[1, 2]
+    crop, (left, right, bottom, top) = _crop(image, pixels, margin * max(abs(sx), abs(sy)), max_pixels)
+    _show(ax, crop, ((left - tx) / sx, (right - tx) / sx, (bottom - ty) / sy, (top - ty) / sy))
+    limits = (
+        float(coords[:, 0].min() - margin),
+        float(coords[:, 0].max() + margin),
+        float(coords[:, 1].min() - margin),
+        float(coords[:, 1].max() + margin),
+    )
+    return coords, radius, limits, bool(sy > 0), unit

@@ -20,6 +20,7 @@ from ._common import (
     robust_limits,
     spatial_panel,
 )
+from ._spatial import coordinate_unit
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -78,6 +79,7 @@ def superres_maps(
     percentile: float = 99.0,
     cmap: str = "magma",
     invert_y: bool = True,
+    unit: str | None = None,
     save: PathLike | None = None,
     show: bool = False,
 ) -> Figure:
@@ -110,6 +112,9 @@ def superres_maps(
         Upper percentile of the colour scales.
     cmap, invert_y
         Colour map; image-style y axis (rows down).
+    unit
+        Axis unit (labelled ``"x (<unit>)"``); default from the spot table's ``uns`` (``"coordinate_unit"``, e.g.
+        ``uns["spot_geometry"]["coordinate_unit"]`` of ``ss.datasets.synthetic_tissue``), else ``"coordinate units"``.
     save
         Write the figure to this PNG path.
     show
@@ -172,6 +177,8 @@ def superres_maps(
     )
     from matplotlib.colors import Normalize
 
+    unit = coordinate_unit(None, tables["spots"], unit)
+    fine_label = "sub-spots and truth" if "truth" in tables else "sub-spots"
     fig, axes = new_figure(len(genes), len(tables), panel=(3.8, 3.5))
     for row, gene_name in enumerate(genes):
         values = {k: gene_values(t, gene_name, layers[k])[masks[k]] for k, t in tables.items()}
@@ -190,11 +197,12 @@ def superres_maps(
                 norm=norms[kind],
                 invert_y=invert_y,
                 limits=limits,
+                unit=unit,
             )
             ax.set_facecolor("#f2f2f2")
             ax.set_title(f"{gene_name} · {kind}", fontsize="medium")
             if kind == "spots":
-                fig.colorbar(artist, ax=ax, shrink=0.8)
+                fig.colorbar(artist, ax=ax, shrink=0.8, label=f"spots ({layer or 'X'})")
             elif col == len(tables) - 1:
-                fig.colorbar(artist, ax=list(axes[row, 1:]), shrink=0.8)
+                fig.colorbar(artist, ax=list(axes[row, 1:]), shrink=0.8, label=fine_label)
     return finish(fig, None, save, show)
