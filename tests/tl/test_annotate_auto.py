@@ -69,10 +69,37 @@ def test_auto_never_reads_evaluation_labels():
     assert adata.uns["annotate"]["chosen"] == first["chosen"]
     assert adata.uns["annotate"]["scores"] == first["scores"]
     np.testing.assert_array_equal(adata.obsm["annotate_probabilities"].to_numpy(), proba)
-    assert len(first["scores"]) == 8  # linear / expression x C in (0.1, 1) x self-training off / on
+    assert len(first["scores"]) == 9  # linear / expression x C in (0.1, 1) x self-training off / on, + the baseline
     assert first["n_folds"] == 3 and not first["fallback"]
-    # the yardstick: plain PCA + logreg scored on the same folds (the two types differ strongly: near perfect)
+    # the yardstick: plain PCA + logreg, a candidate scored on the same folds (the two types differ strongly)
     assert first["baseline"]["name"] == "PCA + logreg" and 0.9 < first["baseline"]["cv_macro_f1"] <= 1.0
+    assert first["baseline"]["cv_macro_f1"] == first["scores"]["PCA + logreg"]
+
+
+def test_pca_candidate_is_exactly_the_plain_baseline():
+    """With the baseline as the only candidate, annotate refits sklearn's plain logistic regression on 30 PCs of the
+    log1p-normalised expression: the probabilities match a brute-force fit, and its CV score is the recorded one."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+
+    adata = tissue(n=300, n_genes=40)
+    model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
+    train = np.flatnonzero(adata.obs["section"] == "s1")
+    ss.tl.annotate(adata, model, "cell_type", train_indices=train, candidates=["pca"])
+    record = adata.uns["annotate"]
+    assert record["chosen"] == "PCA + logreg" and record["kind"] == "pca"
+    assert (
+        list(record["scores"]) == ["PCA + logreg"]
+        and record["baseline"]["cv_macro_f1"] == record["scores"]["PCA + logreg"]
+    )
+    counts = np.asarray(adata.X.toarray() if sp.issparse(adata.X) else adata.X, dtype=float)
+    logged = np.log1p(1e4 * counts / counts.sum(1, keepdims=True))
+    pcs = PCA(30, random_state=0).fit_transform(logged)
+    truth = adata.obs["cell_type"].astype(str).to_numpy()
+    clf = LogisticRegression(max_iter=1000, tol=1e-3).fit(pcs[train], truth[train])
+    expected = pd.DataFrame(clf.predict_proba(pcs), columns=clf.classes_)
+    got = adata.obsm["annotate_probabilities"][list(clf.classes_)].to_numpy()
+    np.testing.assert_allclose(got, expected.to_numpy(), atol=2e-3)
 
 
 def test_auto_keeps_a_class_with_a_single_label_and_records_the_fallback():

@@ -65,10 +65,10 @@ def annotate(
 
     By default (``method="auto"``) the method is chosen by cross-validation on the labelled training cells: each
     candidate (class-balanced logistic regression on [embedding, expression PCs] or on the expression PCs alone, with
-    two regularisation strengths, with and without one round of self-training on the unlabelled cells; fine-tuning
-    when ``candidates`` includes ``"finetune"``) is scored by the macro-F1 of its out-of-fold predictions, in
-    ``n_folds`` folds made of whole spatial blocks (so a validation cell's neighbours do not train), and the winner is
-    refitted on all labelled cells. The choice and every score go to ``uns[key_added]``.
+    two regularisation strengths, with and without one round of self-training on the unlabelled cells; the plain
+    PCA + logistic regression baseline as a safety net; fine-tuning when ``candidates`` includes ``"finetune"``) is
+    scored by the macro-F1 of its out-of-fold predictions, in ``n_folds`` folds made of whole spatial blocks (so a
+    validation cell's neighbours do not train), and the winner is refitted on all labelled cells. The choice and every score go to ``uns[key_added]``.
 
     Only the labels of the training cells are used: cells whose ``labels_key`` is missing (NaN or
     ``unlabeled_category``) and cells outside ``train_indices`` are predicted, never trained on (self-training uses
@@ -95,7 +95,8 @@ def annotate(
         (class-balanced logistic regression on the embedding, plus ``expression_pcs`` expression PCs) or
         ``"expression"`` (the same on the expression PCs alone).
     candidates
-        ``method="auto"`` only: kinds to choose among, any of ``"linear"``, ``"expression"``, ``"finetune"``.
+        ``method="auto"`` only: kinds to choose among, any of ``"linear"``, ``"expression"``, ``"pca"`` (the plain
+        baseline: 30 unscaled PCs, logistic regression without class weights) and ``"finetune"``.
     n_folds
         ``method="auto"`` only: cross-validation folds.
     library_key
@@ -143,7 +144,7 @@ def annotate(
     for kind in candidates:
         check_choice(kind, select.CANDIDATE_KINDS, "candidates")
     if method == "auto" and not len(candidates):
-        raise ValueError("candidates is empty: pass at least one of 'linear', 'expression', 'finetune'.")
+        raise ValueError("candidates is empty: pass at least one of 'linear', 'expression', 'pca', 'finetune'.")
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}.")
     if expression_pcs < 0 or (expression_pcs and method == "finetune"):
@@ -212,7 +213,7 @@ def annotate(
 def _auto(model, table, codes, train_idx, classes, candidates, n_folds, sections, expression_pcs, seed, finetune):
     """Cross-validated choice among the candidates, then the winner refitted on every labelled cell."""
     n_pcs = expression_pcs or AUTO_EXPRESSION_PCS
-    features = {kind: _features(model, kind, n_pcs) for kind in candidates if kind != "finetune"}
+    features = {kind: _features(model, kind, n_pcs) for kind in {*candidates, "pca"} - {"finetune"}}
 
     def fit_predict(cand, fit_idx, predict_idx=None):
         if cand.kind == "finetune":
@@ -221,40 +222,38 @@ def _auto(model, table, codes, train_idx, classes, candidates, n_folds, sections
             tuned, proba = _finetune(model, fit_codes, np.asarray(fit_idx), classes, **finetune)
         else:
             tuned = model
-            proba = select.fit_logreg(features[cand.kind], codes, fit_idx, classes.size, cand.C, cand.self_training)
+            balanced = cand.kind != "pca"
+            proba = select.fit_logreg(
+                features[cand.kind], codes, fit_idx, classes.size, cand.C, cand.self_training, balanced
+            )
         return (proba if predict_idx is None else proba[predict_idx]), tuned
 
     grid = select.candidate_grid(candidates)
     folds = select.blocked_folds(table.obsm[Key.SPATIAL], codes, train_idx, sections, n_folds=n_folds, seed=seed)
-    selection = select.cross_validate(lambda c, a, b: fit_predict(c, a, b)[0], grid, codes, train_idx, folds)
+
+    def score_fit(cand, fit_idx, predict_idx):
+        return fit_predict(cand, fit_idx, predict_idx)[0]
+
+    selection = select.cross_validate(score_fit, grid, codes, train_idx, folds)
     chosen = next(c for c in grid if c.name == selection.chosen)
     proba, result = fit_predict(chosen, train_idx)
     record = {"method": "auto", **selection.to_uns(), "kind": chosen.kind, "C": chosen.C}
     record["self_training"] = chosen.self_training
     record["expression_pcs"] = n_pcs
-    record["baseline"] = _baseline_cv(model, codes, train_idx, folds, classes.size)
+    record["baseline"] = _baseline_cv(score_fit, selection, codes, train_idx, folds)
     return result, proba, record
 
 
-def _baseline_cv(model, codes, train_idx, folds, n_classes) -> dict:
+def _baseline_cv(fit_predict, selection, codes, train_idx, folds) -> dict:
     """The yardstick: plain PCA + logistic regression, scored by the same cross-validation as the candidates.
 
-    30 unscaled PCs of log1p-normalised expression, the usual baseline, so ``scores`` can be read against it.
+    Its score is read from ``selection`` when ``"pca"`` was a candidate, else computed here.
     """
-    from sklearn.linear_model import LogisticRegression
-
-    from ._pretrain import pseudolabel_features
-
-    layer = model.adata_manager.registry["setup_args"].get("layer")
-    pcs = pseudolabel_features(model.adata, layer, AUTO_EXPRESSION_PCS, log1p=model.module.likelihood != "gaussian")
-
-    def fit_predict(_cand, fit_idx, predict_idx):
-        clf = LogisticRegression(max_iter=1000, tol=select.LOGREG_TOL).fit(pcs[fit_idx], codes[fit_idx])
-        return select.padded_proba(clf, pcs[predict_idx], n_classes)
-
-    plain = select.Candidate("PCA + logreg")
-    score = select.cross_validate(fit_predict, [plain], codes, train_idx, folds).scores.get(plain.name)
-    return {"name": "PCA + logreg", "cv_macro_f1": float("nan") if score is None else score}
+    score = selection.scores.get(select.BASELINE_NAME)
+    if score is None and selection.n_folds:
+        baseline = select.Candidate("pca")
+        score = select.cross_validate(fit_predict, [baseline], codes, train_idx, folds).scores.get(baseline.name)
+    return {"name": select.BASELINE_NAME, "cv_macro_f1": float("nan") if score is None else score}
 
 
 def _finetune(model, codes, train_idx, classes, max_epochs, batch_size, lr, train_kwargs, warm_start=True):
@@ -304,16 +303,19 @@ def _features(model, kind: str, n_pcs: int) -> np.ndarray:
     """Probe features of one candidate kind.
 
     ``"linear"``: [standardised embedding, standardised expression PCs] (the embedding alone when ``n_pcs`` is 0);
-    ``"expression"``: the standardised expression PCs alone.
+    ``"expression"``: the standardised expression PCs alone (genes standardised before the PCA); ``"pca"``: the
+    plain baseline's features, PCs of the unscaled log-normalised expression, not standardised.
     """
     from sklearn.preprocessing import StandardScaler
 
     from ._pretrain import pseudolabel_features
 
+    layer = model.adata_manager.registry["setup_args"].get("layer")
+    log1p = model.module.likelihood != "gaussian"
+    if kind == "pca":
+        return pseudolabel_features(model.adata, layer, n_pcs, log1p=log1p)
     blocks = [] if kind == "expression" else [StandardScaler().fit_transform(model.get_latent_representation())]
     if n_pcs:
-        layer = model.adata_manager.registry["setup_args"].get("layer")
-        log1p = model.module.likelihood != "gaussian"
         pcs = pseudolabel_features(model.adata, layer, n_pcs, log1p=log1p, scale=True)
         blocks.append(StandardScaler().fit_transform(pcs))
     return np.concatenate(blocks, axis=1)
