@@ -128,3 +128,27 @@ def check_graph_connected(table: Any, connectivity_key: str) -> None:
         raise ValueError(
             f"{isolated:.0%} of the cells have no neighbour in the spatial graph obsp[{connectivity_key!r}]: {fix}"
         )
+
+
+class OutputExistsError(KeyError, ValueError):
+    """An output exists already and ``overwrite=False``: the one error every ``ss.tl`` and ``ss.pp`` function raises.
+
+    It is both a ``KeyError`` and a ``ValueError``, so code written against either still catches it.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_absent(True, "obsm['X_pretrain_mask']")
+    ... except OutputExistsError as error:
+    ...     print(error)
+    obsm['X_pretrain_mask'] exists already: pass overwrite=True or another key_added.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def check_absent(exists: bool, where: str, option: str = "key_added") -> None:
+    """Raise :class:`OutputExistsError` naming ``where`` and the fix when ``exists`` (an output would be replaced)."""
+    if exists:
+        raise OutputExistsError(f"{where} exists already: pass overwrite=True or another {option}.")

@@ -7,7 +7,7 @@ model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -15,19 +15,22 @@ import scipy.sparse as sp
 
 from .. import _io
 from .._constants import Key, check_key
-from .._validate import check_choice, check_obs_column
+from .._provenance import run_record, seed_everything
+from .._validate import check_absent, check_choice, check_obs_column
 from ..model import SpatialPretrainModel
 from ..objectives import kmeans_pseudolabels
 
 DataLike = Any
+Encoder = Literal["gat", "gcn", "sage", "transformer", "mlp"]
+Likelihood = Literal["nb", "zinb", "poisson", "gaussian"]
+Devices = int | str | list[int]
 
 
 def _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key):
     """Common checks (before any work) and model setup; returns the table."""
     table = _io.get_table(data, table_key)
     key = Key.embedding(check_key(key_added, "key_added"))
-    if key in table.obsm and not overwrite:
-        raise KeyError(f"obsm[{key!r}] exists already: pass overwrite=True or another key_added.")
+    check_absent(key in table.obsm and not overwrite, f"obsm[{key!r}]")
     if layer is not None and layer not in table.layers:
         raise KeyError(f"layer={layer!r} is not a layer of the table (layers: {list(table.layers)}).")
     if table.n_obs < batch_size:
@@ -42,21 +45,39 @@ def _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, 
     return table
 
 
-def _train_and_write(table, model, key_added, max_epochs, batch_size, lr, targets, train_kwargs):
-    model.train(max_epochs=max_epochs, batch_size=batch_size, lr=lr, targets=targets, **(train_kwargs or {}))
+def _trainer_options(accelerator, devices, train_kwargs) -> dict:
+    """``train`` keyword arguments: ``accelerator`` and ``devices`` plus ``train_kwargs`` (which may not repeat them)."""
+    extra = dict(train_kwargs or {})
+    twice = sorted({"accelerator", "devices"} & set(extra))
+    if twice:
+        raise TypeError(f"Pass {', '.join(twice)} as argument(s) of the function, not inside train_kwargs.")
+    return {"accelerator": accelerator, "devices": devices, **extra}
+
+
+def _train_and_write(table, model, function, params, targets):
+    """Train with the run's settings, write the embedding and ``uns[key_added]`` (function, parameters, version)."""
+    key_added = params["key_added"]
+    model.train(
+        max_epochs=params["max_epochs"],
+        batch_size=params["batch_size"],
+        lr=params["lr"],
+        targets=targets,
+        **_trainer_options(params["accelerator"], params["devices"], params["train_kwargs"]),
+    )
     table.obsm[Key.embedding(key_added)] = model.get_latent_representation()
+    table.uns[key_added] = run_record(function, {k: v for k, v in params.items() if k != "data"})
     return model
 
 
 def pretrain_mask(
     data: DataLike,
     *,
-    mask: str = "cells",
+    mask: Literal["cells", "entries", "programmes", "celltype"] = "cells",
     fraction: float | None = None,
     programmes: dict[str, list[str]] | None = None,
     celltype_key: str | None = None,
-    encoder: str = "gat",
-    likelihood: str = "nb",
+    encoder: Encoder = "gat",
+    likelihood: Likelihood = "nb",
     layer: str | None = None,
     table_key: str = Key.DEFAULT_TABLE,
     connectivity_key: str = Key.CONNECTIVITIES,
@@ -69,8 +90,11 @@ def pretrain_mask(
     lr: float = 1e-3,
     key_added: str = "pretrain_mask",
     overwrite: bool = False,
+    seed: int | None = 0,
+    accelerator: str = "auto",
+    devices: Devices = "auto",
+    model_kwargs: dict | None = None,
     train_kwargs: dict | None = None,
-    **model_kwargs,
 ) -> SpatialPretrainModel:
     """Masked-reconstruction pretraining of a graph encoder (SpatialSSL; masking objectives of Richter et al. 2024).
 
@@ -109,12 +133,21 @@ def pretrain_mask(
     key_added
         The embedding goes to ``obsm[f"X_{key_added}"]``.
     overwrite
-        Replace an existing embedding.
-    train_kwargs
-        More :meth:`~sslspatial.model.SpatialPretrainModel.train` arguments (e.g. ``accelerator``, ``devices``,
-        ``strategy="ddp"``).
-    **model_kwargs
+        Replace an existing embedding (else :class:`~sslspatial.OutputExistsError`).
+    seed
+        Seeds Python, NumPy and torch before the model is built (``None``: leave the random state as it is).
+    accelerator, devices
+        Lightning's hardware options: ``accelerator="gpu"`` (or ``"cpu"``, ``"mps"``, ``"auto"``), ``devices=4`` or
+        ``[0, 1]``.
+    model_kwargs
         More :class:`~sslspatial.model.SpatialPretrainModel` arguments (``norm``, ``heads``, ``target_sum``).
+    train_kwargs
+        More :meth:`~sslspatial.model.SpatialPretrainModel.train` arguments (e.g. ``strategy="ddp"``,
+        ``num_nodes=2``, ``enable_progress_bar=False``).
+
+    Notes
+    -----
+    ``uns[key_added]`` records the function, its parameters and the package version.
 
     Returns
     -------
@@ -129,6 +162,7 @@ def pretrain_mask(
     >>> sdata.tables["table"].obsm["X_pretrain_mask"].shape  # doctest: +SKIP
     (1000, 32)
     """
+    params = dict(locals())
     from ..objectives import STRATEGIES
 
     check_choice(mask, STRATEGIES, "mask")
@@ -150,6 +184,7 @@ def pretrain_mask(
         check_obs_column(table, celltype_key, "celltype_key")
         targets = {"celltype": pd.Categorical(table.obs[celltype_key]).codes.astype(np.int64)}
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
+    seed_everything(seed)
     model = SpatialPretrainModel(
         table,
         encoder=encoder,
@@ -160,17 +195,17 @@ def pretrain_mask(
         likelihood=likelihood,
         objective="mask",
         objective_kwargs=objective_kwargs,
-        **model_kwargs,
+        **(model_kwargs or {}),
     )
-    return _train_and_write(table, model, key_added, max_epochs, batch_size, lr, targets, train_kwargs)
+    return _train_and_write(table, model, "pretrain_mask", params, targets)
 
 
 def pretrain_contrastive(
     data: DataLike,
     *,
-    method: str = "barlow",
-    encoder: str = "gat",
-    likelihood: str = "nb",
+    method: Literal["barlow", "byol"] = "barlow",
+    encoder: Encoder = "gat",
+    likelihood: Likelihood = "nb",
     layer: str | None = None,
     table_key: str = Key.DEFAULT_TABLE,
     connectivity_key: str = Key.CONNECTIVITIES,
@@ -185,9 +220,12 @@ def pretrain_contrastive(
     lr: float = 1e-3,
     key_added: str = "pretrain_contrastive",
     overwrite: bool = False,
+    seed: int | None = 0,
+    accelerator: str = "auto",
+    devices: Devices = "auto",
+    model_kwargs: dict | None = None,
     train_kwargs: dict | None = None,
     objective_kwargs: dict | None = None,
-    **model_kwargs,
 ) -> SpatialPretrainModel:
     """Joint-embedding pretraining: Barlow Twins (``method="barlow"``) or BYOL (``method="byol"``, EMA target).
 
@@ -203,7 +241,7 @@ def pretrain_contrastive(
         ``"barlow"`` or ``"byol"``.
     noise, view_dropout
         View augmentation strengths.
-    max_epochs, batch_size, lr, key_added, overwrite, train_kwargs, **model_kwargs
+    max_epochs, batch_size, lr, key_added, overwrite, seed, accelerator, devices, model_kwargs, train_kwargs
         As in :func:`pretrain_mask`.
     objective_kwargs
         More objective arguments (``lambd``, ``projector`` for Barlow Twins; ``tau``, ``projection``, ``hidden`` for
@@ -217,9 +255,11 @@ def pretrain_contrastive(
     --------
     >>> model = ss.tl.pretrain_contrastive(adata, method="byol", max_epochs=10)  # doctest: +SKIP
     """
+    params = dict(locals())
     check_choice(method, ("barlow", "byol"), "method")
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
     kwargs = {"noise": noise, "dropout": view_dropout, **(objective_kwargs or {})}
+    seed_everything(seed)
     model = SpatialPretrainModel(
         table,
         encoder=encoder,
@@ -230,9 +270,9 @@ def pretrain_contrastive(
         likelihood=likelihood,
         objective=method,
         objective_kwargs=kwargs,
-        **model_kwargs,
+        **(model_kwargs or {}),
     )
-    return _train_and_write(table, model, key_added, max_epochs, batch_size, lr, None, train_kwargs)
+    return _train_and_write(table, model, "pretrain_contrastive", params, None)
 
 
 def pseudolabel_features(
@@ -267,8 +307,8 @@ def pretrain_pseudolabel(
     *,
     library_key: str | None = None,
     n_pcs: int = 30,
-    encoder: str = "gat",
-    likelihood: str = "nb",
+    encoder: Encoder = "gat",
+    likelihood: Likelihood = "nb",
     layer: str | None = None,
     table_key: str = Key.DEFAULT_TABLE,
     connectivity_key: str = Key.CONNECTIVITIES,
@@ -281,8 +321,11 @@ def pretrain_pseudolabel(
     lr: float = 1e-3,
     key_added: str = "pretrain_pseudolabel",
     overwrite: bool = False,
+    seed: int | None = 0,
+    accelerator: str = "auto",
+    devices: Devices = "auto",
+    model_kwargs: dict | None = None,
     train_kwargs: dict | None = None,
-    **model_kwargs,
 ) -> SpatialPretrainModel:
     """scPretrain-style pretraining on k-means pseudo-labels.
 
@@ -302,7 +345,7 @@ def pretrain_pseudolabel(
         obs column of sections / datasets, each clustered separately (default: ``"section"`` when present).
     n_pcs
         PCA components of log1p-normalised expression that are clustered.
-    max_epochs, batch_size, lr, key_added, overwrite, train_kwargs, **model_kwargs
+    max_epochs, batch_size, lr, key_added, overwrite, seed, accelerator, devices, model_kwargs, train_kwargs
         As in :func:`pretrain_mask`.
 
     Returns
@@ -313,6 +356,7 @@ def pretrain_pseudolabel(
     --------
     >>> model = ss.tl.pretrain_pseudolabel(adata, library_key="section", max_epochs=10)  # doctest: +SKIP
     """
+    params = dict(locals())
     table = _io.get_table(data, table_key)
     if library_key is not None:
         check_obs_column(table, library_key, "library_key")
@@ -321,6 +365,7 @@ def pretrain_pseudolabel(
     sections = None if key is None else np.asarray(table.obs[key]).astype(str)
     features = pseudolabel_features(table, layer, n_pcs, log1p=likelihood != "gaussian")
     targets, sizes = kmeans_pseudolabels(features, sections)
+    seed_everything(seed)
     model = SpatialPretrainModel(
         table,
         encoder=encoder,
@@ -331,8 +376,6 @@ def pretrain_pseudolabel(
         likelihood=likelihood,
         objective="pseudolabel",
         objective_kwargs={"sizes": sizes},
-        **model_kwargs,
+        **(model_kwargs or {}),
     )
-    return _train_and_write(
-        table, model, key_added, max_epochs, batch_size, lr, {"pseudolabels": targets}, train_kwargs
-    )
+    return _train_and_write(table, model, "pretrain_pseudolabel", params, {"pseudolabels": targets})
