@@ -181,7 +181,7 @@ def model_fold(sdata, hvg, target, test, top50, overrides=None, epochs=None, see
     torch.manual_seed(seed)
     model = ss.tl.hist2expr(
         sdata, table_key="table", genes=hvg, train_regions=train, predict_regions=[f"{test}_spots"],
-        spot_size=size, patch_px=config["patch_px"], library_key="total_counts", max_epochs=config["max_epochs"],
+        spot_size=size, patch_px=config["patch_px"], size_factor_key="total_counts", max_epochs=config["max_epochs"],
         key_added="hist2expr", overwrite=True, train_kwargs={"enable_progress_bar": False, "seed": seed}, **kwargs,
     )  # fmt: skip
     seconds = time.perf_counter() - t0

@@ -264,7 +264,7 @@ def test_hist2expr_subcommand_trains_saves_and_predicts_with_the_saved_model(tmp
     tissue = synthetic_tissue(n_cells=600, n_genes=8, n_sections=3, spot_layouts=("visium",), seed=2)
     path, model_dir = tmp_path / "t.zarr", tmp_path / "model"
     tissue.write(path)
-    common = [str(path), "--table-key", "table_visium", "--image-key", "he", "--section-key", "section"]
+    common = [str(path), "--table-key", "table_visium", "--image-key", "he", "--library-key", "section"]
     assert main(["hist2expr", *common, "--train-regions", "section_0,section_1", "--predict-regions", "section_2",
                  "--validation-sections", "0", "--max-epochs", "1", "--patch-px", "16",
                  "--model-out", str(model_dir)]) == 0  # fmt: skip

@@ -31,6 +31,28 @@ def is_spatialdata(data: Any) -> bool:
     return type(data).__name__ == "SpatialData" and hasattr(data, "tables")
 
 
+def require_spatialdata(data: Any, function: str, needs: str) -> None:
+    """Raise a ``TypeError`` naming the converter when a SpatialData-only function gets something else.
+
+    Examples
+    --------
+    >>> require_spatialdata(object(), "superres", "spot shapes")
+    Traceback (most recent call last):
+    ...
+    TypeError: superres needs a SpatialData with spot shapes, got object.
+    """
+    if is_spatialdata(data):
+        return
+    hint = ""
+    if type(data).__name__ == "AnnData":
+        hint = (
+            " For a squidpy / scanpy Visium AnnData (obsm['spatial'], uns['spatial'] images) convert it with "
+            "`sdata = spatialdata_io.experimental.from_legacy_anndata(adata)`, or build one with "
+            "`spatialdata.SpatialData(images=..., shapes=..., tables={'table': adata})`."
+        )
+    raise TypeError(f"{function} needs a SpatialData with {needs}, got {type(data).__name__}.{hint}")
+
+
 def get_table(data: DataLike, table_key: str = Key.DEFAULT_TABLE) -> AnnData:
     """Return the table of ``data`` (the object itself for AnnData), checked to be non-empty.
 

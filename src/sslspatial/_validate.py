@@ -152,3 +152,6 @@ def check_absent(exists: bool, where: str, option: str = "key_added") -> None:
     """Raise :class:`OutputExistsError` naming ``where`` and the fix when ``exists`` (an output would be replaced)."""
     if exists:
         raise OutputExistsError(f"{where} exists already: pass overwrite=True or another {option}.")
+
+
+OutputExistsError.__module__ = "sslspatial"  # documented and raised as ss.OutputExistsError

@@ -65,7 +65,7 @@ def test_subspots_refuses_other_geometries_and_existing_keys():
         ss.pp.subspots(sdata, shapes_key="spots")
     sdata = sd.SpatialData(shapes={"spots": _circles([[0.0, 0.0]], 1.0)})
     ss.pp.subspots(sdata, shapes_key="spots")
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(ss.OutputExistsError, match="exists already"):
         ss.pp.subspots(sdata, shapes_key="spots")
     ss.pp.subspots(sdata, shapes_key="spots", overwrite=True)
     with pytest.raises(KeyError, match="available shapes"):

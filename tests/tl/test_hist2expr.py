@@ -123,7 +123,7 @@ def tissue():
 
 
 def _fit(sdata, **kwargs):
-    args = {"table_key": "table_visium", "image_key": "he", "section_key": "section", "patch_px": 16,
+    args = {"table_key": "table_visium", "image_key": "he", "library_key": "section", "patch_px": 16,
             "train_regions": ["section_0", "section_1"], "predict_regions": ["section_2"], "n_validation_sections": 0,
             "max_epochs": 2, "model_kwargs": TINY, "train_kwargs": {"enable_progress_bar": False}}  # fmt: skip
     return ss.tl.hist2expr(sdata, **{**args, **kwargs})
@@ -164,7 +164,7 @@ def test_hist2expr_writes_table_and_pearson_and_leaves_the_training_table(fitted
     own = model.predict()
     train_rows = np.flatnonzero(table.obs["section"].astype(str).to_numpy() == "section_0")
     np.testing.assert_allclose(own[train_rows], out[table.obs_names[train_rows]].X, atol=1e-5)
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(ss.OutputExistsError, match="exists already"):
         _fit(sdata, key_added="h2e")
 
 
@@ -274,8 +274,8 @@ def test_bad_inputs_raise_before_training(tissue, monkeypatch):
     monkeypatch.setattr(ss.model.Hist2Expr, "train", lambda self, **kw: calls.append(1))
     with pytest.raises(ValueError, match="missing from table"):
         _fit(sdata, genes=["gene_0", "not_a_gene"])
-    with pytest.raises(KeyError, match="library_key='nope' is not a column"):
-        _fit(sdata, library_key="nope")
+    with pytest.raises(KeyError, match="size_factor_key='nope' is not a column"):
+        _fit(sdata, size_factor_key="nope")
     with pytest.raises(ValueError, match="no room for 1 validation"):
         _fit(sdata, train_regions=["section_0"], n_validation_sections=1)
     with pytest.raises(ValueError, match="has no image"):
@@ -359,7 +359,7 @@ def test_colour_normalize_gives_every_section_the_same_tissue_colour(tissue, mon
 
 def test_reloaded_model_predicts_new_regions_with_its_training_patch_settings(tissue, tmp_path):
     """``model=``: no training; colour normalisation, spot size and grid pitch come back from the saved model."""
-    common = {"table_key": "table_visium", "image_key": "he", "section_key": "section"}
+    common = {"table_key": "table_visium", "image_key": "he", "library_key": "section"}
     model = _fit(tissue, colour_normalize=True, predict_regions=["section_2", "he"], key_added="h2e_cn", overwrite=True)
     first = tissue.tables["h2e_cn"]
     model.save(tmp_path / "m", save_anndata=True)

@@ -23,7 +23,7 @@ def test_her2st_prediction_beats_shuffled_patches(shared_data):
     diameter = 2 * float(np.median(sdata.shapes["C4_spots"]["radius"]))
     model = ss.tl.hist2expr(
         sdata, genes=genes, train_regions=["C2_spots", "C3_spots"], predict_regions=["C4_spots"],
-        spot_size=1.5 * diameter, library_key="total", n_validation_sections=0, max_epochs=15,
+        spot_size=1.5 * diameter, size_factor_key="total", n_validation_sections=0, max_epochs=15,
         train_kwargs={"enable_progress_bar": False},
     )  # fmt: skip
     out = sdata.tables["hist2expr"]

@@ -90,7 +90,7 @@ def test_superres_writes_elements_and_sums_exactly():
     np.testing.assert_array_equal(after.X, before.X)
     assert list(after.obs.columns) == list(before.obs.columns) and set(after.obsm) == set(before.obsm)
     assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(ss.OutputExistsError, match="exists already"):
         ss.tl.superres(sdata, shapes_key="spots", layout="square", **FAST)
 
 

@@ -27,7 +27,13 @@ def register(subparsers) -> None:
         help="comma-separated sections of the table (held out), shapes without measurements or image names to "
         "predict (default: none besides the training sections)",
     )
-    p.add_argument("--section-key", default=None, help="obs column splitting regions into sections (default: regions)")
+    p.add_argument(
+        "--library-key",
+        "--section-key",
+        dest="library_key",
+        default=None,
+        help="obs column splitting regions into sections (default: regions)",
+    )
     p.add_argument("--genes", default=None, help="comma-separated genes (default: all of the table)")
     p.add_argument("--spot-size", type=float, default=None, help="patch side in coordinate units (default: the spot)")
     p.add_argument("--patch-px", type=int, default=32, help="patch side in pixels after resampling")
@@ -75,7 +81,7 @@ def run(args) -> int:
         genes=_names(args.genes),
         train_regions=_names(args.train_regions),
         predict_regions=_names(args.predict_regions),
-        section_key=args.section_key,
+        library_key=args.library_key,
         spot_size=args.spot_size,
         patch_px=args.patch_px,
         likelihood=args.likelihood,
@@ -110,7 +116,7 @@ def demo(sdata, out_dir: Path) -> dict:
     halves[(x < np.quantile(x, 0.25))] = "left_val"  # a validation strip for early stopping
     table.obs["hist2expr_half"] = halves
     hist2expr(
-        sdata, table_key="table_visium", image_key="he", section_key="hist2expr_half",
+        sdata, table_key="table_visium", image_key="he", library_key="hist2expr_half",
         train_regions=["left", "left_val"], predict_regions=["right"], patch_px=24, max_epochs=10,
         n_validation_sections=1, model_kwargs={"embed_kernel": 4, "dim": 64, "transformer_depth": 1},
         train_kwargs={"enable_progress_bar": False}, key_added="hist2expr", overwrite=True,

@@ -132,7 +132,8 @@ def _pretrain_run(args) -> int:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "overwrite": args.overwrite,
-        "train_kwargs": {"accelerator": args.accelerator, "devices": devices(args.devices)},
+        "accelerator": args.accelerator,
+        "devices": devices(args.devices),
     }
     if args.objective == "mask":
         model = tl.pretrain_mask(sdata, mask=args.mask, key_added=key, **common)

@@ -16,7 +16,7 @@ from anndata import AnnData
 from .. import _io
 from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
-from .._validate import check_finite
+from .._validate import check_absent, check_finite
 
 AGGREGATIONS = ("mean", "var", "std", "sum")
 _DEFAULT_N_PCS = 50
@@ -220,8 +220,7 @@ def aggregate_neighbors(
             f"No spatial graph: obsp[{connectivity_key!r}] is missing. Build one first with "
             "`ss.pp.build_graph(data, method='delaunay')` (or method='radius', radius=... / 'knn' / 'grid')."
         )
-    if not copy and key_added in table.obsm and not overwrite:
-        raise KeyError(f"obsm[{key_added!r}] already exists; pass overwrite=True or choose another key_added.")
+    check_absent(not copy and key_added in table.obsm and not overwrite, f"obsm[{key_added!r}]")
     if use_rep is None:
         use_rep = DomainKey.PCA if DomainKey.PCA in table.obsm else "X"
     rep = representation(table, use_rep)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._constants import check_key
 from .._io import SectionImage, get_coordinates, get_image, get_table, is_spatialdata
+from .._validate import check_absent
 from ._patches import section_patches, size_in_pixels
 from ._patches_sdata import obs_regions, resolve_region_images
 
@@ -475,7 +476,7 @@ def add_image_features(
     if key_added in table.obsm and not overwrite:
         if table.uns.get(params_key) == params:
             return np.asarray(table.obsm[key_added])
-        raise ValueError(f"obsm[{key_added!r}] already exists (other parameters); pass overwrite=True to replace it.")
+        check_absent(True, f"obsm[{key_added!r}] (computed with other parameters)")
     regions, region_of_obs = obs_regions(table)
     mapping = resolve_region_images(sdata, table_key, image_key, regions or None)
     features = None

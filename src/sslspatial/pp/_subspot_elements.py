@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import _logging
 from .._constants import check_key
+from .._validate import check_absent
 from ._subspots import make_subspot_shapes, subspot_offsets
 
 __all__ = ["SpotGeometry", "spot_geometry", "subspots", "n_subspots_of"]
@@ -135,8 +136,7 @@ def subspots(
     """
     key = check_key(key_added or f"{shapes_key}_subspots", "key_added")
     n_subspots_of(layout, n_per_side)
-    if key in sdata.shapes and not overwrite:
-        raise ValueError(f"Shapes element {key!r} already exists: pass overwrite=True or another key_added.")
+    check_absent(key in sdata.shapes and not overwrite, f"shapes[{key!r}]")
     geom = spot_geometry(sdata, shapes_key, layout)
     gdf = make_subspot_shapes(geom.centres, geom.radius, layout, n_per_side, geom.index, geom.transformations)
     sdata.shapes[key] = gdf

@@ -15,7 +15,8 @@ import torch
 
 from .. import _io
 from .._constants import Key, check_key
-from .._validate import check_choice, check_obs_column
+from .._provenance import run_record
+from .._validate import check_absent, check_choice, check_obs_column
 from ..model import SpatialPretrainModel
 from ..objectives import balanced_class_weights
 from . import _annotate_select as select
@@ -44,7 +45,7 @@ def annotate(
     labels_key: str,
     *,
     method: Literal["auto", "finetune", "knn", "linear", "expression"] = "auto",
-    candidates: Sequence[str] = select.DEFAULT_CANDIDATES,
+    candidates: Sequence[Literal["linear", "expression", "pca", "finetune"]] = select.DEFAULT_CANDIDATES,
     n_folds: int = 3,
     library_key: str | None = None,
     train_indices: np.ndarray | None = None,
@@ -59,6 +60,8 @@ def annotate(
     key_added: str = "annotate",
     overwrite: bool = False,
     seed: int = 0,
+    accelerator: str = "auto",
+    devices: int | str | list[int] = "auto",
     train_kwargs: dict | None = None,
 ) -> SpatialPretrainModel:
     """Predict cell types with a pretrained model.
@@ -124,11 +127,13 @@ def annotate(
         class), ``obs[f"{key_added}_train"]`` (cells whose labels were used) and ``uns[key_added]`` (method, and for
         ``"auto"`` the cross-validation scores).
     overwrite
-        Replace existing outputs.
+        Replace existing outputs (else :class:`~sslspatial.OutputExistsError`).
     seed
         Random state of the cross-validation blocks.
+    accelerator, devices
+        Fine-tuning only: Lightning's hardware options (``accelerator="gpu"``, ``devices=1``).
     train_kwargs
-        More :meth:`~sslspatial.model.SpatialPretrainModel.train` arguments.
+        More :meth:`~sslspatial.model.SpatialPretrainModel.train` arguments (fine-tuning).
 
     Returns
     -------
@@ -140,6 +145,7 @@ def annotate(
     >>> ss.tl.annotate(adata, model, "cell_type")  # doctest: +SKIP
     >>> adata.uns["annotate"]["chosen"], adata.obs["annotate_prediction"].head()  # doctest: +SKIP
     """
+    params = {k: v for k, v in locals().items() if k not in ("data", "model", "train_indices")}
     check_choice(method, METHODS, "method")
     for kind in candidates:
         check_choice(kind, select.CANDIDATE_KINDS, "candidates")
@@ -158,9 +164,8 @@ def annotate(
         check_obs_column(table, library_key, "library_key")
     _check_model(model, table)
     pred_key, proba_key = Key.prediction(check_key(key_added, "key_added")), f"{key_added}_probabilities"
-    for where, key in ((table.obs, pred_key), (table.obsm, proba_key)):
-        if key in where and not overwrite:
-            raise KeyError(f"{key!r} exists already in the table: pass overwrite=True or another key_added.")
+    for where, name, key in ((table.obs, "obs", pred_key), (table.obsm, "obsm", proba_key)):
+        check_absent(key in where and not overwrite, f"{name}[{key!r}]")
     labels = table.obs[labels_key]
     usable = labels.notna().to_numpy()
     if unlabeled_category is not None:
@@ -178,7 +183,10 @@ def annotate(
         )
     codes = np.full(table.n_obs, -1, dtype=np.int64)
     codes[train_idx] = np.searchsorted(classes, labels.iloc[train_idx].astype(str).to_numpy())
-    finetune = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "train_kwargs": train_kwargs}
+    if {"accelerator", "devices"} & set(train_kwargs or {}):
+        raise TypeError("Pass accelerator= and devices= as arguments of annotate, not inside train_kwargs.")
+    trainer = {"accelerator": accelerator, "devices": devices, **(train_kwargs or {})}
+    finetune = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "train_kwargs": trainer}
     record: dict = {"method": method}
     if method == "auto":
         sections = None if library_key is None else table.obs[library_key].astype(str).to_numpy()
@@ -198,14 +206,12 @@ def annotate(
     table.obs[pred_key] = pd.Categorical(classes[proba.argmax(1)], categories=classes)
     table.obsm[proba_key] = pd.DataFrame(proba, index=table.obs_names, columns=classes)
     table.obs[f"{key_added}_train"] = usable
-    from .. import __version__
-
     table.uns[key_added] = {
+        **run_record("annotate", params),
         **record,
         "classes": classes.tolist(),
         "n_labelled": int(train_idx.size),
         "labels_key": labels_key,
-        "version": __version__,
     }
     return result
 
@@ -370,11 +376,15 @@ def transfer(
     """
     table = _io.get_table(data, table_key)
     key = Key.embedding(check_key(key_added, "key_added"))
-    if key in table.obsm and not overwrite:
-        raise KeyError(f"obsm[{key!r}] exists already: pass overwrite=True or another key_added.")
+    check_absent(key in table.obsm and not overwrite, f"obsm[{key!r}]")
     if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
         raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
     query = SpatialPretrainModel.load_query_data(table, model, layer=layer)
     query._check_data(query.adata, query.init_params_["non_kwargs"]["encoder"], query.module.likelihood)
     table.obsm[key] = query.get_latent_representation()
+    table.uns[key_added] = {
+        **run_record("transfer", {"layer": layer, "table_key": table_key, "key_added": key_added}),
+        "n_reference_genes": int(model.adata.n_vars),
+        "n_shared_genes": int(query.module.gene_present.sum()),
+    }
     return query

@@ -18,7 +18,8 @@ import scipy.sparse as sp
 from .. import _io
 from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
-from .._validate import check_choice
+from .._provenance import run_record
+from .._validate import check_absent, check_choice
 from ..pp._aggregate import _aggregate, hop_matrices, representation
 
 DOMAIN_METHODS = ("leiden", "gmm")
@@ -122,7 +123,7 @@ def domains(
     seed
         Random state of the PCA, the neighbour graph, Leiden and the mixture.
     overwrite
-        Replace an existing ``obs[key_added]``.
+        Replace an existing ``obs[key_added]`` (else :class:`~sslspatial.OutputExistsError`).
 
     Returns
     -------
@@ -156,8 +157,7 @@ def domains(
     if autok:
         lo_k, hi_k = _check_autok(autok_range, autok_runs)
     table = _io.get_table(data, table_key)
-    if key_added in table.obs and not overwrite:
-        raise KeyError(f"obs[{key_added!r}] already exists; pass overwrite=True or choose another key_added.")
+    check_absent(key_added in table.obs and not overwrite, f"obs[{key_added!r}]")
     if (smooth > 0 or n_hops > 0) and connectivity_key not in table.obsp:
         what = f"smooth={smooth}" if smooth > 0 else f"n_hops={n_hops}"
         raise KeyError(
@@ -210,7 +210,7 @@ def domains(
     if autok:
         params["autok_range"] = [int(lo_k), int(hi_k)]
         params["autok_runs"] = int(autok_runs)
-    table.uns[key_added] = {"params": params}
+    table.uns[key_added] = run_record("domains", params)
     if resolutions:
         table.uns[key_added]["resolution"] = resolutions
     if curves:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from .._constants import check_key
-from .._io import get_coordinates, get_image, get_table, is_spatialdata, table_attrs
+from .._io import get_coordinates, get_image, get_table, require_spatialdata, table_attrs
 from .._logging import info
+from .._provenance import run_record, seed_everything
+from .._validate import check_absent
 from ..data._patch_loader import PatchSection, PatchSource
 from ..metrics import pearson_per_gene
 from ..model._hist2expr import Hist2Expr
@@ -21,12 +23,12 @@ from ..pp._tissue import tissue_grid
 from ._yardsticks import RIDGE_BASELINE, ridge_on_image_statistics
 
 
-def _units(table, section_key: str | None) -> tuple[np.ndarray, list[str]]:
-    """Unit (section) name of every observation: ``obs[section_key]`` or the region."""
-    if section_key is not None:
-        if section_key not in table.obs:
-            raise KeyError(f"section_key={section_key!r} is not a column of obs.")
-        names = table.obs[section_key].astype(str).to_numpy()
+def _units(table, library_key: str | None) -> tuple[np.ndarray, list[str]]:
+    """Unit (section) name of every observation: ``obs[library_key]`` or the region."""
+    if library_key is not None:
+        if library_key not in table.obs:
+            raise KeyError(f"library_key={library_key!r} is not a column of obs.")
+        names = table.obs[library_key].astype(str).to_numpy()
     else:
         regions, names = obs_regions(table)
         if not regions:
@@ -95,23 +97,23 @@ def _shape_centres(sdata, region: str, cs: str) -> tuple[np.ndarray, pd.Index]:
 
 
 def hist2expr(
-    sdata: Any,
+    data: Any,
     *,
     table_key: str = "table",
     image_key: str | Mapping[str, str] | None = None,
     genes: Sequence[str] | None = None,
     train_regions: Sequence[str] | None = None,
     predict_regions: Sequence[str] | None = None,
-    section_key: str | None = None,
+    library_key: str | None = None,
     spot_size: float | None = None,
-    size_unit: str = "coords",
+    size_unit: Literal["coords", "px"] = "coords",
     patch_px: int = 32,
     features: str | None = "stats",
     use_patches: bool = True,
     feature_weights: str | None = None,
     layer: str | None = None,
-    library_key: str | None = None,
-    likelihood: str = "zinb",
+    size_factor_key: str | None = None,
+    likelihood: Literal["zinb", "nb", "poisson", "gaussian", "none"] = "zinb",
     mse_weight: float = 1.0,
     likelihood_weight: float = 0.25,
     distill_weight: float = 0.5,
@@ -127,8 +129,9 @@ def hist2expr(
     baseline: bool = True,
     key_added: str = "hist2expr",
     overwrite: bool = False,
+    seed: int | None = 0,
     accelerator: str = "auto",
-    devices: int | str = "auto",
+    devices: int | str | list[int] = "auto",
     model_kwargs: dict | None = None,
     train_kwargs: dict | None = None,
 ) -> Hist2Expr:
@@ -147,8 +150,9 @@ def hist2expr(
 
     Parameters
     ----------
-    sdata
-        SpatialData with the table (raw counts), its spot shapes and H&E image(s).
+    data
+        SpatialData with the table (raw counts), its spot shapes and H&E image(s) (from a squidpy-style Visium
+        AnnData: ``spatialdata_io.experimental.from_legacy_anndata(adata)``).
     table_key
         Table with the measured spots.
     image_key
@@ -156,12 +160,12 @@ def hist2expr(
     genes
         Genes to predict (default all of the table's).
     train_regions
-        Sections (regions, or ``section_key`` values) to train on; default all sections of the table not in
+        Sections (regions, or ``library_key`` values) to train on; default all sections of the table not in
         ``predict_regions``.
     predict_regions
         What to predict: sections of the table (held out), shapes elements without measurements, or image names
         (pseudo-spot grid over the tissue). Default: none besides the training sections.
-    section_key
+    library_key
         ``obs`` column splitting one region into sections (default: regions are sections).
     spot_size
         Patch side (default: the spot diameter) in coordinate units (``size_unit="coords"``) or image pixels.
@@ -176,7 +180,7 @@ def hist2expr(
         Train the ConvMixer on the patches (False: the precomputed ``features`` only, much faster).
     feature_weights
         Weights file (or ``"hub"``) of a backbone ``features``.
-    layer, library_key
+    layer, size_factor_key
         Counts layer (default X) and ``obs`` column of total counts (default: sum over the table's genes).
     likelihood, mse_weight, likelihood_weight, distill_weight
         Loss terms (see :class:`~sslspatial.module._hist2expr.Hist2ExprModule`).
@@ -212,9 +216,11 @@ def hist2expr(
     key_added
         Name of the new table.
     overwrite
-        Replace an existing table / grid named ``key_added``.
+        Replace an existing table / grid named ``key_added`` (else :class:`~sslspatial.OutputExistsError`).
+    seed
+        Seeds Python, NumPy and torch before the model is built (``None``: leave the random state as it is).
     accelerator, devices
-        Lightning device settings.
+        Lightning device settings (``accelerator="gpu"``, ``devices=1``).
     model_kwargs, train_kwargs
         Extra :class:`~sslspatial.model.Hist2Expr` / ``train`` arguments.
 
@@ -232,8 +238,9 @@ def hist2expr(
     >>> loaded = ss.model.Hist2Expr.load("her2st_model")  # doctest: +SKIP
     >>> ss.tl.hist2expr(other_sdata, model=loaded, predict_regions=["he_image"])  # doctest: +SKIP
     """
-    if not is_spatialdata(sdata):
-        raise TypeError("hist2expr needs a SpatialData holding the table, the spot shapes and the image(s).")
+    params = {k: v for k, v in locals().items() if k not in ("data", "model")}
+    require_spatialdata(data, "hist2expr", "the table, the spot shapes and the image(s)")
+    sdata = data
     check_key(key_added, "key_added")
     if model is not None:  # prediction only: the patch settings and genes are the trained model's
         settings = _trained_settings(model, train_regions, predict_regions, genes)
@@ -249,10 +256,9 @@ def hist2expr(
     feats = None if features is None else (features, feature_weights)
     if size_unit not in ("coords", "px"):
         raise ValueError(f"size_unit={size_unit!r} is not one of 'coords', 'px'.")
-    if key_added in sdata.tables and not overwrite:
-        raise ValueError(f"tables[{key_added!r}] already exists; pass overwrite=True or another key_added.")
+    check_absent(key_added in sdata.tables and not overwrite, f"tables[{key_added!r}]")
     table = get_table(sdata, table_key) if model is None or table_key in sdata.tables else None
-    unit_of_obs, units = _units(table, section_key) if table is not None else (np.array([]), [])
+    unit_of_obs, units = _units(table, library_key) if table is not None else (np.array([]), [])
     regions_of_obs = obs_regions(table)[1] if table is not None else None
     predict_regions = list(predict_regions or [])
     train_regions = list(train_regions) if train_regions is not None else [u for u in units if u not in predict_regions]
@@ -266,8 +272,8 @@ def hist2expr(
         if missing:
             raise ValueError(f"{len(missing)} requested gene(s) are missing from table {table_key!r}: {missing[:10]}.")
     genes = list(table.var_names) if genes is None else list(genes)
-    if library_key is not None and table is not None and library_key not in table.obs:
-        raise KeyError(f"library_key={library_key!r} is not a column of obs of table {table_key!r}.")
+    if size_factor_key is not None and table is not None and size_factor_key not in table.obs:
+        raise KeyError(f"size_factor_key={size_factor_key!r} is not a column of obs of table {table_key!r}.")
     if n_validation_sections >= len(train_regions) and model is None:
         raise ValueError(
             f"{len(train_regions)} training section(s) leave no room for {n_validation_sections} validation "
@@ -338,8 +344,7 @@ def hist2expr(
             if len(coords) == 0:
                 raise ValueError(f"No tissue found in image {name!r}: pass grid_spacing or predict on spot shapes.")
             grid_name = check_key(f"{name}_{key_added}_grid", "grid shapes name")
-            if grid_name in sdata.shapes and not overwrite:
-                raise ValueError(f"shapes[{grid_name!r}] already exists; pass overwrite=True.")
+            check_absent(grid_name in sdata.shapes and not overwrite, f"shapes[{grid_name!r}]")
             section = _section(sdata, name, name, cs, coords, np.full(len(coords), -1), train_size, size_unit,
                                value_range, feats, colour_normalize)  # fmt: skip
             extra_sections[name] = (section, grid_name, None)
@@ -348,7 +353,7 @@ def hist2expr(
     counts, library = None, None
     if table is not None:
         x = table.layers[layer] if layer else table.X
-        library = table.obs[library_key].to_numpy(np.float64) if library_key else np.asarray(x.sum(1)).ravel()
+        library = table.obs[size_factor_key].to_numpy(np.float64) if size_factor_key else np.asarray(x.sum(1)).ravel()
         counts = x[:, table.var_names.get_indexer(genes)] if table_units or model is None else None
     validation = list(train_regions[-n_validation_sections:]) if n_validation_sections else []
     if model is None:
@@ -358,6 +363,7 @@ def hist2expr(
         n_features = 0 if feats is None else measured_sections[train_regions[0]].features.shape[1]
         settings = {"colour_normalize": colour_normalize, "features": features, "feature_weights": feature_weights,
                     "size_unit": size_unit, "spot_size": train_size, "pitch": pitch}  # fmt: skip
+        seed_everything(seed)
         model = Hist2Expr(adata, patch_px=patch_px, likelihood=likelihood, mse_weight=mse_weight,
                           likelihood_weight=likelihood_weight, distill_weight=distill_weight, n_features=n_features,
                           use_patches=use_patches, patch_settings=settings, **(model_kwargs or {}))  # fmt: skip
@@ -371,8 +377,10 @@ def hist2expr(
     # --- predictions -----------------------------------------------------------------------------------------
     all_sections = [measured_sections[n] for n in train_regions + table_units] + [v[0] for v in extra_sections.values()]
     preds = model.predict(PatchSource(all_sections, patch_px), window_size=window_size, tta=tta)
-    return _write(sdata, table, counts, library, model, genes, train_regions, validation, table_units,
-                  extra_sections, measured_sections, preds, regions_of_obs, key_added, baseline_features)  # fmt: skip
+    _write(sdata, table, counts, library, model, genes, train_regions, validation, table_units,
+           extra_sections, measured_sections, preds, regions_of_obs, key_added, baseline_features,
+           run=run_record("hist2expr", params))  # fmt: skip
+    return model
 
 
 def _with_layer(view, layer):
@@ -398,7 +406,7 @@ def _ridge_yardstick(counts, library, model, train_regions, validation, measured
 
 
 def _write(sdata, table, counts, library, model, genes, train_regions, validation, table_units, extra_sections,
-           measured, preds, regions_of_obs, key_added, baseline_features=None):  # fmt: skip
+           measured, preds, regions_of_obs, key_added, baseline_features=None, run=None):  # fmt: skip
     import anndata as ad
     import geopandas as gpd
     from shapely import points
@@ -459,7 +467,7 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
     out.obsm["spatial"] = np.concatenate(coord_parts)
     for k, v in var_pearson.items():
         out.var[k] = v
-    out.uns[key_added] = {"mean_pearson": means, "genes": len(genes), "target": "log1p(x / total * 1e4)"}
+    out.uns[key_added] = {**(run or {}), "mean_pearson": means, "genes": len(genes), "target": "log1p(x / total * 1e4)"}
     if ridge:
         fit = [n for n in train_regions if n not in validation]
         out.uns[key_added].update({

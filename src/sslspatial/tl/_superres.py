@@ -12,7 +12,8 @@ from anndata import AnnData
 
 from .. import _io, _logging
 from .._constants import Key, check_key
-from .._validate import check_counts, check_finite, check_graph
+from .._provenance import run_record, seed_everything
+from .._validate import check_absent, check_counts, check_finite, check_graph
 from ..model._superres import SUPERRES, graph_context_features
 from ..module._superres import LIKELIHOODS
 from ..pp._subspot_elements import spot_geometry, subspot_centres
@@ -148,14 +149,14 @@ def _representation(x: np.ndarray, likelihoods: list[str], sizes: list[int], n_p
 
 
 def superres(
-    sdata: Any,
+    data: Any,
     *,
     shapes_key: str,
     table_key: str = Key.DEFAULT_TABLE,
     image_key: str | None = None,
     layout: Literal["hexagon", "square"] = "hexagon",
     n_subspots: int | None = None,
-    likelihood: str = "nb",
+    likelihood: Literal["nb", "zinb", "poisson", "gaussian"] = "nb",
     modalities: Mapping[str, str] | None = None,
     layer: str | None = None,
     use_graph: bool = True,
@@ -177,9 +178,11 @@ def superres(
     uniform_weight: float = 0.1,
     n_layers: int = 1,
     overwrite: bool = False,
+    seed: int | None = 0,
     accelerator: str = "auto",
-    devices: int | str = "auto",
-    **train_kwargs: Any,
+    devices: int | str | list[int] = "auto",
+    model_kwargs: dict | None = None,
+    train_kwargs: dict | None = None,
 ) -> SUPERRES:
     """Enhance spot profiles to K sub-spots per spot and write them as new elements.
 
@@ -197,8 +200,9 @@ def superres(
 
     Parameters
     ----------
-    sdata
-        SpatialData with spot shapes and the table(s) annotating them.
+    data
+        SpatialData with spot shapes and the table(s) annotating them (from a squidpy-style Visium AnnData:
+        ``spatialdata_io.experimental.from_legacy_anndata(adata)``).
     shapes_key
         Spot shapes: circles (points with ``radius``) or polygons.
     table_key
@@ -252,9 +256,19 @@ def superres(
         profiles with ``spot_mean="observed"`` do not depend on the encoder (it only fits the denoised spot mean), so
         one layer (soScope: 3) keeps training fast.
     overwrite
-        Replace existing output elements.
-    accelerator, devices, **train_kwargs
-        Passed to :meth:`SUPERRES.train`.
+        Replace existing output elements (else :class:`~sslspatial.OutputExistsError`).
+    seed
+        Seeds Python, NumPy and torch before the model is built (``None``: leave the random state as it is).
+    accelerator, devices
+        Lightning's hardware options (``accelerator="gpu"``, ``devices=1``).
+    model_kwargs
+        More :class:`~sslspatial.model.SUPERRES` arguments.
+    train_kwargs
+        More :meth:`SUPERRES.train` arguments (e.g. ``enable_progress_bar=False``, ``plan_kwargs``).
+
+    Notes
+    -----
+    ``sdata.tables[table_key_added].uns[key_added]`` records the function, its parameters and the package version.
 
     Returns
     -------
@@ -269,8 +283,11 @@ def superres(
     >>> sdata.tables["table_visium_superres"].n_obs == 7 * sdata.tables["table_visium"].n_obs
     True
     """
-    if not _io.is_spatialdata(sdata):
-        raise TypeError("superres needs a SpatialData with spot shapes; got " + type(sdata).__name__ + ".")
+    params = {k: v for k, v in locals().items() if k != "data"}
+    _io.require_spatialdata(data, "superres", "spot shapes and the table(s) annotating them")
+    sdata, train_kwargs = data, dict(train_kwargs or {})
+    for option in sorted({"accelerator", "devices"} & set(train_kwargs)):
+        raise TypeError(f"Pass {option}= as an argument of superres, not inside train_kwargs.")
     layout, k, side = _layout(layout, n_subspots)
     if spot_mean not in ("observed", "fitted"):
         raise ValueError(f"spot_mean must be 'observed' or 'fitted', got {spot_mean!r}.")
@@ -281,9 +298,8 @@ def superres(
     key_added = check_key(key_added or f"{shapes_key}_subspots", "key_added")
     table_key_added = check_key(table_key_added or f"{table_key}_superres", "table_key_added")
     if not overwrite:
-        for name, where in ((key_added, sdata.shapes), (table_key_added, sdata.tables)):
-            if name in where:
-                raise ValueError(f"Element {name!r} already exists: pass overwrite=True or another key.")
+        check_absent(key_added in sdata.shapes, f"shapes[{key_added!r}]")
+        check_absent(table_key_added in sdata.tables, f"tables[{table_key_added!r}]", "table_key_added")
     table = _io.get_table(sdata, table_key)
     geom = spot_geometry(sdata, shapes_key, layout)
     rows, pos = _spot_rows(table, shapes_key, geom.index)
@@ -341,9 +357,11 @@ def superres(
         connectivity_key=connectivity_key if use_graph else None,
         modality_key="modality" if len(mods) > 1 else None,
     )
+    seed_everything(seed)
     model = SUPERRES(
         work, likelihood=list(mods.values()), n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers,
         use_graph=use_graph, image_weight=image_weight, count_aware=count_aware, uniform_weight=uniform_weight,
+        **(model_kwargs or {}),
     )  # fmt: skip
     if max_epochs is None:
         max_epochs = int(min(300, max(30, 30000 // len(rows))))
@@ -356,6 +374,7 @@ def superres(
     out = model.get_subspot_expression(sample=sample, spot_mean=spot_mean)
     means, draws = out if sample else (out, None)
     _write(sdata, geom, pos, rows, table, work, means, draws, layout, side, k, key_added, table_key_added)
+    sdata.tables[table_key_added].uns[key_added] = run_record("superres", params)
     return model
 
 

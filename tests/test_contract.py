@@ -1,0 +1,195 @@
+"""The API contract of docs/contract.md, checked on every public function of ``ss.tl``.
+
+Static checks read the signatures; the dynamic check runs each function twice on a tiny synthetic tissue: the first
+run writes ``uns[key_added]`` (function, parameters, version), the second raises ``ss.OutputExistsError``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+import sslspatial as ss
+
+TL = sorted(name for name in ss.tl.__all__ if callable(getattr(ss.tl, name)))
+#: Inputs that may come before the keyword-only options (everything else must be keyword-only).
+POSITIONAL = {"annotate": ("data", "model", "labels_key"), "transfer": ("data", "model")}
+#: Model-independent names and the one default each must have wherever it appears.
+SHARED_DEFAULTS = {
+    "table_key": "table",
+    "layer": None,
+    "overwrite": False,
+    "seed": 0,
+    "accelerator": "auto",
+    "devices": "auto",
+    "model_kwargs": None,
+    "train_kwargs": None,
+}
+#: Every function has these; every function that trains (has ``max_epochs``) also has the trainer options.
+EVERYWHERE = ("table_key", "key_added", "overwrite")
+TRAINER_OPTIONS = ("seed", "accelerator", "devices", "train_kwargs", "max_epochs", "lr")
+#: Parameters whose values form a closed set: they must be typed ``Literal[...]`` (or a sequence of one).
+CLOSED_OPTIONS = ("method", "mask", "encoder", "likelihood", "layout", "spot_mean", "size_unit", "candidates")
+
+
+def _signature(name):
+    return inspect.signature(getattr(ss.tl, name))
+
+
+def _is_literal(hint) -> bool:
+    if typing.get_origin(hint) is typing.Literal:
+        return True
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_is_literal(a) for a in args if a is not type(None))
+    origin = typing.get_origin(hint)
+    return bool(origin and isinstance(origin, type) and issubclass(origin, Sequence) and args and _is_literal(args[0]))
+
+
+@pytest.mark.parametrize("name", TL)
+def test_signature_follows_the_contract(name):
+    params = _signature(name).parameters
+    first = next(iter(params))
+    assert first == "data", f"ss.tl.{name}: the first parameter must be `data`, not {first!r}"
+    allowed = POSITIONAL.get(name, ("data",))
+    for param in params.values():
+        assert param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL), f"ss.tl.{name}: no *args / **kwargs"
+        if param.name not in allowed:
+            assert param.kind is param.KEYWORD_ONLY, f"ss.tl.{name}: {param.name!r} must be keyword-only"
+    for option in EVERYWHERE:
+        assert option in params, f"ss.tl.{name} lacks {option!r}"
+    if "max_epochs" in params:
+        missing = [option for option in TRAINER_OPTIONS if option not in params]
+        assert not missing, f"ss.tl.{name} trains but lacks {missing}"
+    for option, default in SHARED_DEFAULTS.items():
+        if option in params:
+            assert params[option].default == default, f"ss.tl.{name}({option}=...) must default to {default!r}"
+    hints = typing.get_type_hints(getattr(ss.tl, name))
+    for option in CLOSED_OPTIONS:
+        if option in params and option in hints:
+            assert _is_literal(hints[option]), f"ss.tl.{name}: {option!r} must be typed Literal[...]"
+        elif option in params:
+            pytest.fail(f"ss.tl.{name}: {option!r} has no type annotation")
+
+
+def test_the_walk_covers_every_function():
+    """A new function must be run by the dynamic check below."""
+    assert set(TL) == set(RUNS), f"add a run for {sorted(set(TL) - set(RUNS))} to RUNS"
+
+
+# --- dynamic check: one tiny run of each function, then the same run again -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def cells():
+    from .tl.test_pretrain import tissue
+
+    return tissue(n=120)
+
+
+@pytest.fixture(scope="module")
+def spots():
+    from sslspatial.datasets._synthetic import synthetic_tissue
+
+    sdata = synthetic_tissue(n_cells=500, n_genes=10, n_sections=2, spot_layouts=("visium",), seed=3)
+    ss.pp.build_graph(sdata, table_key="table_visium", method="knn", n_neighs=6)
+    return sdata
+
+
+QUIET = {"enable_progress_bar": False}
+TRAIN = {"max_epochs": 1, "batch_size": 32, "train_kwargs": QUIET}
+H2E_TINY = {"embed_kernel": 4, "channels": 8, "convmixer_depth": 1, "down_channels": 2, "dim": 16,
+            "transformer_depth": 1, "heads": 2, "gnn_depth": 1, "n_pos": 16}  # fmt: skip
+
+
+def _model(cells):
+    return ss.tl.pretrain_mask(cells, mask="entries", key_added="contract_base", overwrite=True, **TRAIN)
+
+
+def _run(name, cells, spots):
+    """Run ``ss.tl.<name>`` once; return (the table holding ``uns[key_added]``, key_added)."""
+    key = f"contract_{name}"
+    if name.startswith("pretrain_"):
+        kwargs = {"method": "byol"} if name == "pretrain_contrastive" else {}
+        getattr(ss.tl, name)(cells, key_added=key, **kwargs, **TRAIN)
+        return cells, key
+    if name == "annotate":
+        ss.tl.annotate(cells, _model(cells), "cell_type", method="expression", key_added=key)
+        return cells, key
+    if name == "transfer":
+        query = cells.copy()
+        ss.tl.transfer(query, _model(cells), key_added=key)
+        cells.uns["_contract_query"] = query  # keep it for the second run
+        return query, key
+    if name == "domains":
+        ss.tl.domains(cells, n_domains=2, key_added=key)
+        return cells, key
+    if name == "hist2expr":
+        ss.tl.hist2expr(spots, table_key="table_visium", image_key="he", library_key="section", patch_px=16,
+                        train_regions=["section_0"], predict_regions=["section_1"], n_validation_sections=0,
+                        max_epochs=1, model_kwargs=H2E_TINY, train_kwargs=QUIET, baseline=False, key_added=key)  # fmt: skip
+        return spots.tables[key], key
+    if name == "superres":
+        ss.tl.superres(spots, shapes_key="spots_visium", table_key="table_visium", key_added=key,
+                       table_key_added=f"{key}_table", max_epochs=1, n_hidden=8, n_latent=4, batch_size=32,
+                       train_kwargs=QUIET)  # fmt: skip
+        return spots.tables[f"{key}_table"], key
+    raise AssertionError(name)
+
+
+def _again(name, cells, spots):
+    key = f"contract_{name}"
+    if name == "transfer":
+        return ss.tl.transfer(cells.uns.pop("_contract_query"), _model(cells), key_added=key)
+    return _run(name, cells, spots)
+
+
+RUNS = ("annotate", "domains", "hist2expr", "pretrain_contrastive", "pretrain_mask", "pretrain_pseudolabel",
+        "superres", "transfer")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_run_record_and_one_error_for_an_existing_output(name, cells, spots):
+    table, key = _run(name, cells, spots)
+    record = table.uns[key]
+    assert record["function"] == name and record["version"] == ss.__version__
+    assert isinstance(record["params"], dict) and record["params"]
+    assert "data" not in record["params"]
+    if "seed" in _signature(name).parameters:
+        assert record["params"]["seed"] == 0
+    with pytest.raises(ss.OutputExistsError, match="exists already: pass overwrite=True"):
+        _again(name, cells, spots)
+
+
+def test_output_exists_error_is_both_key_and_value_error():
+    error = ss.OutputExistsError("obs['x'] exists already: pass overwrite=True or another key_added.")
+    assert isinstance(error, KeyError) and isinstance(error, ValueError)
+    assert str(error).startswith("obs['x']")  # no KeyError quoting
+
+
+def test_seed_makes_pretraining_repeatable(cells):
+    first = ss.tl.pretrain_mask(cells, key_added="seed_a", seed=5, **TRAIN).get_latent_representation()
+    np.random.default_rng().random()  # disturb nothing but show the global state does not matter
+    second = ss.tl.pretrain_mask(cells, key_added="seed_b", seed=5, **TRAIN).get_latent_representation()
+    np.testing.assert_allclose(first, second, atol=1e-6)
+    other = ss.tl.pretrain_mask(cells, key_added="seed_c", seed=6, **TRAIN).get_latent_representation()
+    assert not np.allclose(first, other, atol=1e-4)
+
+
+def test_accelerator_is_an_argument_not_a_train_kwarg(cells):
+    with pytest.raises(TypeError, match="not inside train_kwargs"):
+        ss.tl.pretrain_mask(cells, key_added="acc", max_epochs=1, batch_size=32, train_kwargs={"accelerator": "cpu"})
+    model = ss.tl.pretrain_mask(cells, key_added="acc", accelerator="cpu", devices=1, **TRAIN)
+    assert cells.uns["acc"]["params"]["accelerator"] == "cpu"
+    assert model.is_trained_
+
+
+def test_spatialdata_only_functions_name_the_converter(cells):
+    for function in (ss.tl.hist2expr, ss.tl.superres):
+        kwargs = {"shapes_key": "spots"} if function is ss.tl.superres else {}
+        with pytest.raises(TypeError, match="from_legacy_anndata"):
+            function(cells, **kwargs)
