@@ -17,7 +17,11 @@ import sslspatial as ss
 
 TL = sorted(name for name in ss.tl.__all__ if callable(getattr(ss.tl, name)))
 #: Inputs that may come before the keyword-only options (everything else must be keyword-only).
-POSITIONAL = {"annotate": ("data", "model", "labels_key"), "transfer": ("data", "model")}
+POSITIONAL = {
+    "annotate": ("data", "model", "labels_key"),
+    "map_query": ("data", "model", "labels_key"),
+    "transfer": ("data", "model"),
+}
 #: Model-independent names and the one default each must have wherever it appears.
 SHARED_DEFAULTS = {
     "table_key": "table",
@@ -128,6 +132,11 @@ def _run(name, cells, spots):
     if name == "domains":
         ss.tl.domains(cells, n_domains=2, key_added=key)
         return cells, key
+    if name == "map_query":
+        query = cells.copy()
+        ss.tl.map_query(query, _model(cells), "cell_type", key_added=key)
+        cells.uns["_contract_query"] = query
+        return query, key
     if name == "hist2expr":
         ss.tl.hist2expr(spots, table_key="table_visium", image_key="he", library_key="section", patch_px=16,
                         train_regions=["section_0"], predict_regions=["section_1"], n_validation_sections=0,
@@ -145,11 +154,13 @@ def _again(name, cells, spots):
     key = f"contract_{name}"
     if name == "transfer":
         return ss.tl.transfer(cells.uns.pop("_contract_query"), _model(cells), key_added=key)
+    if name == "map_query":
+        return ss.tl.map_query(cells.uns.pop("_contract_query"), _model(cells), "cell_type", key_added=key)
     return _run(name, cells, spots)
 
 
-RUNS = ("annotate", "domains", "hist2expr", "pretrain_contrastive", "pretrain_mask", "pretrain_pseudolabel",
-        "superres", "transfer")  # fmt: skip
+RUNS = ("annotate", "domains", "hist2expr", "map_query", "pretrain_contrastive", "pretrain_mask",
+        "pretrain_pseudolabel", "superres", "transfer")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", RUNS)

@@ -8,6 +8,7 @@ __getattr__, __dir__, __all__ = _attach(
         "annotate": "_annotate",
         "domains": "_domains",
         "hist2expr": "_hist2expr",
+        "map_query": "_map_query",
         "pretrain_contrastive": "_pretrain",
         "pretrain_mask": "_pretrain",
         "pretrain_pseudolabel": "_pretrain",

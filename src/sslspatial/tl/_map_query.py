@@ -1,0 +1,232 @@
+"""``ss.tl.map_query``: carry a labelled reference's cell types onto a query it never saw, with a mapping score.
+
+The reference is the table the pretrained model was set up on (``model.adata``, saved with the model when
+``model.save(..., save_anndata=True)``): its labelled cells train the classifier, chosen by the same spatially blocked
+cross-validation as ``ss.tl.annotate(method="auto")``. When the query lacks some reference genes, the reference is
+re-embedded with the same genes hidden (behind the mask token, as they are for the query) and the expression
+features are built on the shared genes only, so reference and query cells are described the same way.
+Nothing is trained in the encoder: its weights are the reference model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .. import _io
+from .._constants import Key, check_key
+from .._provenance import run_record
+from .._validate import check_absent, check_obs_column
+from ..model import SpatialPretrainModel
+from . import _annotate_select as select
+
+#: Fewest shared genes a query may have: below it the query is refused before any computation.
+MIN_SHARED_GENES = 10
+
+
+def map_query(
+    data: Any,
+    model: SpatialPretrainModel,
+    labels_key: str,
+    *,
+    layer: str | None = None,
+    table_key: str = Key.DEFAULT_TABLE,
+    candidates: Sequence[Literal["linear", "expression", "pca"]] = select.DEFAULT_CANDIDATES,
+    n_folds: int = 3,
+    library_key: str | None = None,
+    expression_pcs: int = 30,
+    min_shared_genes: int = MIN_SHARED_GENES,
+    key_added: str = "map_query",
+    overwrite: bool = False,
+    seed: int = 0,
+) -> SpatialPretrainModel:
+    """Map the reference's labels onto a query section or panel, with per-cell probabilities and uncertainty.
+
+    Parameters
+    ----------
+    data
+        Query AnnData or SpatialData (raw values in ``X`` or ``layer``), with the same kind of spatial graph as the
+        reference (``ss.pp.build_graph``) for a graph encoder. Its genes are matched to the reference by name.
+    model
+        A trained :class:`~sslspatial.model.SpatialPretrainModel` whose table (``model.adata``, the reference) has
+        the labels in ``obs[labels_key]`` (missing values: unlabelled reference cells).
+    labels_key
+        Reference ``obs`` column with the cell types.
+    layer
+        Query layer with the expression (default ``X``).
+    table_key
+        Table of a SpatialData query.
+    candidates
+        Classifiers chosen among by cross-validation on the reference's labelled cells (as in
+        :func:`~sslspatial.tl.annotate`): ``"linear"`` ([embedding, expression PCs]), ``"expression"`` (PCs alone),
+        ``"pca"`` (plain PCA + logistic regression, the baseline).
+    n_folds
+        Cross-validation folds (whole spatial blocks of the reference).
+    library_key
+        Reference ``obs`` column of its sections (blocks never span sections).
+    expression_pcs
+        Principal components of the shared genes' expression, fitted on the reference and applied to the query.
+    min_shared_genes
+        Refuse a query sharing fewer genes with the reference (before any computation).
+    key_added
+        Writes to the query ``obs[f"{key_added}_prediction"]``, ``obs[f"{key_added}_uncertainty"]`` (1 - the
+        highest class probability: filter mapped cells on it), ``obsm[f"{key_added}_probabilities"]``,
+        ``obsm[f"X_{key_added}"]`` (the query embedding) and ``uns[key_added]`` (choice, CV scores, gene overlap).
+    overwrite
+        Replace existing outputs (else :class:`~sslspatial.OutputExistsError`).
+    seed
+        Random state of the cross-validation blocks.
+
+    Returns
+    -------
+    The query model (the reference's weights on the aligned query table), e.g. for ``ss.tl.domains`` on its
+    embedding.
+
+    Examples
+    --------
+    >>> model = ss.tl.pretrain_pseudolabel(reference)  # doctest: +SKIP
+    >>> model.save("reference_model", save_anndata=True)  # doctest: +SKIP
+    >>> loaded = ss.model.SpatialPretrainModel.load("reference_model")  # doctest: +SKIP
+    >>> ss.tl.map_query(query, loaded, "cell_type")  # doctest: +SKIP
+    >>> query.obs[["map_query_prediction", "map_query_uncertainty"]].head()  # doctest: +SKIP
+    """
+    params = {k: v for k, v in locals().items() if k not in ("data", "model")}
+    if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
+        raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
+    for kind in candidates:
+        if kind not in ("linear", "expression", "pca"):
+            raise ValueError(f"Unknown candidate {kind!r}; choose among 'linear', 'expression', 'pca'.")
+    query = _io.get_table(data, table_key)
+    key = check_key(key_added, "key_added")
+    outputs = ((query.obs, "obs", f"{key}_prediction"), (query.obsm, "obsm", f"{key}_probabilities"))
+    for where, name, out_key in (*outputs, (query.obsm, "obsm", Key.embedding(key))):
+        check_absent(out_key in where and not overwrite, f"{name}[{out_key!r}]")
+    reference = model.adata
+    if labels_key not in reference.obs:
+        raise KeyError(
+            f"The reference table of the model has no obs[{labels_key!r}] (columns: {list(reference.obs.columns)}): "
+            "map_query reads the labels from model.adata. Add them there, and share the model with "
+            "model.save(folder, save_anndata=True) so the labels travel with it."
+        )
+    if library_key is not None:
+        check_obs_column(reference, library_key, "library_key")
+    shared = reference.var_names.intersection(query.var_names)
+    if 0 < shared.size < min_shared_genes:
+        raise ValueError(
+            f"The query shares {shared.size} of the reference's {reference.n_vars} genes, fewer than "
+            f"min_shared_genes={min_shared_genes}: too few to map (lower min_shared_genes to try anyway)."
+        )
+    if layer is not None and layer not in query.layers:
+        raise KeyError(f"layer={layer!r} is not a layer of the query (layers: {list(query.layers)}).")
+    codes, classes, labelled = _reference_codes(reference, labels_key)
+
+    query_model = SpatialPretrainModel.load_query_data(query, model, layer=layer)
+    encoder = query_model.init_params_["non_kwargs"]["encoder"]
+    query_model._check_data(query_model.adata, encoder, query_model.module.likelihood)
+    present = query_model.module.gene_present.cpu().numpy().astype(bool)
+    reference_model = model if present.all() else _masked_reference(model, present)
+    z_ref, z_query = reference_model.get_latent_representation(), query_model.get_latent_representation()
+    ref_layer = model.adata_manager.registry["setup_args"].get("layer")
+    x_ref = _matrix(reference, ref_layer, shared)
+    x_query = _matrix(query, layer, shared)
+    log1p = model.module.likelihood != "gaussian"
+    features = _features(z_ref, z_query, x_ref, x_query, expression_pcs, log1p)
+
+    n_ref = reference.n_obs
+    all_codes = np.concatenate([codes, np.full(query.n_obs, -1, dtype=np.int64)])
+    sections = None if library_key is None else reference.obs[library_key].astype(str).to_numpy()
+    folds = select.blocked_folds(reference.obsm[Key.SPATIAL], codes, labelled, sections, n_folds=n_folds, seed=seed)
+
+    def fit_predict(cand, fit_idx, predict_idx=None):
+        proba = select.fit_logreg(
+            features[cand.kind], all_codes, fit_idx, classes.size, cand.C, cand.self_training, cand.kind != "pca"
+        )
+        return proba if predict_idx is None else proba[predict_idx]
+
+    grid = select.candidate_grid(candidates)
+    selection = select.cross_validate(fit_predict, grid, codes, labelled, folds)
+    chosen = next(c for c in grid if c.name == selection.chosen)
+    proba = fit_predict(chosen, labelled)[n_ref:]
+
+    query.obs[f"{key}_prediction"] = pd.Categorical(classes[proba.argmax(1)], categories=classes)
+    query.obs[f"{key}_uncertainty"] = 1.0 - proba.max(1)
+    query.obsm[f"{key}_probabilities"] = pd.DataFrame(proba, index=query.obs_names, columns=classes)
+    query.obsm[Key.embedding(key)] = z_query
+    query.uns[key] = {
+        **run_record("map_query", params),
+        **selection.to_uns(),
+        "kind": chosen.kind,
+        "C": chosen.C,
+        "self_training": chosen.self_training,
+        "classes": classes.tolist(),
+        "n_reference_labelled": int(labelled.size),
+        "n_reference_genes": int(reference.n_vars),
+        "n_shared_genes": int(shared.size),
+    }
+    return query_model
+
+
+def _reference_codes(reference, labels_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer class of every reference cell (-1 unlabelled), the classes, and the labelled rows."""
+    labels = reference.obs[labels_key]
+    usable = labels.notna().to_numpy()
+    labelled = np.flatnonzero(usable)
+    classes = np.array(sorted(pd.unique(labels.iloc[labelled].astype(str))))
+    if classes.size < 2:
+        raise ValueError(
+            f"The reference has {classes.size} labelled class(es) in obs[{labels_key!r}]: mapping needs at least two."
+        )
+    codes = np.full(reference.n_obs, -1, dtype=np.int64)
+    codes[labelled] = np.searchsorted(classes, labels.iloc[labelled].astype(str).to_numpy())
+    return codes, classes, labelled
+
+
+def _masked_reference(model: SpatialPretrainModel, present: np.ndarray) -> SpatialPretrainModel:
+    """The reference model with the genes the query lacks hidden, so both tables are embedded from the same genes."""
+    masked = model.derive(adata=model.adata, gene_present=present.tolist())
+    masked.module.load_state_dict(model.module.state_dict())
+    masked.is_trained_ = True
+    return masked
+
+
+def _matrix(table, layer: str | None, genes: pd.Index) -> np.ndarray:
+    x = table.X if layer is None else table.layers[layer]
+    x = x[:, table.var_names.get_indexer(genes)]
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=float)
+
+
+def _features(z_ref, z_query, x_ref, x_query, n_pcs: int, log1p: bool) -> dict[str, np.ndarray]:
+    """Candidate features of reference and query rows (stacked), every transform fitted on the reference only.
+
+    ``"expression"``: PCs of the gene-standardised log-normalised shared genes; ``"linear"``: [embedding, those PCs],
+    each block standardised; ``"pca"``: PCs of the unscaled log-normalised shared genes (the plain baseline).
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    def normalise(x):
+        return np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1)) if log1p else x
+
+    ref, qry = normalise(x_ref), normalise(x_query)
+    n_pcs = int(min(n_pcs, ref.shape[1] - 1, ref.shape[0] - 1))
+    plain = PCA(n_pcs, random_state=0).fit(ref)
+    mean, sd = ref.mean(0), ref.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+
+    def scale(x):
+        return np.clip((x - mean) / sd, -10, 10)
+
+    scaled = PCA(n_pcs, random_state=0).fit(scale(ref))
+    pcs = np.concatenate([scaled.transform(scale(ref)), scaled.transform(scale(qry))])
+    pcs = StandardScaler().fit(pcs[: len(ref)]).transform(pcs)
+    z = np.concatenate([z_ref, z_query])
+    z = StandardScaler().fit(z[: len(ref)]).transform(z)
+    return {
+        "expression": pcs,
+        "linear": np.concatenate([z, pcs], axis=1),
+        "pca": np.concatenate([plain.transform(ref), plain.transform(qry)]),
+    }

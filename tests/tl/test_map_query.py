@@ -1,0 +1,89 @@
+"""ss.tl.map_query: a labelled reference's cell types carried onto a query it never saw (same or partial panel)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import sslspatial as ss
+from sslspatial.model import SpatialPretrainModel
+
+from .test_pretrain import SMALL, tissue
+
+
+@pytest.fixture(scope="module")
+def reference():
+    adata = tissue(n=300, n_genes=40, seed=0)
+    model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
+    return adata, model
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def test_labels_reach_a_query_that_was_never_trained_on_and_weights_do_not_change(reference):
+    adata, model = reference
+    before = _state(model)
+    query = tissue(n=250, n_genes=40, seed=1)  # another tissue: other positions, other counts
+    truth = query.obs["cell_type"].astype(str).to_numpy()
+    del query.obs["cell_type"]
+    ss.tl.map_query(query, model, "cell_type")
+    pred = query.obs["map_query_prediction"].astype(str).to_numpy()
+    assert (pred == truth).mean() > 0.9
+    proba = query.obsm["map_query_probabilities"].to_numpy()
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(query.obs["map_query_uncertainty"], 1 - proba.max(1))
+    record = query.uns["map_query"]
+    assert record["function"] == "map_query" and record["n_shared_genes"] == 40 and record["classes"] == ["A", "B"]
+    assert record["n_reference_labelled"] == adata.n_obs and not record["fallback"]
+    after = _state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing was trained
+    with pytest.raises(ss.OutputExistsError):
+        ss.tl.map_query(query, model, "cell_type")
+
+
+def test_a_half_panel_query_is_embedded_like_the_reference_with_the_same_genes_hidden(reference):
+    adata, model = reference
+    genes = np.random.default_rng(0).permutation(adata.var_names)[:20]
+    query = adata[:, genes].copy()  # the reference cells themselves, with half of the genes, shuffled order
+    ss.tl.map_query(query, model, "cell_type")
+    assert query.uns["map_query"]["n_shared_genes"] == 20
+    present = adata.var_names.isin(genes)
+    masked = model.derive(adata=model.adata, gene_present=present.tolist())
+    masked.module.load_state_dict(model.module.state_dict())
+    masked.is_trained_ = True
+    np.testing.assert_allclose(query.obsm["X_map_query"], masked.get_latent_representation(), atol=1e-5)
+    full = model.get_latent_representation()
+    assert not np.allclose(query.obsm["X_map_query"], full, atol=1e-3)  # hiding genes did change the embedding
+    truth = adata.obs["cell_type"].astype(str).to_numpy()
+    assert (query.obs["map_query_prediction"].astype(str).to_numpy() == truth).mean() > 0.9
+
+
+def test_panel_overlap_is_checked_before_any_computation(reference):
+    adata, model = reference
+    few = adata[:, adata.var_names[:5]].copy()
+    with pytest.raises(ValueError, match="shares 5 of the reference's 40 genes.*min_shared_genes=10"):
+        ss.tl.map_query(few, model, "cell_type")
+    assert "map_query_prediction" not in few.obs
+    none = adata[:, :12].copy()
+    none.var_names = [f"other{i}" for i in range(12)]
+    with pytest.raises(ValueError, match="No gene overlap"):
+        ss.tl.map_query(none, model, "cell_type")
+    with pytest.raises(KeyError, match="save_anndata=True"):
+        ss.tl.map_query(adata.copy(), model, "no_such_labels")
+
+
+def test_save_load_map_gives_identical_predictions(reference, tmp_path):
+    adata, model = reference
+    query = tissue(n=200, n_genes=40, seed=2)
+    ss.tl.map_query(query, model, "cell_type")
+    model.save(tmp_path / "ref", save_anndata=True, overwrite=True)
+    loaded = SpatialPretrainModel.load(tmp_path / "ref")
+    again = query.copy()
+    ss.tl.map_query(again, loaded, "cell_type", overwrite=True)
+    np.testing.assert_allclose(
+        again.obsm["map_query_probabilities"].to_numpy(), query.obsm["map_query_probabilities"].to_numpy(), atol=1e-6
+    )
+    assert (again.obs["map_query_prediction"] == query.obs["map_query_prediction"]).all()
