@@ -15,6 +15,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from .._validate import check_counts
 from ..data._patch_loader import PatchSource, PatchWindowSplitter, WindowDataset
 from ..module._hist2expr import Hist2ExprModule
+from ..pp._normalize import log_normalize
 from ._console import ConsoleMixin
 from ._plan import TrainingPlan
 
@@ -101,7 +102,7 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
         library = np.asarray(self.adata_manager.get_from_registry("library"), dtype=np.float64).reshape(-1, 1)
         block = counts[rows]
         block = block.toarray() if hasattr(block, "toarray") else np.asarray(block, dtype=np.float64)
-        return np.log1p(block / np.maximum(library[rows], 1e-8) * self.module.target_sum)
+        return log_normalize(block, self.module.target_sum, library=library[rows], min_library=1e-8)
 
     def _target_stats(self, rows: np.ndarray | None = None, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-gene mean and standard deviation of the targets ``log1p(x / library * target_sum)`` of ``rows``.

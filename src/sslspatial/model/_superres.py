@@ -19,7 +19,8 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
 from .._constants import Key
 from ..data._loaders import SubgraphCollate
-from ..module._superres import LIKELIHOODS, SuperResModule
+from ..module._superres import SuperResModule
+from ..nn._likelihoods import check_likelihood
 from ._console import ConsoleMixin
 from ._plan import TrainingPlan
 
@@ -132,8 +133,7 @@ class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
         if len(likelihoods) != len(sizes):
             raise ValueError(f"Got {len(likelihoods)} likelihoods for {len(sizes)} modalities {modalities}.")
         for lik in likelihoods:
-            if lik not in LIKELIHOODS:
-                raise ValueError(f"Unknown likelihood {lik!r}: use one of {LIKELIHOODS}.")
+            check_likelihood(lik)
         if use_graph and args["connectivity_key"] is None:
             raise ValueError("use_graph=True needs a spot graph: pass connectivity_key to setup_anndata.")
         k = int(args["n_subspots"])

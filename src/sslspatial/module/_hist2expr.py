@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scvi.distributions import NegativeBinomial, Normal, Poisson, ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
@@ -32,8 +31,10 @@ from ..data._patch_loader import (
     ROWS_KEY,
 )
 from ..nn._hist2st import ConvMixerEncoder, SpotContext
+from ..nn._likelihoods import COUNT_LIKELIHOODS, check_likelihood, likelihood_distribution
+from ..nn._likelihoods import LIKELIHOODS as _LIKELIHOODS
 
-LIKELIHOODS = ("zinb", "nb", "poisson", "gaussian", "none")
+LIKELIHOODS = (*_LIKELIHOODS, "none")  # "none": no likelihood term, the regression loss alone
 
 
 def augment_patches(patches: torch.Tensor, generator: torch.Generator | None = None, jitter: float = 0.1):
@@ -139,8 +140,7 @@ class Hist2ExprModule(BaseModuleClass):
         centre_sections: bool = False,
     ):
         super().__init__()
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood={likelihood!r} is not one of {LIKELIHOODS}.")
+        check_likelihood(likelihood, extra=("none",))
         if mse_weight <= 0 and (likelihood == "none" or likelihood_weight <= 0):
             raise ValueError("With mse_weight=0 a likelihood term is needed: every supervised loss term is off.")
         self.patch_px = patch_px
@@ -169,7 +169,7 @@ class Hist2ExprModule(BaseModuleClass):
         in_dim = (self.encoder.out_dim if use_patches else 0) + n_features
         self.context = SpotContext(in_dim, dim, n_pos, transformer_depth, heads, gnn_depth, jk, dropout)
         self.gene_head = nn.Linear(self.context.out_dim, n_genes)
-        if likelihood in ("zinb", "nb", "poisson"):
+        if likelihood in COUNT_LIKELIHOODS:
             self.count_head = nn.Linear(self.context.out_dim, n_genes)
         if likelihood in ("zinb", "nb"):
             self.log_theta = nn.Parameter(torch.zeros(n_genes))
@@ -251,14 +251,14 @@ class Hist2ExprModule(BaseModuleClass):
     def count_distribution(self, generative_outputs: dict, counts: torch.Tensor, target: torch.Tensor, offset=0.0):
         """The likelihood of the counts (or of the log-normalised target for ``"gaussian"``, shifted by ``offset``)."""
         if self.likelihood == "gaussian":
-            return Normal(generative_outputs["y_hat"] + offset, self.log_sigma.exp()), target
+            return likelihood_distribution(
+                "gaussian", generative_outputs["y_hat"] + offset, sigma=self.log_sigma.exp()
+            ), target
         mu = generative_outputs["rate"] * counts.sum(-1, keepdim=True).clamp_min(1.0)
-        if self.likelihood == "poisson":
-            return Poisson(mu), counts
-        theta = self.log_theta.exp()
-        if self.likelihood == "nb":
-            return NegativeBinomial(mu=mu, theta=theta), counts
-        return ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=generative_outputs["zi_logits"]), counts
+        theta = self.log_theta.exp() if hasattr(self, "log_theta") else None
+        return likelihood_distribution(
+            self.likelihood, mu, theta=theta, zi_logits=generative_outputs.get("zi_logits")
+        ), counts
 
     def teacher(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """Average prediction over ``n_views`` augmented copies of the window (no gradient)."""

@@ -17,9 +17,9 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
 from ..nn import GraphEncoder
+from ..nn._likelihoods import check_likelihood
 from ..objectives import (
     BYOL,
-    LIKELIHOODS,
     OBJECTIVES,
     BarlowTwins,
     Classification,
@@ -74,8 +74,7 @@ class SpatialPretrainModule(BaseModuleClass):
         target_sum: float = 1e4,
     ):
         super().__init__()
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"Unknown likelihood={likelihood!r}; choose one of {', '.join(map(repr, LIKELIHOODS))}.")
+        check_likelihood(likelihood)
         if objective not in OBJECTIVES:
             raise ValueError(f"Unknown objective={objective!r}; choose one of {', '.join(map(repr, OBJECTIVES))}.")
         self.likelihood = likelihood

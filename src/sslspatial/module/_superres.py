@@ -27,17 +27,16 @@ Generative model, per spot ``n`` with K sub-spots and features split into modali
 from __future__ import annotations
 
 import torch
-from scvi.distributions import NegativeBinomial, Normal, Poisson, ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Normal as TorchNormal
 from torch.distributions import kl_divergence
 
+from ..nn._likelihoods import LIKELIHOODS, check_likelihood, likelihood_distribution
 from ..nn._superres import SpotGraphEncoder, SubspotDecoder
 
 __all__ = ["LIKELIHOODS", "SuperResModule"]
 
-LIKELIHOODS = ("nb", "zinb", "poisson", "gaussian")
 _EPS = 1e-8
 
 
@@ -110,8 +109,7 @@ class SuperResModule(BaseModuleClass):
         if len(modality_sizes) != len(likelihoods):
             raise ValueError("Give one likelihood per modality.")
         for lik in likelihoods:
-            if lik not in LIKELIHOODS:
-                raise ValueError(f"Unknown likelihood {lik!r}: use one of {LIKELIHOODS}.")
+            check_likelihood(lik)
         self.modality_sizes = [int(s) for s in modality_sizes]
         self.likelihoods = list(likelihoods)
         self.n_input = sum(self.modality_sizes)
@@ -160,13 +158,9 @@ class SuperResModule(BaseModuleClass):
 
     def _distribution(self, i: int, mean: torch.Tensor, zi_logits: torch.Tensor | None):
         lik, sl = self.likelihoods[i], self.slices[i]
-        if lik == "nb":
-            return NegativeBinomial(mu=mean, theta=self.log_theta[sl].exp())
-        if lik == "zinb":
-            return ZeroInflatedNegativeBinomial(mu=mean, theta=self.log_theta[sl].exp(), zi_logits=zi_logits)
-        if lik == "poisson":
-            return Poisson(rate=mean)
-        return Normal(mean, self.log_sigma[sl].exp())
+        theta = self.log_theta[sl].exp() if lik in ("nb", "zinb") else None
+        sigma = self.log_sigma[sl].exp() if lik == "gaussian" else None
+        return likelihood_distribution(lik, mean, theta=theta, zi_logits=zi_logits, sigma=sigma)
 
     # ------------------------------------------------------------------ scvi interface
     def _get_inference_input(self, tensors: dict, **kwargs) -> dict:

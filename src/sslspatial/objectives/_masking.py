@@ -10,12 +10,12 @@ a hidden one. Genes missing from a transferred dataset are always masked and nev
 from __future__ import annotations
 
 import torch
-from scvi.distributions import NegativeBinomial, Normal, Poisson, ZeroInflatedNegativeBinomial
 from torch import nn
 
+from ..nn._likelihoods import LIKELIHOODS as LIKELIHOODS  # re-exported by sslspatial.objectives
+from ..nn._likelihoods import check_likelihood, likelihood_distribution
 from ._base import ObjectiveOutput, seed_slice
 
-LIKELIHOODS = ("nb", "zinb", "poisson", "gaussian")
 STRATEGIES = ("cells", "entries", "programmes", "celltype")
 DEFAULT_FRACTION = {"cells": 0.2, "entries": 0.5, "programmes": 0.5, "celltype": 1.0}
 
@@ -139,9 +139,7 @@ class Decoder(nn.Module):
 
     def __init__(self, n_latent: int, n_genes: int, n_hidden: int = 128, likelihood: str = "nb"):
         super().__init__()
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"Unknown likelihood={likelihood!r}; choose one of {', '.join(map(repr, LIKELIHOODS))}.")
-        self.likelihood = likelihood
+        self.likelihood = check_likelihood(likelihood)
         self.hidden = nn.Sequential(nn.Linear(n_latent, n_hidden), nn.LayerNorm(n_hidden), nn.ELU())
         self.mean = nn.Linear(n_hidden, n_genes)
         self.dropout_logits = nn.Linear(n_hidden, n_genes) if likelihood == "zinb" else None
@@ -152,16 +150,15 @@ class Decoder(nn.Module):
         h = self.hidden(z)
         out = self.mean(h)
         if self.likelihood == "gaussian":
-            return Normal(out, torch.exp(self.log_dispersion).clamp(min=1e-4).expand_as(out))
+            return likelihood_distribution(
+                "gaussian", out, sigma=torch.exp(self.log_dispersion).clamp(min=1e-4).expand_as(out)
+            )
         logits = out.masked_fill(~present, float("-inf"))
         scale = torch.softmax(logits, dim=-1)
         mu = library * scale + 1e-8
-        if self.likelihood == "poisson":
-            return Poisson(mu, scale=scale)
-        theta = torch.exp(self.log_dispersion).expand_as(mu)
-        if self.likelihood == "nb":
-            return NegativeBinomial(mu=mu, theta=theta, scale=scale)
-        return ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=self.dropout_logits(h), scale=scale)
+        theta = None if self.likelihood == "poisson" else torch.exp(self.log_dispersion).expand_as(mu)
+        zi_logits = self.dropout_logits(h) if self.likelihood == "zinb" else None
+        return likelihood_distribution(self.likelihood, mu, theta=theta, zi_logits=zi_logits, scale=scale)
 
 
 class MaskedReconstruction(nn.Module):

@@ -17,6 +17,7 @@ from .. import _io
 from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
 from .._validate import check_absent, check_finite
+from ._normalize import log_normalize
 
 AGGREGATIONS = ("mean", "var", "std", "sum")
 _DEFAULT_N_PCS = 50
@@ -86,11 +87,7 @@ def _pca_of_x(table: AnnData, n_pcs: int, seed: int) -> np.ndarray:
     x = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)
     check_finite(x, "X")
     if _is_counts(x):
-        totals = np.asarray(x.sum(axis=1)).ravel()
-        target = np.median(totals[totals > 0]) if (totals > 0).any() else 1.0
-        scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
-        x = sp.diags(scale) @ x if sp.issparse(x) else x * scale[:, None]
-        x = x.log1p() if sp.issparse(x) else np.log1p(x)
+        x = log_normalize(x, "median")
     else:
         logg.info("X does not hold counts: taking it as already normalised (no log1p) for the PCA.")
     n_comps = int(min(n_pcs, table.n_obs - 1, table.n_vars - 1))

@@ -7,20 +7,20 @@ model.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .. import _io
 from .._constants import Key, check_key
+from .._io import DataLike
 from .._provenance import run_record, seed_everything
 from .._validate import check_absent, check_choice, check_obs_column
 from ..model import SpatialPretrainModel
 from ..objectives import kmeans_pseudolabels
+from ..pp._normalize import expression_pcs
 
-DataLike = Any
 Encoder = Literal["gat", "gcn", "sage", "transformer", "mlp"]
 Likelihood = Literal["nb", "zinb", "poisson", "gaussian"]
 Devices = int | str | list[int]
@@ -282,6 +282,7 @@ def pseudolabel_features(
 
     With ``scale=True`` every gene is standardised (clipped at 10 sd) before the PCA, the scanpy recipe
     (``normalize_total``, ``log1p``, ``scale``, ``pca``): the expression features of ``ss.tl.annotate``.
+    See :func:`sslspatial.pp._normalize.expression_pcs`.
 
     Examples
     --------
@@ -289,17 +290,7 @@ def pseudolabel_features(
     >>> pseudolabel_features(AnnData(np.random.default_rng(0).poisson(2, (50, 10)).astype(float)), n_pcs=3).shape
     (50, 3)
     """
-    from sklearn.decomposition import PCA
-
-    x = table.X if layer is None else table.layers[layer]
-    x = x.toarray() if sp.issparse(x) else np.asarray(x, dtype=float)
-    if log1p:
-        x = np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1))
-    if scale:
-        sd = x.std(0)
-        x = np.clip((x - x.mean(0)) / np.where(sd > 0, sd, 1.0), -10, 10)
-    n_pcs = int(min(n_pcs, x.shape[1] - 1, x.shape[0] - 1))
-    return PCA(n_pcs, random_state=0, svd_solver="randomized" if x.shape[0] > 20_000 else "auto").fit_transform(x)
+    return expression_pcs(table.X if layer is None else table.layers[layer], n_pcs, log1p=log1p, scale=scale)
 
 
 def pretrain_pseudolabel(

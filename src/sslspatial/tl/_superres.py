@@ -15,7 +15,8 @@ from .._constants import Key, check_key
 from .._provenance import run_record, seed_everything
 from .._validate import check_absent, check_counts, check_finite, check_graph
 from ..model._superres import SUPERRES, graph_context_features
-from ..module._superres import LIKELIHOODS
+from ..nn._likelihoods import LIKELIHOODS
+from ..pp._normalize import log_normalize, standardize
 from ..pp._subspot_elements import spot_geometry, subspot_centres
 from ..pp._subspots import make_subspot_shapes
 
@@ -128,9 +129,8 @@ def _representation(x: np.ndarray, likelihoods: list[str], sizes: list[int], n_p
     for lik, s in zip(likelihoods, sizes, strict=True):
         block = x[:, start : start + s].astype(np.float64)
         if lik != "gaussian":
-            lib = block.sum(1, keepdims=True)
-            block = np.log1p(block / np.maximum(lib, 1e-12) * np.median(lib[lib > 0]) if (lib > 0).any() else block)
-        parts.append((block - block.mean(0)) / (block.std(0) + 1e-8))
+            block = log_normalize(block, "median", min_library=1e-12)
+        parts.append(standardize(block, eps=1e-8))
         start += s
     counts = [x[:, a : a + s].sum(1) for a, s, lik in zip(np.cumsum([0, *sizes[:-1]]), sizes, likelihoods, strict=True)
               if lik != "gaussian"]  # fmt: skip
