@@ -1,4 +1,4 @@
-"""REAL DATA: every ```python block of the quickstart and the guides executes, top to bottom, as a reader copies it.
+"""REAL DATA: every ```python block of the README, the quickstart and the guides executes, top to bottom, as a reader copies it.
 
 Each page's blocks run in order with :func:`exec` in one namespace per page, in a temporary working directory where
 ``data`` links to the shared data folder (the pages read ``ss.datasets.<reader>(path="data/<dataset>")``; nothing
@@ -20,11 +20,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = ("quickstart.md", "guide/graphs.md", "guide/pretraining.md", "guide/hist2expr.md", "guide/superres.md")
+PAGES = (
+    "../README.md",
+    "quickstart.md",
+    "guide/graphs.md",
+    "guide/pretraining.md",
+    "guide/hist2expr.md",
+    "guide/superres.md",
+)
 MAX_EPOCHS = 2
 SKIP_MARKER = "# not executed:"
 NOT_EXECUTED = {  # page -> numbers (1-based, among the page's python blocks) of the blocks not executed
-    "guide/pretraining.md": {6},  # multi-GPU DDP training: needs 4 GPUs
+    "guide/pretraining.md": {7},  # multi-GPU DDP training: needs 4 GPUs
     "guide/superres.md": {2},  # {code-block}: spatialdata-plot chain, an optional extra ("sslspatial[plot]")
 }
 FENCE = re.compile(r"^```(python|\{code-block\}[ \t]+python)[ \t]*\n(.*?)^```[ \t]*$", flags=re.MULTILINE | re.DOTALL)

@@ -110,6 +110,9 @@ def test_pretrain_annotate_transfer(shared_data):
     assert res["transfer_macro_f1"]["166"] == pytest.approx(res["finetune_macro_f1"])
     assert all(0.0 <= v <= 1.0 for v in res["transfer_macro_f1"].values())
     assert -1.0 <= res["domains_ari"] <= 1.0 and res["domains_ari_pca"] > 0.3
+    # reference mapping onto the unseen BZ9: the 50% most confident cells are mapped more accurately than all of them
+    assert 0.0 < res["map_query_macro_f1"] <= 1.0
+    assert res["map_query_confident_accuracy"] > res["map_query_accuracy"]
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -15,13 +15,13 @@ import torch
 
 from .. import _io
 from .._constants import Key, check_key
+from .._io import DataLike
 from .._provenance import run_record
 from .._validate import check_absent, check_choice, check_obs_column
 from ..model import SpatialPretrainModel
 from ..objectives import balanced_class_weights
 from . import _annotate_select as select
 
-DataLike = Any
 METHODS = ("auto", "finetune", "knn", "linear", "expression")
 #: Principal components of the cell's own expression used by ``method="auto"`` (and ``"expression"`` by default).
 AUTO_EXPRESSION_PCS = 30

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .. import _io
+from .. import _io, _logging
 from .._constants import Key, check_key
 from .._provenance import run_record
 from .._validate import check_absent, check_obs_column
@@ -123,6 +123,7 @@ def map_query(
     if layer is not None and layer not in query.layers:
         raise KeyError(f"layer={layer!r} is not a layer of the query (layers: {list(query.layers)}).")
     codes, classes, labelled = _reference_codes(reference, labels_key)
+    _logging.info(f"map_query: the query shares {shared.size} of the reference's {reference.n_vars} genes")
 
     query_model = SpatialPretrainModel.load_query_data(query, model, layer=layer)
     encoder = query_model.init_params_["non_kwargs"]["encoder"]

@@ -1,0 +1,213 @@
+"""Reference mapping on real data: pretrain on one labelled STARmap section, map the other one, never seen.
+
+Protocol (issue "Reference mapping"):
+
+- Inductive: the reference section (with graph, counts and labels) is the only data the model and the classifiers
+  see; the query section is mapped afterwards (its cells are used as unlabelled cells by self-training only).
+  Tuning direction BZ5 -> BZ9 (it chose nothing new: ``ss.tl.map_query`` reuses the candidates and defaults of
+  ``ss.tl.annotate``, chosen on the same split); BZ9 -> BZ5 is reported only.
+- Reference labels: all, and 10% (three draws).
+- Panels: the full panel, and the query restricted to a random half of the genes (three draws); the baselines are
+  refitted on the reference restricted to the query's genes (their strong version).
+- Rows: ``map_query`` (``ss.tl.pretrain_pseudolabel`` on the reference, then ``ss.tl.map_query``, all defaults);
+  ``PCA + logreg`` (30 PCs fitted on the reference, plain and balanced logistic regression, applied to the query);
+  ``scANVI`` (SCVI then SCANVI on the reference, 20 epochs; the query mapped with ``SCANVI.load_query_data`` and
+  20 epochs of scArches training on the query, as the scvi-tools tutorial does).
+- Uncertainty: accuracy of the 50% query cells with the lowest ``map_query_uncertainty`` against all cells (full
+  panel, all reference labels).
+
+Run: ``python benchmarks/reference_mapping.py [--quick]`` (``--quick``: tuning direction, full panel, all labels).
+Writes ``results/reference_mapping[_quick].json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TUNING = "BZ5->BZ9"
+EPOCHS = 20
+
+
+def sections():
+    """The two STARmap sections as separate tables, each with its own radius graph and a counts layer."""
+    import sslspatial as ss
+
+    star = ss.datasets.starmap_mpfc(path=DATA / "starmap_mpfc")
+    out = {}
+    for name in ("BZ5", "BZ9"):
+        adata = star[star.obs["section"].astype(str) == name].copy()
+        ss.pp.build_graph(adata, method="radius", radius=400.0)  # pixels, as in benchmarks/celltyping.py
+        adata.layers["counts"] = adata.X.copy()
+        out[name] = adata
+    return out
+
+
+def pca_logreg(ref, query, labelled, balanced):
+    """30 PCs of log1p-normalised expression fitted on the reference, logistic regression, applied to the query."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    def logged(adata):
+        x = np.asarray(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, dtype=float)
+        return np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1))
+
+    pca = PCA(30, random_state=0).fit(logged(ref))
+    pr, pq = pca.transform(logged(ref)), pca.transform(logged(query))
+    if balanced:
+        scaler = StandardScaler().fit(pr)
+        pr, pq = scaler.transform(pr), scaler.transform(pq)
+    clf = LogisticRegression(max_iter=3000, class_weight="balanced" if balanced else None)
+    truth = ref.obs["cell_type"].astype(str).to_numpy()
+    return clf.fit(pr[labelled], truth[labelled]).predict(pq)
+
+
+def scanvi_map(ref, query, labels, scvi_model):
+    """SCANVI on the reference labels, then the query mapped with load_query_data (scArches) and predicted."""
+    import scvi
+
+    ref.obs["_scanvi_labels"] = np.where(labels == None, "Unknown", labels).astype(str)  # noqa: E711
+    model = scvi.model.SCANVI.from_scvi_model(scvi_model, "Unknown", labels_key="_scanvi_labels", adata=ref)
+    quiet = {"enable_progress_bar": False, "check_val_every_n_epoch": None, "train_size": 1.0}
+    model.train(max_epochs=EPOCHS, **quiet)
+    q = query.copy()
+    q.obs["_scanvi_labels"] = "Unknown"
+    mapped = scvi.model.SCANVI.load_query_data(q, model)
+    mapped.train(max_epochs=EPOCHS, plan_kwargs={"weight_decay": 0.0}, **quiet)
+    return np.asarray(mapped.predict(q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    import scvi
+    import torch
+
+    torch.set_num_threads(2)
+    scvi.settings.seed = 0
+    import sslspatial as ss
+    from sslspatial.metrics import classification_report
+
+    data = sections()
+    directions = [("BZ5", "BZ9")] if args.quick else [("BZ5", "BZ9"), ("BZ9", "BZ5")]
+    label_draws = [(1.0, 0)] if args.quick else [(1.0, 0), (0.1, 0), (0.1, 1), (0.1, 2)]
+    panel_draws = [None] if args.quick else [None, 0, 1, 2]
+    rows, timings, uncertainty = [], {}, []
+    for ref_name, query_name in directions:
+        split = f"{ref_name}->{query_name}"
+        ref_full, query_full = data[ref_name], data[query_name]
+        truth = query_full.obs["cell_type"].astype(str).to_numpy()
+        ref_truth = ref_full.obs["cell_type"].astype(str).to_numpy()
+        t0 = time.perf_counter()
+        model = ss.tl.pretrain_pseudolabel(ref_full, overwrite=True, train_kwargs={"enable_progress_bar": False})
+        timings[f"{split}/pretrain_pseudolabel"] = round(time.perf_counter() - t0, 1)
+        for panel in panel_draws:
+            genes = ref_full.var_names
+            if panel is not None:
+                genes = np.sort(np.random.default_rng(panel).choice(ref_full.var_names, ref_full.n_vars // 2, False))
+            query = query_full[:, genes].copy()
+            ref = ref_full[:, genes].copy()  # the baselines' reference: only the genes the query has
+            scvi.model.SCVI.setup_anndata(ref, layer="counts")
+            scvi_model = scvi.model.SCVI(ref)
+            t0 = time.perf_counter()
+            scvi_model.train(enable_progress_bar=False)
+            timings[f"{split}/scvi/panel={panel}"] = round(time.perf_counter() - t0, 1)
+            for fraction, draw in label_draws:
+                rng = np.random.default_rng(draw)
+                n_lab = ref_full.n_obs if fraction == 1.0 else round(fraction * ref_full.n_obs)
+                labelled = np.sort(rng.choice(ref_full.n_obs, n_lab, replace=False))
+                labels = np.full(ref_full.n_obs, None, dtype=object)
+                labels[labelled] = ref_truth[labelled]
+                model.adata.obs["bench_labels"] = labels
+                ctx = {"split": split, "labels": fraction, "label_draw": draw, "panel": "full" if panel is None else
+                       f"half (draw {panel})", "n_genes": int(len(genes))}  # fmt: skip
+
+                def record(method, pred, _ctx=ctx, _truth=truth):
+                    rep = classification_report(_truth, pred)
+                    rows.append({**_ctx, "method": method, **rep})
+                    print(f"  {_ctx} {method:<24} macro-F1 {rep['macro_f1']:.3f}", flush=True)
+
+                t0 = time.perf_counter()
+                ss.tl.map_query(query, model, "bench_labels", overwrite=True)
+                timings.setdefault(f"{split}/map_query", round(time.perf_counter() - t0, 1))
+                record("map_query", query.obs["map_query_prediction"].astype(str).to_numpy())
+                if panel is None and fraction == 1.0:
+                    pred = query.obs["map_query_prediction"].astype(str).to_numpy()
+                    confident = query.obs["map_query_uncertainty"].to_numpy() <= np.median(
+                        query.obs["map_query_uncertainty"]
+                    )
+                    uncertainty.append({
+                        "split": split,
+                        "accuracy_all": float((pred == truth).mean()),
+                        "accuracy_confident_half": float((pred[confident] == truth[confident]).mean()),
+                        "n_confident": int(confident.sum()),
+                    })  # fmt: skip
+                record("PCA + logreg", pca_logreg(ref, query, labelled, balanced=False))
+                record("PCA + logreg (balanced)", pca_logreg(ref, query, labelled, balanced=True))
+                record("scANVI", scanvi_map(ref, query, labels, scvi_model))
+    RESULTS.mkdir(exist_ok=True)
+    out = "reference_mapping_quick" if args.quick else "reference_mapping"
+    payload = {"seconds": timings, "load_average": os.getloadavg(), "uncertainty": uncertainty, "results": rows}
+    (RESULTS / f"{out}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    write_markdown(payload, RESULTS / f"{out}.md", args.quick)
+
+
+def write_markdown(payload, path: Path, quick: bool) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(payload["results"])
+    df["panel kind"] = np.where(df["panel"] == "full", "full", "half")
+    grouped = df.groupby(["split", "panel kind", "labels", "method"])["macro_f1"]
+    stats = grouped.mean().rename("mean").to_frame().join(grouped.std(ddof=0).fillna(0).rename("sd"))
+    stats = stats.join(grouped.size().rename("n"))
+    cells = stats.reset_index()
+    cells["cell"] = cells["mean"].map("{:.3f}".format) + " ± " + cells["sd"].map("{:.3f}".format)
+    table = cells.pivot_table(index="method", columns=["split", "panel kind", "labels"], values="cell", aggfunc="first")
+    lines = [
+        f"# Reference mapping{' (quick)' if quick else ''}",
+        "",
+        "Written by `python benchmarks/reference_mapping.py`; do not edit by hand. Macro-F1 on the query section, which "
+        "no model saw in training; mean ± sd over label draws (3 at 10%) and gene-half draws (3 for half panels). "
+        f"Tuning direction: {TUNING} (no new choice was made on it: map_query reuses annotate's defaults); the other "
+        "direction is evaluation only.",
+        "",
+        table.to_markdown(),
+        "",
+        "## Targets",
+        "",
+        "`baseline` = the best (by mean) of PCA + logreg (plain, balanced) and scANVI on that setting.",
+        "",
+        "| split | panel | labels | map_query | best baseline | margin |",
+        "|---|---|---|---|---|---|",
+    ]
+    means = stats["mean"]
+    for (split, kind, labels), _ in df.groupby(["split", "panel kind", "labels"]):
+        m = means.loc[(split, kind, labels)]
+        best_name = max((n for n in m.index if n != "map_query"), key=lambda n: m[n])
+        tag = " (tuning)" if split == TUNING else ""
+        lines.append(
+            f"| {split}{tag} | {kind} | {labels:g} | {m['map_query']:.3f} | {m[best_name]:.3f} ({best_name}) | "
+            f"{m['map_query'] - m[best_name]:+.3f} |"
+        )
+    lines += ["", "## Uncertainty (full panel, all reference labels)", ""]
+    lines += ["| split | accuracy, all query cells | accuracy, 50% most confident | difference |", "|---|---|---|---|"]
+    for u in payload["uncertainty"]:
+        diff = u["accuracy_confident_half"] - u["accuracy_all"]
+        lines.append(f"| {u['split']} | {u['accuracy_all']:.3f} | {u['accuracy_confident_half']:.3f} | {diff:+.3f} |")
+    lines += ["", "## Timings (s)", "", "```", json.dumps(payload["seconds"], indent=1), "```", ""]
+    lines += [f"Load average at the end: {payload['load_average']}.", ""]
+    path.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
