@@ -338,6 +338,17 @@ def test_gene_correlations_from_anndata_uns_and_array():
         ss.pl.gene_correlations(adata)
 
 
+def test_gene_correlations_pass_over_the_baseline_column():
+    """A hist2expr table holds the model's and the baseline's per-gene Pearson: without key= the model's is drawn."""
+    var = pd.DataFrame({"pearson_s1": [0.1, 0.5, 0.9], "baseline_pearson_s1": [0.0, 0.0, 0.0]}, index=list("ABC"))
+    adata = ad.AnnData(np.zeros((2, 3)), var=var)
+    fig = ss.pl.gene_correlations(adata, n_top=1)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["C"]
+    adata.var["pearson_s2"] = [0.2, 0.2, 0.2]
+    with pytest.raises(KeyError, match="Pass key="):  # two model columns: still ambiguous
+        ss.pl.gene_correlations(adata)
+
+
 # --------------------------------------------------------------------------------------------- annotation
 
 

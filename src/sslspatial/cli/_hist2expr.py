@@ -96,9 +96,11 @@ def run(args) -> int:
     _io.persist(sdata, [*new_shapes, args.key_added, *([args.table_key] if args.table_key in sdata.tables else [])])
     if args.model_out:
         model.save(args.model_out, overwrite=True, save_anndata=True)
-    means = sdata.tables[args.key_added].uns[args.key_added]["mean_pearson"]
-    for name, m in means.items():
-        print(f"{name} ({m['split']}): mean per-gene Pearson {m['mean']:.3f}")
+    record = sdata.tables[args.key_added].uns[args.key_added]
+    baseline = record.get("baseline_mean_pearson", {})
+    for name, m in record["mean_pearson"].items():
+        yardstick = f" (ridge on image statistics: {baseline[name]['mean']:.3f})" if name in baseline else ""
+        print(f"{name} ({m['split']}): mean per-gene Pearson {m['mean']:.3f}{yardstick}")
     print(f"predictions written to {args.zarr}: table {args.key_added!r}")
     return 0
 

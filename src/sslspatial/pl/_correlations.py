@@ -23,6 +23,9 @@ def _correlation_series(pearson: Any, key: str | None, table_key: str, gene_name
         if key is None:
             candidates = [k for k in table.uns if "pearson" in str(k).lower() or "correlation" in str(k).lower()]
             candidates += [c for c in table.var.columns if "pearson" in str(c).lower()]
+            model_only = [c for c in candidates if not str(c).startswith("baseline_")]
+            if len(model_only) == 1:  # hist2expr writes the yardstick next to the model: the model's is meant
+                candidates = model_only
             if len(candidates) != 1:
                 raise KeyError(
                     f"Pass key= naming the per-gene correlations in uns or var (candidates found: {candidates})."
@@ -78,7 +81,8 @@ def gene_correlations(
         SpatialData holding them in ``uns[key]`` (Series, dict, DataFrame with a ``pearson`` column, or an array
         aligned with ``var_names``) or ``var[key]``.
     key
-        The uns / var key; default: the only one whose name contains "pearson" or "correlation".
+        The uns / var key; default: the only one whose name contains "pearson" or "correlation" (columns of the
+        baseline, ``baseline_*``, are passed over when exactly one other remains).
     table_key
         Table of a SpatialData.
     gene_names
