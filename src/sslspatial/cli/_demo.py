@@ -15,7 +15,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", default="sslspatial_demo", help="output folder (created if missing)")
     p.add_argument("--n-cells", type=int, default=3000, help="cells in the synthetic tissue")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic tissue (models train with their default seed=0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic tissue (models train with their default seed=0)"
+    )
     p.add_argument(
         "--only",
         nargs="*",
