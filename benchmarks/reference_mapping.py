@@ -168,7 +168,6 @@ def write_markdown(payload, path: Path, quick: bool) -> None:
     df["panel kind"] = np.where(df["panel"] == "full", "full", "half")
     grouped = df.groupby(["split", "panel kind", "labels", "method"])["macro_f1"]
     stats = grouped.mean().rename("mean").to_frame().join(grouped.std(ddof=0).fillna(0).rename("sd"))
-    stats = stats.join(grouped.size().rename("n"))
     cells = stats.reset_index()
     cells["cell"] = cells["mean"].map("{:.3f}".format) + " ± " + cells["sd"].map("{:.3f}".format)
     table = cells.pivot_table(index="method", columns=["split", "panel kind", "labels"], values="cell", aggfunc="first")

@@ -154,4 +154,19 @@ def check_absent(exists: bool, where: str, option: str = "key_added") -> None:
         raise OutputExistsError(f"{where} exists already: pass overwrite=True or another {option}.")
 
 
+def trainer_options(function: str, accelerator: Any, devices: Any, train_kwargs: dict | None) -> dict:
+    """``train`` keyword arguments: ``accelerator`` and ``devices`` plus ``train_kwargs``, which may not repeat them.
+
+    Examples
+    --------
+    >>> trainer_options("pretrain_mask", "cpu", 1, {"enable_progress_bar": False})
+    {'accelerator': 'cpu', 'devices': 1, 'enable_progress_bar': False}
+    """
+    extra = dict(train_kwargs or {})
+    twice = sorted({"accelerator", "devices"} & set(extra))
+    if twice:
+        raise TypeError(f"Pass {', '.join(twice)} as argument(s) of {function}, not inside train_kwargs.")
+    return {"accelerator": accelerator, "devices": devices, **extra}
+
+
 OutputExistsError.__module__ = "sslspatial"  # documented and raised as ss.OutputExistsError

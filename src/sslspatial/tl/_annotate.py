@@ -17,7 +17,7 @@ from .. import _io
 from .._constants import Key, check_key
 from .._io import DataLike
 from .._provenance import run_record
-from .._validate import check_absent, check_choice, check_obs_column
+from .._validate import check_absent, check_choice, check_obs_column, trainer_options
 from ..model import SpatialPretrainModel
 from ..objectives import balanced_class_weights
 from . import _annotate_select as select
@@ -183,9 +183,7 @@ def annotate(
         )
     codes = np.full(table.n_obs, -1, dtype=np.int64)
     codes[train_idx] = np.searchsorted(classes, labels.iloc[train_idx].astype(str).to_numpy())
-    if {"accelerator", "devices"} & set(train_kwargs or {}):
-        raise TypeError("Pass accelerator= and devices= as arguments of annotate, not inside train_kwargs.")
-    trainer = {"accelerator": accelerator, "devices": devices, **(train_kwargs or {})}
+    trainer = trainer_options("annotate", accelerator, devices, train_kwargs)
     finetune = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "train_kwargs": trainer}
     record: dict = {"method": method}
     if method == "auto":

@@ -12,7 +12,7 @@ from .._constants import check_key
 from .._io import get_coordinates, get_image, get_table, require_spatialdata, table_attrs
 from .._logging import info
 from .._provenance import run_record, seed_everything
-from .._validate import check_absent
+from .._validate import check_absent, trainer_options
 from ..data._patch_loader import PatchSection, PatchSource
 from ..metrics import pearson_per_gene
 from ..model._hist2expr import Hist2Expr
@@ -370,7 +370,7 @@ def hist2expr(
         model.set_patch_source(PatchSource([measured_sections[n] for n in train_regions], patch_px))
         info(f"hist2expr: training on {train_regions} (validation {validation}), {len(genes)} genes")
         model.train(max_epochs=max_epochs, lr=lr, validation_sections=validation, window_size=window_size,
-                    early_stopping=bool(validation), accelerator=accelerator, devices=devices, **(train_kwargs or {}))  # fmt: skip
+                    early_stopping=bool(validation), **trainer_options("hist2expr", accelerator, devices, train_kwargs))  # fmt: skip
     else:
         info(f"hist2expr: predicting {predict_regions} with the given model, {len(genes)} genes")
 

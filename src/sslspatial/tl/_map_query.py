@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from .. import _io, _logging
 from .._constants import Key, check_key
 from .._provenance import run_record
-from .._validate import check_absent, check_obs_column
+from .._validate import check_absent, check_choice, check_obs_column
 from ..model import SpatialPretrainModel
 from . import _annotate_select as select
 
@@ -98,8 +98,7 @@ def map_query(
     if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
         raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
     for kind in candidates:
-        if kind not in ("linear", "expression", "pca"):
-            raise ValueError(f"Unknown candidate {kind!r}; choose among 'linear', 'expression', 'pca'.")
+        check_choice(kind, ("linear", "expression", "pca"), "candidates")
     query = _io.get_table(data, table_key)
     key = check_key(key_added, "key_added")
     outputs = ((query.obs, "obs", f"{key}_prediction"), (query.obsm, "obsm", f"{key}_probabilities"))
@@ -209,10 +208,9 @@ def _features(z_ref, z_query, x_ref, x_query, n_pcs: int, log1p: bool) -> dict[s
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    def normalise(x):
-        return np.log1p(1e4 * x / np.maximum(x.sum(1, keepdims=True), 1)) if log1p else x
+    from ..pp._normalize import log_normalize
 
-    ref, qry = normalise(x_ref), normalise(x_query)
+    ref, qry = (log_normalize(x_ref), log_normalize(x_query)) if log1p else (x_ref, x_query)
     n_pcs = int(min(n_pcs, ref.shape[1] - 1, ref.shape[0] - 1))
     plain = PCA(n_pcs, random_state=0).fit(ref)
     mean, sd = ref.mean(0), ref.std(0)

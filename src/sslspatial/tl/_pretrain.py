@@ -16,7 +16,7 @@ from .. import _io
 from .._constants import Key, check_key
 from .._io import DataLike
 from .._provenance import run_record, seed_everything
-from .._validate import check_absent, check_choice, check_obs_column
+from .._validate import check_absent, check_choice, check_obs_column, trainer_options
 from ..model import SpatialPretrainModel
 from ..objectives import kmeans_pseudolabels
 from ..pp._normalize import expression_pcs
@@ -45,15 +45,6 @@ def _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, 
     return table
 
 
-def _trainer_options(accelerator, devices, train_kwargs) -> dict:
-    """``train`` keyword arguments: ``accelerator`` and ``devices`` plus ``train_kwargs`` (which may not repeat them)."""
-    extra = dict(train_kwargs or {})
-    twice = sorted({"accelerator", "devices"} & set(extra))
-    if twice:
-        raise TypeError(f"Pass {', '.join(twice)} as argument(s) of the function, not inside train_kwargs.")
-    return {"accelerator": accelerator, "devices": devices, **extra}
-
-
 def _train_and_write(table, model, function, params, targets):
     """Train with the run's settings, write the embedding and ``uns[key_added]`` (function, parameters, version)."""
     key_added = params["key_added"]
@@ -62,7 +53,7 @@ def _train_and_write(table, model, function, params, targets):
         batch_size=params["batch_size"],
         lr=params["lr"],
         targets=targets,
-        **_trainer_options(params["accelerator"], params["devices"], params["train_kwargs"]),
+        **trainer_options(function, params["accelerator"], params["devices"], params["train_kwargs"]),
     )
     table.obsm[Key.embedding(key_added)] = model.get_latent_representation()
     table.uns[key_added] = run_record(function, {k: v for k, v in params.items() if k != "data"})

@@ -13,7 +13,7 @@ from anndata import AnnData
 from .. import _io, _logging
 from .._constants import Key, check_key
 from .._provenance import run_record, seed_everything
-from .._validate import check_absent, check_counts, check_finite, check_graph
+from .._validate import check_absent, check_counts, check_finite, check_graph, trainer_options
 from ..model._superres import SUPERRES, graph_context_features
 from ..nn._likelihoods import LIKELIHOODS
 from ..pp._normalize import log_normalize, standardize
@@ -285,9 +285,8 @@ def superres(
     """
     params = {k: v for k, v in locals().items() if k != "data"}
     _io.require_spatialdata(data, "superres", "spot shapes and the table(s) annotating them")
-    sdata, train_kwargs = data, dict(train_kwargs or {})
-    for option in sorted({"accelerator", "devices"} & set(train_kwargs)):
-        raise TypeError(f"Pass {option}= as an argument of superres, not inside train_kwargs.")
+    sdata = data
+    train_kwargs = trainer_options("superres", accelerator, devices, train_kwargs)
     layout, k, side = _layout(layout, n_subspots)
     if spot_mean not in ("observed", "fitted"):
         raise ValueError(f"spot_mean must be 'observed' or 'fitted', got {spot_mean!r}.")
@@ -368,8 +367,7 @@ def superres(
     plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": max(1, max_epochs // 3), **train_kwargs.pop("plan_kwargs", {})}
     train_kwargs.setdefault("train_size", 1.0)
     _logging.info(f"superres: {len(rows)} spots x K={k}, {x.shape[1]} features, {feats.shape[1] // k} per sub-spot")
-    model.train(max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator, devices=devices,
-                plan_kwargs=plan_kwargs, **train_kwargs)  # fmt: skip
+    model.train(max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan_kwargs, **train_kwargs)
 
     out = model.get_subspot_expression(sample=sample, spot_mean=spot_mean)
     means, draws = out if sample else (out, None)
