@@ -47,7 +47,9 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Loss weights (0 switches a term off).
     patch_settings
         How the training patches were prepared (:func:`~sslspatial.tl.hist2expr` records ``colour_normalize``,
-        ``features``, ``feature_weights``, ``size_unit``, ``spot_size`` and ``pitch``). Saved with the model, so that
+        ``features``, ``feature_weights``, ``size_unit``, ``spot_size`` and ``pitch``, and for a backbone
+        ``feature_kwargs`` and ``feature_backbone``: its input side, normalisation and weights checksum). Saved with
+        the model, so that
         ``ss.tl.hist2expr(sdata, model=loaded, predict_regions=...)`` prepares new sections the same way.
     **module_kwargs
         Further :class:`~sslspatial.module._hist2expr.Hist2ExprModule` arguments (``dim``, ``transformer_depth``, ...).

@@ -6,8 +6,7 @@ file, and also accepts any ``torch.nn.Module`` (or a factory registered with :fu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from .._constants import check_key
 from .._io import SectionImage, get_coordinates, get_image, get_table, is_spatialdata
 from .._validate import check_absent
+from ._backbones import Backbone, LoadedBackbone, backbone_features, load_backbone, register_backbone  # noqa: F401
 from ._patches import section_patches, size_in_pixels
 from ._patches_sdata import obs_regions, resolve_region_images
 
@@ -22,7 +22,6 @@ from ._patches_sdata import obs_regions, resolve_region_images
 _STAINS = np.array([[0.650, 0.704, 0.286], [0.072, 0.990, 0.105], [0.268, 0.570, 0.776]])
 _STAINS = _STAINS / np.linalg.norm(_STAINS, axis=1, keepdims=True)
 _UNMIX = np.linalg.inv(_STAINS).astype(np.float32)  # OD (rgb) @ _UNMIX -> stain concentrations
-_IMAGENET = (np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32))
 
 STATS_FEATURE_NAMES: tuple[str, ...] = tuple(
     [f"{c}_{s}" for s in ("mean", "std", "q10", "q50", "q90") for c in "rgb"]
@@ -30,49 +29,6 @@ STATS_FEATURE_NAMES: tuple[str, ...] = tuple(
     + ["background_frac", "dark_frac", "grad_mean", "grad_std", "laplace_mean", "local_contrast"]
     + ["centre_r", "centre_g", "centre_b", "centre_haem", "centre_eosin"]
 )
-
-
-@dataclass
-class Backbone:
-    """A feature extractor: a factory building the torch module, its input size and input normalisation."""
-
-    factory: Callable[[], Any]
-    input_px: int = 224
-    mean: np.ndarray = field(default_factory=lambda: _IMAGENET[0].copy())
-    std: np.ndarray = field(default_factory=lambda: _IMAGENET[1].copy())
-
-
-_REGISTRY: dict[str, Backbone] = {}
-
-
-def register_backbone(
-    name: str,
-    factory: Callable[[], Any],
-    *,
-    input_px: int = 224,
-    mean: tuple[float, float, float] = tuple(_IMAGENET[0]),
-    std: tuple[float, float, float] = tuple(_IMAGENET[1]),
-) -> None:
-    """Register a feature backbone under ``name`` so ``image_features(method=name)`` uses it.
-
-    Parameters
-    ----------
-    name
-        Method name.
-    factory
-        Callable returning a ``torch.nn.Module`` mapping ``(n, 3, input_px, input_px)`` to ``(n, d)`` (or more dims,
-        which are averaged).
-    input_px
-        Patch side fed to the backbone.
-    mean, std
-        Per-channel input normalisation.
-
-    Examples
-    --------
-    >>> import torch
-    >>> register_backbone("tiny", lambda: torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()))
-    """
-    _REGISTRY[name] = Backbone(factory, int(input_px), np.asarray(mean, np.float32), np.asarray(std, np.float32))
 
 
 def stats_features(patches: np.ndarray) -> np.ndarray:
@@ -259,87 +215,6 @@ def channel_patches(
     return resize_patches(patches, out_px) if out_px else patches
 
 
-def _load_backbone(name: str, weights: str | None) -> tuple[Any, Backbone]:
-    """Build a backbone by name: registered, ``torchvision:<name>``, ``timm:<name>``, or a bare name (tries both)."""
-    import torch
-
-    if name in _REGISTRY:
-        spec = _REGISTRY[name]
-        module = spec.factory()
-    else:
-        source, _, arch = name.partition(":") if ":" in name else ("", "", name)
-        if arch == "cnn":
-            arch = "resnet18"
-        if weights is None:
-            raise ValueError(
-                f"method={name!r} needs weights: pass weights=<path to a local state-dict file>, weights='hub' to let "
-                "the library download its default pretrained weights, or weights='random' (untrained; for tests)."
-            )
-        module = None
-        errors = []
-        for lib in [source] if source else ["torchvision", "timm"]:
-            try:
-                module = _build_from_library(lib, arch, weights)
-                break
-            except ImportError as err:
-                errors.append(f"{lib}: {err}")
-        if module is None:
-            raise ImportError(
-                f"Backbone {name!r} needs torchvision or timm, which could not be imported ({'; '.join(errors)}). "
-                "Install one of them (pip install timm), use method='stats', or pass a torch.nn.Module as method."
-            )
-        spec = Backbone(lambda: module)
-        if weights not in ("hub", "random"):
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-            missing, _ = module.load_state_dict(state, strict=False)
-            if missing and len(missing) == len(list(module.state_dict())):
-                raise ValueError(f"None of the weights in {weights!r} match backbone {name!r}; check the file.")
-    return module, spec
-
-
-def _build_from_library(lib: str, arch: str, weights: str) -> Any:
-    import torch
-
-    if lib == "timm":
-        import timm
-
-        return timm.create_model(arch, pretrained=weights == "hub", num_classes=0)
-    if lib == "torchvision":
-        import torchvision.models as tvm
-
-        model = tvm.get_model(arch, weights="DEFAULT" if weights == "hub" else None)
-        for attr in ("fc", "classifier", "head", "heads"):
-            if hasattr(model, attr):
-                setattr(model, attr, torch.nn.Identity())
-        return model
-    raise ValueError(f"Unknown backbone library {lib!r}: use 'torchvision:<name>' or 'timm:<name>'.")
-
-
-def backbone_features(
-    patches: np.ndarray, module: Any, spec: Backbone | None = None, *, batch_size: int = 64, device: str = "cpu"
-) -> np.ndarray:
-    """Run a torch module over ``(n, 3, s, s)`` patches in ``[0, 1]`` (resized + normalised per ``spec``)."""
-    import torch
-    import torch.nn.functional as F
-
-    spec = spec or Backbone(lambda: module)
-    module = module.to(device).eval()
-    mean = torch.as_tensor(spec.mean).view(1, 3, 1, 1).to(device)
-    std = torch.as_tensor(spec.std).view(1, 3, 1, 1).to(device)
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(patches), batch_size):
-            x = torch.as_tensor(np.ascontiguousarray(patches[start : start + batch_size]), dtype=torch.float32)
-            x = x.to(device)
-            if x.shape[-1] != spec.input_px:
-                x = F.interpolate(x, size=(spec.input_px,) * 2, mode="bilinear", antialias=True, align_corners=False)
-            y = module((x - mean) / std)
-            y = y[0] if isinstance(y, tuple | list) else y
-            out.append(y.reshape(len(x), y.shape[1], -1).mean(-1).float().cpu().numpy())
-    return np.concatenate(out, 0).astype(np.float32)
-
-
 def image_features(
     image: SectionImage | np.ndarray | Any,
     centres: np.ndarray,
@@ -348,6 +223,7 @@ def image_features(
     *,
     unit: Literal["coords", "px"] = "coords",
     weights: str | None = None,
+    backbone_kwargs: Mapping[str, Any] | None = None,
     value_range: tuple[float, float] | None = None,
     out_px: int | None = None,
     batch_size: int = 512,
@@ -369,12 +245,16 @@ def image_features(
     method
         ``"stats"`` (34 colour, stain and texture statistics; :data:`STATS_FEATURE_NAMES`), ``"cnn"`` (ResNet-18),
         a backbone name (``"resnet50"``, ``"timm:<name>"``, ``"torchvision:<name>"``, or one registered with
-        :func:`register_backbone`), or a ``torch.nn.Module`` taking ImageNet-normalised 224 px patches.
+        :func:`register_backbone`; see :func:`load_backbone`), a :class:`LoadedBackbone`, or a ``torch.nn.Module``
+        taking ImageNet-normalised 224 px patches. Library backbones get the input side and normalisation of their
+        library's configuration.
     unit
         Unit of ``size``: ``"coords"`` or ``"px"``.
     weights
         For library backbones: a local state-dict file, ``"hub"`` (download the library's default weights), or
         ``"random"``.
+    backbone_kwargs
+        Keyword arguments of the library's model constructor (see :func:`load_backbone`).
     value_range
         Range of pixel values, required unless the image is RGB uint8.
     out_px
@@ -402,14 +282,17 @@ def image_features(
     size_in_pixels(image, size, unit)  # validates size / unit before any work
     if isinstance(method, str) and method == "stats":
         module, spec, px = None, None, out_px or min(size_in_pixels(image, size, unit), 64)
-    elif isinstance(method, str):
-        module, spec = _load_backbone(method, weights)
+    elif isinstance(method, str | LoadedBackbone):
+        loaded = method if isinstance(method, LoadedBackbone) else load_backbone(method, weights, backbone_kwargs)
+        module, spec = loaded.module, loaded.spec
         px = out_px or spec.input_px
     elif callable(method):
         module, spec = method, Backbone(lambda: method)
         px = out_px or spec.input_px
     else:
-        raise TypeError(f"method must be 'stats', a backbone name or a torch.nn.Module, got {type(method).__name__}.")
+        raise TypeError(
+            f"method must be 'stats', a backbone name, a LoadedBackbone or a torch.nn.Module, got {type(method).__name__}."
+        )
     out = []
     for start in range(0, len(centres), batch_size):
         patches = section_patches(image, centres[start : start + batch_size], size, unit=unit, out_px=px,
@@ -432,6 +315,7 @@ def add_image_features(
     unit: Literal["coords", "px"] = "coords",
     method: str = "stats",
     weights: str | None = None,
+    backbone_kwargs: Mapping[str, Any] | None = None,
     value_range: tuple[float, float] | None = None,
     spatial_key: str = "spatial",
     key_added: str = "X_image_features",
@@ -446,7 +330,7 @@ def add_image_features(
     ----------
     sdata
         SpatialData with the table and its image(s).
-    table_key, image_key, size, unit, method, weights, value_range
+    table_key, image_key, size, unit, method, weights, backbone_kwargs, value_range
         See :func:`image_features`; ``image_key`` may map region -> image.
     spatial_key
         ``obsm`` key of the observation centres.
@@ -471,7 +355,8 @@ def add_image_features(
     table = get_table(sdata, table_key)
     check_key(key_added, "key_added")
     params = {"image_key": image_key if isinstance(image_key, str | None) else dict(image_key), "size": float(size),
-              "unit": unit, "method": method if isinstance(method, str) else repr(method), "weights": weights}  # fmt: skip
+              "unit": unit, "method": method if isinstance(method, str) else repr(method), "weights": weights,
+              "backbone_kwargs": dict(backbone_kwargs or {})}  # fmt: skip
     params_key = f"{key_added}_params"
     if key_added in table.obsm and not overwrite:
         if table.uns.get(params_key) == params:
@@ -479,6 +364,8 @@ def add_image_features(
         check_absent(True, f"obsm[{key_added!r}] (computed with other parameters)")
     regions, region_of_obs = obs_regions(table)
     mapping = resolve_region_images(sdata, table_key, image_key, regions or None)
+    if isinstance(method, str) and method != "stats":  # build (and load) the backbone once for every region
+        method = load_backbone(method, weights, backbone_kwargs)
     features = None
     for region, (key, cs) in mapping.items():
         rows = np.flatnonzero(region_of_obs == region) if regions else np.arange(table.n_obs)

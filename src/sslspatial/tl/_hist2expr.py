@@ -16,6 +16,7 @@ from .._validate import check_absent, trainer_options
 from ..data._patch_loader import PatchSection, PatchSource
 from ..metrics import pearson_per_gene
 from ..model._hist2expr import Hist2Expr
+from ..pp._backbones import LoadedBackbone, load_backbone
 from ..pp._image_features import image_features
 from ..pp._patches import ColourStats, check_centres_inside, check_image_values, crop_patches, to_unit_range
 from ..pp._patches_sdata import obs_regions, resolve_region_images
@@ -65,9 +66,33 @@ def _section(
         pick = np.random.default_rng(0).permutation(len(px))[:512]
         section.colour = ColourStats.of(to_unit_range(crop_patches(image.image, px[np.sort(pick)], size_px), vr))
     if features is not None:
-        method, weights = features if isinstance(features, tuple) else (features, None)
-        section.features = image_features(image, coords, size, method, unit=unit, weights=weights, value_range=vr)
+        method, device = features
+        section.features = image_features(image, coords, size, method, unit=unit, value_range=vr, device=device)
     return section
+
+
+def _backbone(features, weights, kwargs, model) -> LoadedBackbone | None:
+    """Build a backbone ``features`` once (None for ``"stats"`` / None); a reloaded model checks the weights file."""
+    if features is None or features == "stats":
+        return None
+    loaded = load_backbone(features, weights, kwargs)
+    trained = (model.patch_settings if model is not None else {}).get("feature_backbone") or {}
+    saved, now = trained.get("weights_sha256"), loaded.info.get("weights_sha256")
+    if saved is not None and saved != now:
+        raise ValueError(
+            f"The backbone weights {weights!r} are not the file this model was trained with (SHA-256 {now} vs "
+            f"{saved}): its predictions would be meaningless. Put the original file at that path."
+        )
+    return loaded
+
+
+def _torch_device(accelerator: str) -> str:
+    """The torch device the backbone features are computed on, from the trainer's ``accelerator``."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "mps" if accelerator == "mps" else "cpu"
 
 
 def _trained_settings(model, train_regions, predict_regions, genes) -> dict:
@@ -111,6 +136,7 @@ def hist2expr(
     features: str | None = "stats",
     use_patches: bool = True,
     feature_weights: str | None = None,
+    feature_kwargs: dict | None = None,
     layer: str | None = None,
     size_factor_key: str | None = None,
     likelihood: Literal["zinb", "nb", "poisson", "gaussian", "none"] = "zinb",
@@ -179,7 +205,13 @@ def hist2expr(
     use_patches
         Train the ConvMixer on the patches (False: the precomputed ``features`` only, much faster).
     feature_weights
-        Weights file (or ``"hub"``) of a backbone ``features``.
+        Local weights file of a backbone ``features`` (``"hub"``: the library's download; ``"random"``: untrained).
+        Every tensor of the backbone must be in it (see :func:`~sslspatial.pp.load_backbone`); its SHA-256, the
+        patch side and the input normalisation used (from the library's configuration of the architecture) are
+        saved with the model, and a reloaded model refuses a weights file with another checksum.
+    feature_kwargs
+        Keyword arguments of the backbone's constructor (``timm.create_model``), e.g. UNI's
+        ``{"init_values": 1e-5, "dynamic_img_size": True}``; saved with the model.
     layer, size_factor_key
         Counts layer (default X) and ``obs`` column of total counts (default: sum over the table's genes).
     likelihood, mse_weight, likelihood_weight, distill_weight
@@ -246,6 +278,7 @@ def hist2expr(
         settings = _trained_settings(model, train_regions, predict_regions, genes)
         genes, patch_px, use_patches = list(model.adata.var_names), model.module.patch_px, model.module.use_patches
         features, feature_weights = settings.get("features"), settings.get("feature_weights")
+        feature_kwargs = settings.get("feature_kwargs")
         colour_normalize = bool(settings.get("colour_normalize", False))
         size_unit = settings.get("size_unit", size_unit)
         spot_size = spot_size if spot_size is not None else settings.get("spot_size")
@@ -253,7 +286,8 @@ def hist2expr(
         train_regions, n_validation_sections = [], 0
     if not use_patches and features is None:
         raise ValueError("use_patches=False needs features (e.g. features='stats').")
-    feats = None if features is None else (features, feature_weights)
+    backbone = _backbone(features, feature_weights, feature_kwargs, model)
+    feats = None if features is None else (backbone or features, _torch_device(accelerator))
     if size_unit not in ("coords", "px"):
         raise ValueError(f"size_unit={size_unit!r} is not one of 'coords', 'px'.")
     check_absent(key_added in sdata.tables and not overwrite, f"tables[{key_added!r}]")
@@ -363,6 +397,8 @@ def hist2expr(
         n_features = 0 if feats is None else measured_sections[train_regions[0]].features.shape[1]
         settings = {"colour_normalize": colour_normalize, "features": features, "feature_weights": feature_weights,
                     "size_unit": size_unit, "spot_size": train_size, "pitch": pitch}  # fmt: skip
+        if backbone is not None:
+            settings |= {"feature_kwargs": dict(feature_kwargs or {}), "feature_backbone": backbone.info}
         seed_everything(seed)
         model = Hist2Expr(adata, patch_px=patch_px, likelihood=likelihood, mse_weight=mse_weight,
                           likelihood_weight=likelihood_weight, distill_weight=distill_weight, n_features=n_features,
