@@ -101,6 +101,14 @@ def load_backbone(name: str, weights: str | None, backbone_kwargs: Mapping[str, 
     ------
     ValueError
         When the file does not fit the architecture: tensors of the backbone missing from it, or of another shape.
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> uni = ss.pp.load_backbone("timm:vit_large_patch16_224", "uni/pytorch_model.bin",
+    ...                           {"init_values": 1e-5, "dynamic_img_size": True})  # doctest: +SKIP
+    >>> uni.info["input_px"], uni.info["weights_sha256"][:8]  # doctest: +SKIP
+    >>> ss.pp.image_features(image, centres, 100.0, method=uni)  # doctest: +SKIP
     """
     if name in _REGISTRY:
         spec = _REGISTRY[name]
@@ -202,13 +210,12 @@ def _build_from_library(lib: str, arch: str, weights: str, kwargs: dict[str, Any
         for attr in ("fc", "classifier", "head", "heads"):
             if hasattr(model, attr):
                 setattr(model, attr, torch.nn.Identity())
-        spec = Backbone(lambda: model)
         try:  # the input size and normalisation of the architecture's default weights
             transforms = tvm.get_model_weights(arch).DEFAULT.transforms()
-            spec = Backbone(lambda: model, int(transforms.crop_size[0]), np.asarray(transforms.mean, np.float32),
-                            np.asarray(transforms.std, np.float32))  # fmt: skip
-        except (AttributeError, KeyError, ValueError):
-            pass
+        except (AttributeError, KeyError, ValueError):  # no default weights: ImageNet's 224 px
+            return model, Backbone(lambda: model), "torchvision"
+        spec = Backbone(lambda: model, int(transforms.crop_size[0]), np.asarray(transforms.mean, np.float32),
+                        np.asarray(transforms.std, np.float32))  # fmt: skip
         return model, spec, "torchvision"
     raise ValueError(f"Unknown backbone library {lib!r}: use 'torchvision:<name>' or 'timm:<name>'.")
 

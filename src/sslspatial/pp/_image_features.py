@@ -1,7 +1,7 @@
 """Image feature vectors around arbitrary centres: cheap colour / texture statistics, or a pretrained backbone.
 
-The backbone path imports torchvision / timm lazily (neither is needed for the default), takes weights from a local
-file, and also accepts any ``torch.nn.Module`` (or a factory registered with :func:`register_backbone`).
+Backbones (timm / torchvision architectures with weights from a local file, registered factories, any
+``torch.nn.Module``) are built by :mod:`sslspatial.pp._backbones`; neither library is needed for the statistics.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from .._constants import check_key
 from .._io import SectionImage, get_coordinates, get_image, get_table, is_spatialdata
 from .._validate import check_absent
-from ._backbones import Backbone, LoadedBackbone, backbone_features, load_backbone, register_backbone  # noqa: F401
+from ._backbones import Backbone, LoadedBackbone, backbone_features, load_backbone
 from ._patches import section_patches, size_in_pixels
 from ._patches_sdata import obs_regions, resolve_region_images
 
