@@ -215,7 +215,7 @@ def test_info_prints_versions_and_device(capsys):
     assert "device" in out and ("cpu" in out or "cuda" in out)
 
 
-def test_graph_subcommand_writes_in_place(tmp_path):
+def test_graph_subcommand_writes_in_place_and_refuses_to_overwrite(tmp_path, capsys):
     import spatialdata as sd
 
     path = _store(tmp_path / "t.zarr")
@@ -223,6 +223,10 @@ def test_graph_subcommand_writes_in_place(tmp_path):
     back = sd.read_zarr(path)
     degree = np.diff(back.tables["table"].obsp["spatial_connectivities"].indptr)
     assert degree.min() >= 4
+    err = _fails(capsys, ["graph", str(path), "--method", "knn", "--n-neighs", "6"], 1)
+    assert "obsp['spatial_connectivities'] exists already: pass --overwrite" in err
+    assert main(["graph", str(path), "--method", "knn", "--n-neighs", "6", "--overwrite"]) == 0
+    assert sd.read_zarr(path).tables["table"].uns["spatial_neighbors"]["params"]["n_neighs"] == 6
 
 
 def test_unknown_method_is_rejected():

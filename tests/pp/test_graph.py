@@ -98,7 +98,20 @@ def test_warns_when_radius_in_wrong_units():
     with pytest.warns(UserWarning, match="no edges"):
         ss.pp.build_graph(adata, method="radius", radius=1e-6)
     with pytest.warns(UserWarning, match="implausibly large"):
-        ss.pp.build_graph(adata, method="radius", radius=1e4)
+        ss.pp.build_graph(adata, method="radius", radius=1e4, overwrite=True)
+
+
+def test_existing_graph_is_not_replaced_without_overwrite():
+    adata = _random_sections()
+    ss.pp.build_graph(adata, method="knn", n_neighs=4)
+    before = adata.obsp["spatial_connectivities"].copy()
+    with pytest.raises(ss.OutputExistsError, match=r"obsp\['spatial_connectivities'\].*overwrite=True"):
+        ss.pp.build_graph(adata, method="knn", n_neighs=8)
+    assert (adata.obsp["spatial_connectivities"] != before).nnz == 0, "the old graph must be left as it was"
+    ss.pp.build_graph(adata, method="knn", n_neighs=8, overwrite=True)
+    assert adata.uns["spatial_neighbors"]["params"]["n_neighs"] == 8
+    ss.pp.build_graph(adata, method="knn", n_neighs=4, key_added="other")  # another key is a new output
+    assert ss.pp.build_graph(adata, method="knn", n_neighs=4, copy=True)[0].shape == before.shape  # copy writes none
 
 
 @pytest.mark.parametrize(

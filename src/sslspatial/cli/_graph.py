@@ -55,6 +55,7 @@ def run(args) -> int:
         library_key=args.library_key,
         table_key=args.table_key,
         key_added=args.key_added,
+        overwrite=args.overwrite,
     )
     _io.persist(sdata, args.table_key)
     stats = sdata.tables[args.table_key].uns[uns_key]["degree"]

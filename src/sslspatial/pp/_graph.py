@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from .. import _io
 from .. import _logging as logg
 from .._constants import Key, check_key
-from .._validate import check_choice
+from .._validate import check_absent, check_choice
 from .._warnings import quiet_call
 
 GRAPH_METHODS = ("radius", "knn", "delaunay", "grid")
@@ -32,6 +32,7 @@ def build_graph(
     spatial_key: str = Key.SPATIAL,
     coordinate_system: str | None = None,
     key_added: str = Key.SPATIAL,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> tuple[sp.csr_matrix, sp.csr_matrix] | None:
     """Build a symmetric spatial neighbour graph, section by section.
@@ -68,6 +69,9 @@ def build_graph(
     key_added
         Results go to ``obsp[f"{key_added}_connectivities"]``, ``obsp[f"{key_added}_distances"]`` and
         ``uns[f"{key_added}_neighbors"]`` (with the parameters and degree statistics).
+    overwrite
+        Replace a graph already stored under ``key_added`` (else :class:`~sslspatial.OutputExistsError`, raised
+        before any work). Not needed with ``copy=True``, which writes nothing.
     copy
         Return ``(connectivities, distances)`` instead of writing them.
 
@@ -90,6 +94,9 @@ def build_graph(
     if method in ("knn", "grid") and (not isinstance(n_neighs, int | np.integer) or n_neighs < 1):
         raise ValueError(f"n_neighs must be a positive integer, got {n_neighs!r}.")
     table = _io.get_table(data, table_key)
+    conn_key, dist_key, uns_key = Key.graph(key_added)
+    if not copy and not overwrite:
+        check_absent(conn_key in table.obsp, f"obsp[{conn_key!r}]")
     coords = _io.get_coordinates(data, table_key, spatial_key, coordinate_system)
     sections_key = _io.section_key(table, library_key)
 
@@ -101,7 +108,6 @@ def build_graph(
     if copy:
         return connectivities, distances
 
-    conn_key, dist_key, uns_key = Key.graph(key_added)
     table.obsp[conn_key] = connectivities
     table.obsp[dist_key] = distances
     params = {"method": method, "n_neighs": int(n_neighs), "n_rings": int(n_rings), "library_key": sections_key}
