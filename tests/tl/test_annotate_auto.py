@@ -96,10 +96,10 @@ def test_pca_candidate_is_exactly_the_plain_baseline():
     logged = np.log1p(1e4 * counts / counts.sum(1, keepdims=True))
     pcs = PCA(30, random_state=0).fit_transform(logged)
     truth = adata.obs["cell_type"].astype(str).to_numpy()
-    clf = LogisticRegression(max_iter=1000, tol=1e-3).fit(pcs[train], truth[train])
+    clf = LogisticRegression(max_iter=3000).fit(pcs[train], truth[train])  # what a user writes: sklearn's defaults
     expected = pd.DataFrame(clf.predict_proba(pcs), columns=clf.classes_)
     got = adata.obsm["annotate_probabilities"][list(clf.classes_)].to_numpy()
-    np.testing.assert_allclose(got, expected.to_numpy(), atol=2e-3)
+    np.testing.assert_allclose(got, expected.to_numpy(), atol=1e-6)
 
 
 def test_auto_keeps_a_class_with_a_single_label_and_records_the_fallback():
