@@ -36,9 +36,8 @@ from anndata import AnnData
 from spatialdata.models import ShapesModel, TableModel
 
 import sslspatial as ss
-from sslspatial.metrics import pearson_per_gene, rmse_per_gene, ssim
-from sslspatial.model._superres import kernel_interpolation, uniform_split
-from sslspatial.pp._subspot_elements import nuclei_image, pseudo_spots, subspot_offsets
+from sslspatial.metrics import kernel_interpolation, pearson_per_gene, rmse_per_gene, ssim, uniform_split
+from sslspatial.pp import nuclei_image, pseudo_spots, subspot_offsets
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SEEDS = (0, 1, 2)

@@ -263,7 +263,7 @@ def test_hist2expr_subcommand_trains_saves_and_predicts_with_the_saved_model(tmp
     """``--model-out`` then ``--model-in``: the second call trains nothing and reproduces the held-out prediction."""
     import spatialdata as sd
 
-    from sslspatial.datasets._synthetic import synthetic_tissue
+    from sslspatial.datasets import synthetic_tissue
 
     tissue = synthetic_tissue(n_cells=600, n_genes=8, n_sections=3, spot_layouts=("visium",), seed=2)
     path, model_dir = tmp_path / "t.zarr", tmp_path / "model"

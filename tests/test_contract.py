@@ -97,7 +97,7 @@ def cells():
 
 @pytest.fixture(scope="module")
 def spots():
-    from sslspatial.datasets._synthetic import synthetic_tissue
+    from sslspatial.datasets import synthetic_tissue
 
     sdata = synthetic_tissue(n_cells=500, n_genes=10, n_sections=2, spot_layouts=("visium",), seed=3)
     ss.pp.build_graph(sdata, table_key="table_visium", method="knn", n_neighs=6)

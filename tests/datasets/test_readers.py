@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sslspatial.datasets import _readers_common
-from sslspatial.datasets._readers import (
+from sslspatial.datasets import (
+    _readers_common,
     cite_seq_skin,
     cosmx_lung_mini,
     her2st,

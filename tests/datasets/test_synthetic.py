@@ -7,7 +7,7 @@ from scipy.spatial import cKDTree
 from scipy.stats import chi2_contingency
 from spatialdata.transformations import get_transformation
 
-from sslspatial.datasets._synthetic import synthetic_tissue
+from sslspatial.datasets import synthetic_tissue
 
 SMALL = {"n_cells": 1500, "n_genes": 30, "n_cell_types": 4, "n_domains": 3, "extent": 600.0, "pixel_size": 2.0}
 

@@ -94,7 +94,7 @@ def test_buffer_split_removes_cells_near_test_cells_brute_force():
 def test_locality_batches_cover_every_seed_once_and_shrink_subgraphs():
     from scipy.spatial import cKDTree
 
-    from sslspatial.data._loaders import LocalityBatchSampler, SubgraphCollate, locality_order
+    from sslspatial.data import LocalityBatchSampler, SubgraphCollate, locality_order
 
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 100, (3000, 2))

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 from scvi.distributions import NegativeBinomial, Normal, Poisson
 
-from sslspatial.module._pretrain import SpatialPretrainModule
+from sslspatial.module import SpatialPretrainModule
 from sslspatial.objectives import (
     BYOL,
     Classification,

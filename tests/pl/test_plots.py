@@ -411,7 +411,7 @@ def test_class_f1_bars_sorted_with_support(tmp_path):
 
 
 def _spots_and_subspots():
-    from sslspatial.pp._subspots import subspot_offsets
+    from sslspatial.pp import subspot_offsets
 
     r = 5.0
     centres = np.array([[x + (10 if y % 2 else 0), y * 17.32] for y in range(3) for x in range(0, 60, 20)], float)

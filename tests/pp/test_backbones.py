@@ -90,7 +90,7 @@ def test_weights_that_do_not_fit_are_refused_and_wrapper_prefixes_are_stripped(t
 
 
 def test_hist2expr_trains_on_backbone_features_from_a_file_and_checks_them_on_reload(tmp_path):
-    from sslspatial.datasets._synthetic import synthetic_tissue
+    from sslspatial.datasets import synthetic_tissue
 
     sdata = synthetic_tissue(n_cells=400, n_genes=6, n_sections=3, spot_layouts=("visium",), seed=3)
     _, path = _saved(tmp_path, "timm:resnet50", seed=0)

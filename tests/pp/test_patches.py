@@ -179,7 +179,7 @@ def test_patches_follow_a_non_identity_shapes_transformation():
     np.testing.assert_allclose(patches, expected)
     np.testing.assert_allclose(sdata.tables["table"].obsm["spatial"], centres)  # the user's obsm is untouched
     # the same section through image features: equal to features of the expected patches
-    from sslspatial.pp._image_features import image_features
+    from sslspatial.pp import image_features
 
     img_cs = get_image(sdata, "img", "global")
     feats = image_features(img_cs, 2.0 * centres + np.array([5.0, 3.0]), 4.0)

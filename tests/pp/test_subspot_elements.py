@@ -11,7 +11,8 @@ from spatialdata.models import ShapesModel
 from spatialdata.transformations import Scale, get_transformation
 
 import sslspatial as ss
-from sslspatial.pp._subspot_elements import n_subspots_of, nuclei_image, pseudo_spots, spot_geometry
+from sslspatial.pp import nuclei_image, pseudo_spots
+from sslspatial.pp._subspot_elements import n_subspots_of, spot_geometry
 
 
 def _circles(centres, radius, transformations=None):

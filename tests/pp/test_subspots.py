@@ -3,7 +3,7 @@ import pytest
 from spatialdata.models import ShapesModel
 from spatialdata.transformations import Scale, get_transformation
 
-from sslspatial.pp._subspots import assign_to_subspots, make_subspot_shapes, subspot_offsets
+from sslspatial.pp import assign_to_subspots, make_subspot_shapes, subspot_offsets
 
 SQ3 = np.sqrt(3.0)
 

@@ -19,7 +19,7 @@ from sslspatial.data._patch_loader import (
     knn_edges,
     partition_windows,
 )
-from sslspatial.module._hist2expr import Hist2ExprModule
+from sslspatial.module import Hist2ExprModule
 
 TINY = {"embed_kernel": 4, "channels": 8, "convmixer_depth": 1, "down_channels": 2, "dim": 16, "transformer_depth": 1,
         "heads": 2, "gnn_depth": 2, "n_pos": 16}  # fmt: skip
@@ -117,7 +117,7 @@ def test_windows_graph_and_positions_hand_computed():
 
 @pytest.fixture(scope="module")
 def tissue():
-    from sslspatial.datasets._synthetic import synthetic_tissue
+    from sslspatial.datasets import synthetic_tissue
 
     return synthetic_tissue(n_cells=900, n_genes=12, n_sections=3, spot_layouts=("visium",), seed=1)
 
@@ -330,7 +330,8 @@ def test_model_target_stats_are_the_training_mean_and_sd_of_log_normalised_count
 
 
 def test_colour_normalize_gives_every_section_the_same_tissue_colour(tissue, monkeypatch):
-    from sslspatial.pp._patches import ColourStats, colour_normalize, crop_patches, to_unit_range
+    from sslspatial.pp import crop_patches
+    from sslspatial.pp._patches import ColourStats, colour_normalize, to_unit_range
 
     seen = {}
     monkeypatch.setattr(ss.model.Hist2Expr, "train", lambda self, **kw: seen.update(source=self.patch_source))
@@ -500,7 +501,7 @@ def test_sections_follow_a_non_identity_shapes_transformation():
     from spatialdata.models import ShapesModel
     from spatialdata.transformations import Scale, Sequence, Translation, get_transformation, set_transformation
 
-    from sslspatial.datasets._synthetic import synthetic_tissue
+    from sslspatial.datasets import synthetic_tissue
 
     def centres(sdata):
         model = _fit(sdata, predict_regions=[], train_regions=["section_0", "section_1"], key_added="h2e_t",

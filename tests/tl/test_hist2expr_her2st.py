@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sslspatial as ss
-from sslspatial.data._patch_loader import PatchSource
+from sslspatial.data import PatchSource
 
 
 @pytest.mark.slow  # real data

@@ -17,9 +17,10 @@ from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity, Scale
 
 import sslspatial as ss
+from sslspatial.metrics import kernel_interpolation, uniform_split
 from sslspatial.model import SUPERRES
-from sslspatial.model._superres import graph_context_features, kernel_interpolation, uniform_split
-from sslspatial.module._superres import SuperResModule
+from sslspatial.model._superres import graph_context_features
+from sslspatial.module import SuperResModule
 
 FAST = {"max_epochs": 2, "n_hidden": 16, "n_latent": 8, "batch_size": 32}
 

@@ -20,9 +20,8 @@ from anndata import AnnData
 from spatialdata.models import ShapesModel, TableModel
 
 import sslspatial as ss
-from sslspatial.metrics import pearson_per_gene
-from sslspatial.model._superres import kernel_interpolation, uniform_split
-from sslspatial.pp._subspot_elements import pseudo_spots, subspot_offsets
+from sslspatial.metrics import kernel_interpolation, pearson_per_gene, uniform_split
+from sslspatial.pp import nuclei_image, pseudo_spots, subspot_offsets
 
 
 def _spot_sdata(shapes, centres: np.ndarray, spots: np.ndarray, images: dict | None = None) -> sd.SpatialData:
@@ -150,8 +149,6 @@ def test_osmfish_hexagon_with_a_nuclei_image_beats_uniform_and_kernel(shared_dat
     image of where the cells are (rendered from the centroids, a stand-in for the nuclear stain) lifts the model far
     above both baselines (benchmark: 0.616 vs 0.430 uniform, 0.427 kernel)."""
     import torch
-
-    from sslspatial.pp._subspot_elements import nuclei_image
 
     torch.set_num_threads(1)
     xy, counts = _osmfish_cells(shared_data)

@@ -93,8 +93,7 @@ def demo(sdata, out_dir: Path) -> dict:
     import numpy as np
     import torch
 
-    from ..metrics import pearson_per_gene
-    from ..model._superres import uniform_split
+    from ..metrics import pearson_per_gene, uniform_split
     from ..pl import superres_maps
     from ..pp import build_graph
     from ..tl import superres

@@ -5,6 +5,7 @@ from .. import _attach
 __getattr__, __dir__, __all__ = _attach(
     __name__,
     attributes={
+        "LocalityBatchSampler": "_loaders",
         "PatchSection": "_patch_loader",
         "PatchSource": "_patch_loader",
         "PatchWindowSplitter": "_patch_loader",
@@ -17,6 +18,7 @@ __getattr__, __dir__, __all__ = _attach(
         "buffer_split": "_splits",
         "half_split": "_splits",
         "khop_subgraph": "_subgraph",
+        "locality_order": "_loaders",
         "section_split": "_splits",
         "spatial_block_split": "_splits",
     },

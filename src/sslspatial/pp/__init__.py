@@ -15,6 +15,8 @@ __getattr__, __dir__, __all__ = _attach(
         "image_features": "_image_features",
         "load_backbone": "_backbones",
         "make_subspot_shapes": "_subspots",
+        "nuclei_image": "_subspot_elements",
+        "pseudo_spots": "_subspot_elements",
         "register_backbone": "_backbones",
         "subspot_offsets": "_subspots",
         "subspots": "_subspot_elements",

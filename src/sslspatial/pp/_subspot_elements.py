@@ -12,7 +12,7 @@ from .._constants import check_key
 from .._validate import check_absent
 from ._subspots import make_subspot_shapes, subspot_offsets
 
-__all__ = ["SpotGeometry", "spot_geometry", "subspots", "n_subspots_of"]
+__all__ = ["SpotGeometry", "nuclei_image", "n_subspots_of", "pseudo_spots", "spot_geometry", "subspots"]
 
 _LAYOUTS = ("hexagon", "square")
 
