@@ -259,6 +259,49 @@ def section_key(table: AnnData, library_key: str | None) -> str | None:
     return None
 
 
+def affine_2d(transformation: Any) -> np.ndarray:
+    """The 3x3 matrix of a spatialdata transformation on the ``x``, ``y`` axes (its ``to_affine_matrix``).
+
+    The one place the package turns a transformation into a matrix; :func:`map_points` and :func:`linear_scale`
+    apply it.
+
+    Examples
+    --------
+    >>> from spatialdata.transformations import Scale
+    >>> affine_2d(Scale([2.0, 3.0], axes=("x", "y"))).tolist()
+    [[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    matrix = transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+    return np.asarray(matrix, dtype=np.float64)
+
+
+def map_points(points: np.ndarray, transformation: Any) -> np.ndarray:
+    """Map ``(n, 2)`` points (x, y) by a spatialdata transformation (or a 3x3 affine matrix).
+
+    Examples
+    --------
+    >>> from spatialdata.transformations import Translation
+    >>> map_points(np.array([[1.0, 1.0]]), Translation([10.0, 0.0], axes=("x", "y"))).tolist()
+    [[11.0, 1.0]]
+    """
+    matrix = transformation if isinstance(transformation, np.ndarray) else affine_2d(transformation)
+    points = np.asarray(points, dtype=np.float64)
+    return points @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+def linear_scale(transformation: Any) -> float:
+    """Mean linear scale factor of a spatialdata transformation (or a 3x3 affine matrix): ``sqrt(|det|)``.
+
+    Examples
+    --------
+    >>> from spatialdata.transformations import Scale
+    >>> round(linear_scale(Scale([2.0, 8.0], axes=("x", "y"))), 6)
+    4.0
+    """
+    matrix = transformation if isinstance(transformation, np.ndarray) else affine_2d(transformation)
+    return float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
+
+
 @dataclass
 class SectionImage:
     """An image of a section and its affine map from coordinates to pixels.
@@ -276,14 +319,12 @@ class SectionImage:
 
     def to_pixels(self, coords: np.ndarray) -> np.ndarray:
         """Map ``(n, 2)`` coordinates (x, y) to ``(n, 2)`` pixel positions (col, row)."""
-        coords = np.asarray(coords, dtype=np.float64)
-        homogeneous = np.c_[coords, np.ones(len(coords))]
-        return (homogeneous @ self.coords_to_pixels.T)[:, :2]
+        return map_points(coords, self.coords_to_pixels)
 
     @property
     def pixels_per_unit(self) -> float:
         """Mean linear scale from coordinate units to pixels."""
-        return float(np.sqrt(abs(np.linalg.det(self.coords_to_pixels[:2, :2]))))
+        return linear_scale(self.coords_to_pixels)
 
 
 def get_image(sdata: SpatialData, image_key: str, coordinate_system: str) -> SectionImage:
@@ -322,14 +363,12 @@ def get_image(sdata: SpatialData, image_key: str, coordinate_system: str) -> Sec
             f"Image {image_key!r} has no transformation to coordinate system {coordinate_system!r} "
             f"(it has {sorted(transformations)}). Add one with spatialdata.transformations.set_transformation."
         )
-    pixels_to_coords = transformations[coordinate_system].to_affine_matrix(
-        input_axes=("x", "y"), output_axes=("x", "y")
-    )
+    pixels_to_coords = affine_2d(transformations[coordinate_system])
     if not hasattr(element, "dims") or "scale0" in getattr(element, "children", {}):  # multiscale: full resolution
         from spatialdata._utils import get_pyramid_levels
 
         element = get_pyramid_levels(element, n=0)
-    return SectionImage(image=element, coords_to_pixels=np.linalg.inv(np.asarray(pixels_to_coords, dtype=np.float64)))
+    return SectionImage(image=element, coords_to_pixels=np.linalg.inv(pixels_to_coords))
 
 
 def persist(sdata: SpatialData, element_names: str | list[str]) -> None:

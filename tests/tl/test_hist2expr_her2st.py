@@ -32,10 +32,10 @@ def test_her2st_prediction_beats_shuffled_patches(shared_data):
     # control: the same model fed the held-out section's patches (and features) shuffled across its spots
     test_rows = np.flatnonzero(table.obs["section"].to_numpy() == "C4")
     section = model.patch_source.sections[0]
-    from sslspatial.tl._hist2expr import _section
+    from sslspatial.tl._hist2expr import _Patches
 
-    c4 = _section(sdata, "C4", "C4_image", "C4", table.obsm["spatial"][test_rows], test_rows, 1.5 * diameter,
-                  "coords", None, ("stats", None))  # fmt: skip
+    patches = _Patches(sdata, size_unit="coords", value_range=None, features=("stats", None))
+    c4 = patches.section("C4", "C4_image", "C4", table.obsm["spatial"][test_rows], test_rows, 1.5 * diameter)
     perm = np.random.default_rng(0).permutation(len(c4))
     shuffled = dataclasses.replace(c4, centres_px=c4.centres_px[perm])
     shuffled.features = c4.features[perm]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .._io import SectionImage
+from .._io import SectionImage, map_points
 from ._patches import _as_array, _load
 
 
@@ -75,8 +75,7 @@ def tissue_grid(image: SectionImage, spacing: float, *, min_tissue: float = 0.5,
     mask, step = tissue_mask(image, max_side)
     height, width = _as_array(image).shape[1:]
     corners_px = np.array([[0, 0], [width, 0], [0, height], [width, height]], float)
-    to_coords = np.linalg.inv(image.coords_to_pixels)
-    corners = (np.c_[corners_px, np.ones(4)] @ to_coords.T)[:, :2]
+    corners = map_points(corners_px, np.linalg.inv(image.coords_to_pixels))
     lo, hi = corners.min(0), corners.max(0)
     xs = np.arange(lo[0] + spacing / 2, hi[0], spacing)
     ys = np.arange(lo[1] + spacing / 2, hi[1], spacing)

@@ -1,15 +1,22 @@
-"""``ss.tl.hist2expr``: train histology -> expression on sections with measurements, predict sections with images."""
+"""``ss.tl.hist2expr``: train histology -> expression on sections with measurements, predict sections with images.
+
+:func:`hist2expr` reads its arguments into :class:`_Options` (a trained ``model=`` replaces the patch settings),
+plans the run (:class:`_Plan`: the table rows, genes and sections that train, validate and predict, all checked
+before any work), cuts and describes the patches of every section (:class:`_Patches` -> :class:`_Sections`), trains
+:class:`~sslspatial.model.Hist2Expr` (:func:`_train`) and writes the predictions as a new table (:func:`_write`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from .._constants import check_key
-from .._io import get_coordinates, get_image, get_table, require_spatialdata, table_attrs
+from .._io import get_coordinates, get_image, get_table, linear_scale, require_spatialdata, table_attrs
 from .._logging import info
 from .._provenance import run_record, seed_everything
 from .._validate import check_absent, trainer_options
@@ -22,6 +29,115 @@ from ..pp._patches import ColourStats, check_centres_inside, check_image_values,
 from ..pp._patches_sdata import obs_regions, resolve_region_images
 from ..pp._tissue import tissue_grid
 from ._yardsticks import RIDGE_BASELINE, ridge_on_image_statistics
+
+
+@dataclass
+class _Options:
+    """The arguments of one run, as the helpers read them (see :func:`hist2expr` for each)."""
+
+    table_key: str
+    image_key: str | Mapping[str, str] | None
+    genes: Sequence[str] | None
+    train_regions: Sequence[str] | None
+    predict_regions: Sequence[str] | None
+    library_key: str | None
+    spot_size: float | None
+    size_unit: str
+    patch_px: int
+    features: str | None
+    use_patches: bool
+    feature_weights: str | None
+    feature_kwargs: dict | None
+    layer: str | None
+    size_factor_key: str | None
+    likelihood: str
+    mse_weight: float
+    likelihood_weight: float
+    distill_weight: float
+    n_validation_sections: int
+    max_epochs: int
+    lr: float
+    window_size: int
+    grid_spacing: float | None
+    value_range: tuple[float, float] | None
+    tta: bool
+    colour_normalize: bool
+    baseline: bool
+    key_added: str
+    overwrite: bool
+    seed: int | None
+    accelerator: str
+    devices: Any
+    model_kwargs: dict | None
+    train_kwargs: dict | None
+
+
+@dataclass
+class _Plan:
+    """The table rows, genes and sections of one run (checked before any work)."""
+
+    table: Any  # the AnnData; None when a trained model predicts shapes or images only
+    unit_of_obs: np.ndarray  # section of every table row
+    regions_of_obs: np.ndarray | None  # annotated region of every table row
+    genes: list[str]
+    train_regions: list[str]
+    table_units: list[str]  # held-out sections of the table, predicted and scored
+    other: list[str]  # shapes elements and images, predicted
+    validation: list[str]
+    key_added: str
+    counts: Any = None  # (n_obs, n_genes) counts of the predicted genes, when something is scored
+    library: np.ndarray | None = None  # total counts of every table row
+
+
+@dataclass
+class _Sections:
+    """The patch sections of one run: measured ones (training and held-out table sections) and extra ones."""
+
+    measured: dict[str, PatchSection] = field(default_factory=dict)
+    extra: dict[str, tuple[PatchSection, str, pd.Index | None]] = field(default_factory=dict)  # (section, region, ids)
+    baseline_features: dict[str, np.ndarray] | None = None  # the yardstick's inputs (None: baseline=False)
+    train_size: float | None = None  # patch side of the training spots
+    pitch: float | None = None  # spot pitch of the training sections
+
+    def in_order(self, plan: _Plan) -> list[PatchSection]:
+        """Training, held-out and extra sections, in the order of the output table."""
+        measured = [self.measured[n] for n in plan.train_regions + plan.table_units]
+        return measured + [v[0] for v in self.extra.values()]
+
+
+@dataclass
+class _Patches:
+    """How the patches of every section are cut and described: the same for training and prediction."""
+
+    sdata: Any
+    size_unit: str
+    value_range: tuple[float, float] | None
+    features: tuple[Any, str] | None  # ("stats" / a loaded backbone, torch device), or None
+    colour_normalize: bool = False
+
+    def section(self, name: str, image_key: str, cs: str, coords: np.ndarray, rows: np.ndarray, size: float):
+        """The :class:`PatchSection` of spots at ``coords`` (coordinate system ``cs``) on image ``image_key``."""
+        image = get_image(self.sdata, image_key, cs)
+        vr = check_image_values(image, self.value_range, name=f"image {image_key!r}")
+        px = image.to_pixels(coords)
+        check_centres_inside(image, px, what=f"spots of {name!r}")
+        size_px = max(int(round(size * (image.pixels_per_unit if self.size_unit == "coords" else 1.0))), 1)
+        section = PatchSection(name, image.image, px, coords, rows, size_px, vr)
+        if self.colour_normalize:  # Reinhard: this section's tissue colour statistics, from up to 512 of its patches
+            pick = np.random.default_rng(0).permutation(len(px))[:512]
+            section.colour = ColourStats.of(to_unit_range(crop_patches(image.image, px[np.sort(pick)], size_px), vr))
+        if self.features is not None:
+            method, device = self.features
+            section.features = image_features(
+                image, coords, size, method, unit=self.size_unit, value_range=vr, device=device
+            )
+        return section
+
+    def stats(self, image_key: str, cs: str, coords: np.ndarray, size: float) -> np.ndarray:
+        """The yardstick's colour / texture statistics of the patches at ``coords``."""
+        image = get_image(self.sdata, image_key, cs)
+        vr = check_image_values(image, self.value_range, name=f"image {image_key!r}")
+        return image_features(image, coords, size, "stats", unit=self.size_unit, value_range=vr)
 
 
 def _units(table, library_key: str | None) -> tuple[np.ndarray, list[str]]:
@@ -40,35 +156,15 @@ def _units(table, library_key: str | None) -> tuple[np.ndarray, list[str]]:
 
 
 def _spot_size(sdata, table, region: str, cs: str) -> float:
-    geometry = table.uns.get("spot_geometry", {})
+    geometry = table.uns.get("spot_geometry", {}) if table is not None else {}
     if "spot_diameter" in geometry:
         return float(geometry["spot_diameter"])
     if region in sdata.shapes and "radius" in sdata.shapes[region]:
         from spatialdata.transformations import get_transformation
 
-        scale = get_transformation(sdata.shapes[region], to_coordinate_system=cs).to_affine_matrix(
-            ("x", "y"), ("x", "y")
-        )
-        return float(2 * np.median(sdata.shapes[region]["radius"]) * np.sqrt(abs(np.linalg.det(scale[:2, :2]))))
+        scale = linear_scale(get_transformation(sdata.shapes[region], to_coordinate_system=cs))
+        return float(2 * np.median(sdata.shapes[region]["radius"]) * scale)
     raise ValueError(f"Cannot infer the spot size of region {region!r}: pass spot_size=<diameter in coordinate units>.")
-
-
-def _section(
-    sdata, name, image_key, cs, coords, rows, size, unit, value_range, features, normalize=False
-) -> PatchSection:
-    image = get_image(sdata, image_key, cs)
-    vr = check_image_values(image, value_range, name=f"image {image_key!r}")
-    px = image.to_pixels(coords)
-    check_centres_inside(image, px, what=f"spots of {name!r}")
-    size_px = max(int(round(size * (image.pixels_per_unit if unit == "coords" else 1.0))), 1)
-    section = PatchSection(name, image.image, px, coords, rows, size_px, vr)
-    if normalize:  # Reinhard: this section's tissue colour statistics, from up to 512 of its patches
-        pick = np.random.default_rng(0).permutation(len(px))[:512]
-        section.colour = ColourStats.of(to_unit_range(crop_patches(image.image, px[np.sort(pick)], size_px), vr))
-    if features is not None:
-        method, device = features
-        section.features = image_features(image, coords, size, method, unit=unit, value_range=vr, device=device)
-    return section
 
 
 def _backbone(features, weights, kwargs, model) -> LoadedBackbone | None:
@@ -95,22 +191,92 @@ def _torch_device(accelerator: str) -> str:
     return "mps" if accelerator == "mps" else "cpu"
 
 
-def _trained_settings(model, train_regions, predict_regions, genes) -> dict:
-    """Checks of prediction-only use (``model=``); the model's patch settings."""
+def _with_model_settings(opts: _Options, model) -> _Options:
+    """Checks of prediction-only use (``model=``); the options with the model's genes and patch settings."""
     if not isinstance(model, Hist2Expr):
         raise TypeError(f"model must be a trained sslspatial.model.Hist2Expr, not {type(model).__name__}.")
-    if train_regions:
+    if opts.train_regions:
         raise ValueError("With model= nothing is trained: leave train_regions empty, or pass model=None to train.")
-    if not predict_regions:
+    if not opts.predict_regions:
         raise ValueError("With model=, name the sections, shapes or images to predict in predict_regions.")
     if model.adata is None:
         raise ValueError(
             "The model carries no AnnData, so its genes are unknown: load it with Hist2Expr.load(path, adata=...) "
             "or save it with model.save(path, save_anndata=True)."
         )
-    if genes is not None and list(genes) != list(model.adata.var_names):
+    if opts.genes is not None and list(opts.genes) != list(model.adata.var_names):
         raise ValueError("With model=, genes are the model's (model.adata.var_names): leave genes=None.")
-    return model.patch_settings
+    settings = model.patch_settings
+    return replace(
+        opts,
+        genes=list(model.adata.var_names),
+        patch_px=model.module.patch_px,
+        use_patches=model.module.use_patches,
+        features=settings.get("features"),
+        feature_weights=settings.get("feature_weights"),
+        feature_kwargs=settings.get("feature_kwargs"),
+        colour_normalize=bool(settings.get("colour_normalize", False)),
+        size_unit=settings.get("size_unit", opts.size_unit),
+        spot_size=opts.spot_size if opts.spot_size is not None else settings.get("spot_size"),
+        grid_spacing=opts.grid_spacing if opts.grid_spacing is not None else settings.get("pitch"),
+        train_regions=[],
+        n_validation_sections=0,
+    )
+
+
+def _plan(sdata, opts: _Options, trained: bool) -> _Plan:
+    """Check the sections, genes and columns of a run and pick its table rows (``trained``: a model was given)."""
+    table = get_table(sdata, opts.table_key) if not trained or opts.table_key in sdata.tables else None
+    unit_of_obs, units = _units(table, opts.library_key) if table is not None else (np.array([]), [])
+    predict = list(opts.predict_regions or [])
+    train = list(opts.train_regions) if opts.train_regions is not None else [u for u in units if u not in predict]
+    unknown = [u for u in train if u not in units]
+    if unknown:
+        raise ValueError(f"train_regions {unknown} are not sections of table {opts.table_key!r} ({units}).")
+    if not train and not trained:
+        raise ValueError("No training section: train_regions is empty.")
+    genes = opts.genes
+    if genes is not None and (not trained or any(u in units for u in predict)):
+        missing = [g for g in genes if g not in table.var_names]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} requested gene(s) are missing from table {opts.table_key!r}: {missing[:10]}."
+            )
+    genes = list(table.var_names) if genes is None else list(genes)
+    if opts.size_factor_key is not None and table is not None and opts.size_factor_key not in table.obs:
+        raise KeyError(f"size_factor_key={opts.size_factor_key!r} is not a column of obs of table {opts.table_key!r}.")
+    if opts.n_validation_sections >= len(train) and not trained:
+        raise ValueError(
+            f"{len(train)} training section(s) leave no room for {opts.n_validation_sections} validation "
+            "section(s): add training sections, or pass n_validation_sections=0 to train without validation."
+        )
+    other = [r for r in predict if r not in units]
+    for name in other:
+        if name not in sdata.shapes and name not in sdata.images:
+            raise ValueError(
+                f"predict region {name!r} is neither a section of the table, a shapes element, nor an image, so it "
+                "has no image to predict from."
+            )
+    validation = list(train[-opts.n_validation_sections :]) if opts.n_validation_sections else []
+    plan = _Plan(
+        table, unit_of_obs, obs_regions(table)[1] if table is not None else None, genes, train,
+        [u for u in predict if u in units], other, validation, opts.key_added,
+    )  # fmt: skip
+    if table is not None:
+        x = table.layers[opts.layer] if opts.layer else table.X
+        key = opts.size_factor_key
+        plan.library = table.obs[key].to_numpy(np.float64) if key else np.asarray(x.sum(1)).ravel()
+        plan.counts = x[:, table.var_names.get_indexer(genes)] if plan.table_units or not trained else None
+    return plan
+
+
+def _image_for(sdata, opts: _Options, name: str, region: str) -> tuple[str, str]:
+    """The image of section ``name`` (of ``region``) and the coordinate system it shares with the spots."""
+    image_key = opts.image_key
+    key = image_key.get(name, image_key.get(region)) if isinstance(image_key, Mapping) else image_key
+    if isinstance(image_key, Mapping) and key is None:
+        raise KeyError(f"Section {name!r} has no image: image_key has no entry for it (or its region {region!r}).")
+    return resolve_region_images(sdata, opts.table_key, key, [region])[region]
 
 
 def _shape_centres(sdata, region: str, cs: str) -> tuple[np.ndarray, pd.Index]:
@@ -119,6 +285,79 @@ def _shape_centres(sdata, region: str, cs: str) -> tuple[np.ndarray, pd.Index]:
     centroids = get_centroids(sdata[region], coordinate_system=cs)
     centroids = centroids.compute() if hasattr(centroids, "compute") else centroids
     return centroids[["x", "y"]].to_numpy(np.float64), sdata[region].index
+
+
+def _sections(opts: _Options, plan: _Plan, patches: _Patches, trained: bool) -> _Sections:
+    """Patches of every section (every image and coordinate check before training); the yardstick's statistics."""
+    from spatialdata.transformations import get_transformation
+
+    sdata, out, sizes = patches.sdata, _Sections(baseline_features={} if opts.baseline else None), {}
+    for name in plan.train_regions + plan.table_units:
+        rows = np.flatnonzero(plan.unit_of_obs == name)
+        region = str(plan.regions_of_obs[rows[0]])
+        key, cs = _image_for(sdata, opts, name, region)
+        sizes[name] = size = opts.spot_size if opts.spot_size is not None else _spot_size(sdata, plan.table, region, cs)
+        coords = get_coordinates(sdata, opts.table_key, "spatial", cs, rows=rows)
+        out.measured[name] = patches.section(name, key, cs, coords, rows, size)
+        if opts.baseline and not trained:  # the yardstick's inputs: the stats features when the model has them
+            stats = out.measured[name].features if opts.features == "stats" else None
+            out.baseline_features[name] = stats if stats is not None else patches.stats(key, cs, coords, size)
+    if trained:
+        out.train_size, out.pitch = opts.spot_size, opts.grid_spacing
+    else:
+        out.train_size = float(np.median([sizes[n] for n in plan.train_regions]))
+        out.pitch = float(np.median([out.measured[n].pitch for n in plan.train_regions]))
+    for name in plan.other:
+        if name in sdata.shapes:  # spot shapes without measurements
+            key, cs = _image_for(sdata, opts, name, name)
+            coords, index = _shape_centres(sdata, name, cs)
+            size = opts.spot_size if opts.spot_size is not None else _spot_size(sdata, plan.table, name, cs)
+            out.extra[name] = (patches.section(name, key, cs, coords, np.full(len(coords), -1), size), name, index)
+            continue
+        cs = sorted(get_transformation(sdata.images[name], get_all=True))[0]  # an image: a pseudo-spot grid
+        spacing = opts.grid_spacing or out.pitch
+        if out.train_size is None or spacing is None:
+            raise ValueError(
+                f"Predicting image {name!r} on a pseudo-spot grid needs spot_size and grid_spacing (this model "
+                "does not record its training spot size and pitch)."
+            )
+        coords = tissue_grid(get_image(sdata, name, cs), spacing)
+        if len(coords) == 0:
+            raise ValueError(f"No tissue found in image {name!r}: pass grid_spacing or predict on spot shapes.")
+        grid_name = check_key(f"{name}_{opts.key_added}_grid", "grid shapes name")
+        check_absent(grid_name in sdata.shapes and not opts.overwrite, f"shapes[{grid_name!r}]")
+        section = patches.section(name, name, cs, coords, np.full(len(coords), -1), out.train_size)
+        out.extra[name] = (section, grid_name, None)
+    return out
+
+
+def _train(opts: _Options, plan: _Plan, sections: _Sections, backbone: LoadedBackbone | None) -> Hist2Expr:
+    """Set up and train :class:`~sslspatial.model.Hist2Expr` on the training sections' patches and counts."""
+    view = plan.table[:, plan.genes]
+    adata = view.copy() if opts.layer is None else _with_layer(view, opts.layer)
+    adata.obs["_hist2expr_total"] = plan.library
+    Hist2Expr.setup_anndata(adata, library_key="_hist2expr_total")
+    first = sections.measured[plan.train_regions[0]].features
+    settings = {"colour_normalize": opts.colour_normalize, "features": opts.features,
+                "feature_weights": opts.feature_weights, "size_unit": opts.size_unit, "spot_size": sections.train_size,
+                "pitch": sections.pitch}  # fmt: skip
+    if backbone is not None:
+        settings |= {"feature_kwargs": dict(opts.feature_kwargs or {}), "feature_backbone": backbone.info}
+    seed_everything(opts.seed)
+    model = Hist2Expr(
+        adata, patch_px=opts.patch_px, likelihood=opts.likelihood, mse_weight=opts.mse_weight,
+        likelihood_weight=opts.likelihood_weight, distill_weight=opts.distill_weight,
+        n_features=0 if first is None else first.shape[1], use_patches=opts.use_patches, patch_settings=settings,
+        **(opts.model_kwargs or {}),
+    )  # fmt: skip
+    model.set_patch_source(PatchSource([sections.measured[n] for n in plan.train_regions], opts.patch_px))
+    info(f"hist2expr: training on {plan.train_regions} (validation {plan.validation}), {len(plan.genes)} genes")
+    model.train(
+        max_epochs=opts.max_epochs, lr=opts.lr, validation_sections=plan.validation, window_size=opts.window_size,
+        early_stopping=bool(plan.validation),
+        **trainer_options("hist2expr", opts.accelerator, opts.devices, opts.train_kwargs),
+    )  # fmt: skip
+    return model
 
 
 def hist2expr(
@@ -272,150 +511,26 @@ def hist2expr(
     """
     params = {k: v for k, v in locals().items() if k not in ("data", "model")}
     require_spatialdata(data, "hist2expr", "the table, the spot shapes and the image(s)")
-    sdata = data
     check_key(key_added, "key_added")
+    opts = _Options(**params)
     if model is not None:  # prediction only: the patch settings and genes are the trained model's
-        settings = _trained_settings(model, train_regions, predict_regions, genes)
-        genes, patch_px, use_patches = list(model.adata.var_names), model.module.patch_px, model.module.use_patches
-        features, feature_weights = settings.get("features"), settings.get("feature_weights")
-        feature_kwargs = settings.get("feature_kwargs")
-        colour_normalize = bool(settings.get("colour_normalize", False))
-        size_unit = settings.get("size_unit", size_unit)
-        spot_size = spot_size if spot_size is not None else settings.get("spot_size")
-        grid_spacing = grid_spacing if grid_spacing is not None else settings.get("pitch")
-        train_regions, n_validation_sections = [], 0
-    if not use_patches and features is None:
+        opts = _with_model_settings(opts, model)
+    if not opts.use_patches and opts.features is None:
         raise ValueError("use_patches=False needs features (e.g. features='stats').")
-    backbone = _backbone(features, feature_weights, feature_kwargs, model)
-    feats = None if features is None else (backbone or features, _torch_device(accelerator))
-    if size_unit not in ("coords", "px"):
-        raise ValueError(f"size_unit={size_unit!r} is not one of 'coords', 'px'.")
-    check_absent(key_added in sdata.tables and not overwrite, f"tables[{key_added!r}]")
-    table = get_table(sdata, table_key) if model is None or table_key in sdata.tables else None
-    unit_of_obs, units = _units(table, library_key) if table is not None else (np.array([]), [])
-    regions_of_obs = obs_regions(table)[1] if table is not None else None
-    predict_regions = list(predict_regions or [])
-    train_regions = list(train_regions) if train_regions is not None else [u for u in units if u not in predict_regions]
-    unknown = [u for u in train_regions if u not in units]
-    if unknown:
-        raise ValueError(f"train_regions {unknown} are not sections of table {table_key!r} ({units}).")
-    if not train_regions and model is None:
-        raise ValueError("No training section: train_regions is empty.")
-    if genes is not None and (model is None or any(u in units for u in predict_regions)):
-        missing = [g for g in genes if g not in table.var_names]
-        if missing:
-            raise ValueError(f"{len(missing)} requested gene(s) are missing from table {table_key!r}: {missing[:10]}.")
-    genes = list(table.var_names) if genes is None else list(genes)
-    if size_factor_key is not None and table is not None and size_factor_key not in table.obs:
-        raise KeyError(f"size_factor_key={size_factor_key!r} is not a column of obs of table {table_key!r}.")
-    if n_validation_sections >= len(train_regions) and model is None:
-        raise ValueError(
-            f"{len(train_regions)} training section(s) leave no room for {n_validation_sections} validation "
-            "section(s): add training sections, or pass n_validation_sections=0 to train without validation."
-        )
-
-    # --- images and sections (every check before training) ----------------------------------------------------
-    def image_for(name: str, region: str) -> tuple[str, str]:
-        key = image_key.get(name, image_key.get(region)) if isinstance(image_key, Mapping) else image_key
-        if isinstance(image_key, Mapping) and key is None:
-            raise KeyError(f"Section {name!r} has no image: image_key has no entry for it (or its region {region!r}).")
-        return resolve_region_images(sdata, table_key, key, [region])[region]
-
-    table_units = [u for u in predict_regions if u in units]
-    other = [r for r in predict_regions if r not in units]
-    for name in other:
-        if name not in sdata.shapes and name not in sdata.images:
-            raise ValueError(
-                f"predict region {name!r} is neither a section of the table, a shapes element, nor an image, so it "
-                "has no image to predict from."
-            )
-    measured_sections: dict[str, PatchSection] = {}
-    # image statistics of the measured spots, for the yardstick (None: not asked for, or nothing is trained here)
-    baseline_features: dict[str, np.ndarray] | None = {} if baseline else None
-    sizes = {}
-    for name in train_regions + table_units:
-        rows = np.flatnonzero(unit_of_obs == name)
-        region = str(regions_of_obs[rows[0]])
-        key, cs = image_for(name, region)
-        size = spot_size if spot_size is not None else _spot_size(sdata, table, region, cs)
-        sizes[name] = size
-        coords = get_coordinates(sdata, table_key, "spatial", cs, rows=rows)
-        measured_sections[name] = _section(
-            sdata, name, key, cs, coords, rows, size, size_unit, value_range, feats, colour_normalize
-        )
-        if baseline and model is None:
-            stats = measured_sections[name].features if features == "stats" else None
-            if stats is None:
-                image = get_image(sdata, key, cs)
-                vr = check_image_values(image, value_range, name=f"image {key!r}")
-                stats = image_features(image, coords, size, "stats", unit=size_unit, value_range=vr)
-            baseline_features[name] = stats
+    backbone = _backbone(opts.features, opts.feature_weights, opts.feature_kwargs, model)
+    if opts.size_unit not in ("coords", "px"):
+        raise ValueError(f"size_unit={opts.size_unit!r} is not one of 'coords', 'px'.")
+    check_absent(key_added in data.tables and not overwrite, f"tables[{key_added!r}]")
+    plan = _plan(data, opts, trained=model is not None)
+    feats = None if opts.features is None else (backbone or opts.features, _torch_device(accelerator))
+    patches = _Patches(data, opts.size_unit, value_range, feats, opts.colour_normalize)
+    sections = _sections(opts, plan, patches, trained=model is not None)
     if model is None:
-        train_size = float(np.median([sizes[n] for n in train_regions]))
-        pitch = float(np.median([measured_sections[n].pitch for n in train_regions]))
+        model = _train(opts, plan, sections, backbone)
     else:
-        train_size, pitch = spot_size, grid_spacing
-    extra_sections: dict[str, tuple[PatchSection, str, pd.Index | None]] = {}
-    for name in other:
-        if name in sdata.shapes:
-            key, cs = image_for(name, name)
-            coords, index = _shape_centres(sdata, name, cs)
-            size = spot_size if spot_size is not None else _spot_size(sdata, table, name, cs)
-            section = _section(sdata, name, key, cs, coords, np.full(len(coords), -1), size, size_unit, value_range,
-                               feats, colour_normalize)  # fmt: skip
-            extra_sections[name] = (section, name, index)
-        else:
-            from spatialdata.transformations import get_transformation
-
-            cs = sorted(get_transformation(sdata.images[name], get_all=True))[0]
-            image = get_image(sdata, name, cs)
-            if train_size is None or (grid_spacing or pitch) is None:
-                raise ValueError(
-                    f"Predicting image {name!r} on a pseudo-spot grid needs spot_size and grid_spacing (this model "
-                    "does not record its training spot size and pitch)."
-                )
-            coords = tissue_grid(image, grid_spacing or pitch)
-            if len(coords) == 0:
-                raise ValueError(f"No tissue found in image {name!r}: pass grid_spacing or predict on spot shapes.")
-            grid_name = check_key(f"{name}_{key_added}_grid", "grid shapes name")
-            check_absent(grid_name in sdata.shapes and not overwrite, f"shapes[{grid_name!r}]")
-            section = _section(sdata, name, name, cs, coords, np.full(len(coords), -1), train_size, size_unit,
-                               value_range, feats, colour_normalize)  # fmt: skip
-            extra_sections[name] = (section, grid_name, None)
-
-    # --- model -----------------------------------------------------------------------------------------------
-    counts, library = None, None
-    if table is not None:
-        x = table.layers[layer] if layer else table.X
-        library = table.obs[size_factor_key].to_numpy(np.float64) if size_factor_key else np.asarray(x.sum(1)).ravel()
-        counts = x[:, table.var_names.get_indexer(genes)] if table_units or model is None else None
-    validation = list(train_regions[-n_validation_sections:]) if n_validation_sections else []
-    if model is None:
-        adata = table[:, genes].copy() if layer is None else _with_layer(table[:, genes], layer)
-        adata.obs["_hist2expr_total"] = library
-        Hist2Expr.setup_anndata(adata, library_key="_hist2expr_total")
-        n_features = 0 if feats is None else measured_sections[train_regions[0]].features.shape[1]
-        settings = {"colour_normalize": colour_normalize, "features": features, "feature_weights": feature_weights,
-                    "size_unit": size_unit, "spot_size": train_size, "pitch": pitch}  # fmt: skip
-        if backbone is not None:
-            settings |= {"feature_kwargs": dict(feature_kwargs or {}), "feature_backbone": backbone.info}
-        seed_everything(seed)
-        model = Hist2Expr(adata, patch_px=patch_px, likelihood=likelihood, mse_weight=mse_weight,
-                          likelihood_weight=likelihood_weight, distill_weight=distill_weight, n_features=n_features,
-                          use_patches=use_patches, patch_settings=settings, **(model_kwargs or {}))  # fmt: skip
-        model.set_patch_source(PatchSource([measured_sections[n] for n in train_regions], patch_px))
-        info(f"hist2expr: training on {train_regions} (validation {validation}), {len(genes)} genes")
-        model.train(max_epochs=max_epochs, lr=lr, validation_sections=validation, window_size=window_size,
-                    early_stopping=bool(validation), **trainer_options("hist2expr", accelerator, devices, train_kwargs))  # fmt: skip
-    else:
-        info(f"hist2expr: predicting {predict_regions} with the given model, {len(genes)} genes")
-
-    # --- predictions -----------------------------------------------------------------------------------------
-    all_sections = [measured_sections[n] for n in train_regions + table_units] + [v[0] for v in extra_sections.values()]
-    preds = model.predict(PatchSource(all_sections, patch_px), window_size=window_size, tta=tta)
-    _write(sdata, table, counts, library, model, genes, train_regions, validation, table_units,
-           extra_sections, measured_sections, preds, regions_of_obs, key_added, baseline_features,
-           run=run_record("hist2expr", params))  # fmt: skip
+        info(f"hist2expr: predicting {opts.predict_regions} with the given model, {len(plan.genes)} genes")
+    preds = model.predict(PatchSource(sections.in_order(plan), opts.patch_px), window_size=window_size, tta=tta)
+    _write(data, plan, sections, model, preds, run_record("hist2expr", params))
     return model
 
 
@@ -431,36 +546,48 @@ def _log_target(counts, library, rows, target_sum) -> np.ndarray:
     return np.log1p(x / np.maximum(library[rows, None], 1e-8) * target_sum).astype(np.float32)
 
 
-def _ridge_yardstick(counts, library, model, train_regions, validation, measured, baseline_features):
+def _ridge_yardstick(plan: _Plan, sections: _Sections, target_sum: float) -> tuple[dict[str, np.ndarray], Any]:
     """Ridge-on-image-statistics predictions of every measured section, fitted on the model's fitting sections."""
-    if not baseline_features:
+    if not sections.baseline_features:
         return {}, None
-    fit = [n for n in train_regions if n not in validation]
-    x = np.concatenate([baseline_features[n] for n in fit])
-    y = np.concatenate([_log_target(counts, library, measured[n].rows, model.module.target_sum) for n in fit])
-    return ridge_on_image_statistics(x, y, baseline_features)
+    fit = [n for n in plan.train_regions if n not in plan.validation]
+    x = np.concatenate([sections.baseline_features[n] for n in fit])
+    y = np.concatenate([_log_target(plan.counts, plan.library, sections.measured[n].rows, target_sum) for n in fit])
+    return ridge_on_image_statistics(x, y, sections.baseline_features)
 
 
-def _write(sdata, table, counts, library, model, genes, train_regions, validation, table_units, extra_sections,
-           measured, preds, regions_of_obs, key_added, baseline_features=None, run=None):  # fmt: skip
-    import anndata as ad
+def _grid_shapes(sdata, name: str, section: PatchSection, index: pd.Index) -> Any:
+    """Pseudo-spot circles of an image-only prediction, in the image's first coordinate system."""
     import geopandas as gpd
     from shapely import points
-    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
 
-    attrs = table_attrs(table) if table is not None else {}
-    instance_key = attrs.get("instance_key", "instance_id")
-    names = train_regions + table_units + list(extra_sections)
+    gdf = gpd.GeoDataFrame({"radius": np.full(len(index), section.size_px / 2)},
+                           geometry=points(section.centres_px), index=index)  # fmt: skip
+    img_t = get_transformation(sdata.images[name], get_all=True)
+    cs = sorted(img_t)[0]
+    return ShapesModel.parse(gdf, transformations={cs: img_t[cs]})
+
+
+def _write(sdata, plan: _Plan, sections: _Sections, model, preds, run: dict) -> None:
+    """Write the predictions, measurements and per-gene scores (model and yardstick) as ``tables[key_added]``."""
+    import anndata as ad
+    from spatialdata.models import TableModel
+
+    table, key_added, target_sum = plan.table, plan.key_added, model.module.target_sum
+    instance_key = (table_attrs(table) if table is not None else {}).get("instance_key", "instance_id")
+    names = plan.train_regions + plan.table_units + list(sections.extra)
     obs_parts, x_parts, measured_parts, coord_parts, var_pearson, means = [], [], [], [], {}, {}
-    ridge, alpha = _ridge_yardstick(counts, library, model, train_regions, validation, measured, baseline_features)
+    ridge, alpha = _ridge_yardstick(plan, sections, target_sum)
     baseline_means = {}
     for name, pred in zip(names, preds, strict=True):
-        if name in measured:
-            rows = measured[name].rows
-            split = "validation" if name in validation else ("train" if name in train_regions else "predict")
-            obs = pd.DataFrame({"region": regions_of_obs[rows].astype(str), "instance_id": table.obs[instance_key]
+        if name in sections.measured:
+            rows = sections.measured[name].rows
+            split = "validation" if name in plan.validation else ("train" if name in plan.train_regions else "predict")
+            obs = pd.DataFrame({"region": plan.regions_of_obs[rows].astype(str), "instance_id": table.obs[instance_key]
                                 .to_numpy()[rows], "section": name, "split": split}, index=table.obs_names[rows])  # fmt: skip
-            truth = _log_target(counts, library, rows, model.module.target_sum)
+            truth = _log_target(plan.counts, plan.library, rows, target_sum)
             r = pearson_per_gene(truth, pred)
             var_pearson[f"pearson_{name}"] = r
             means[name] = {"mean": float(np.nanmean(r)), "median": float(np.nanmedian(r)), "split": split}
@@ -470,9 +597,9 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
                 baseline_means[name] = {"mean": float(np.nanmean(rb)), "median": float(np.nanmedian(rb)),
                                         "split": split}  # fmt: skip
             measured_parts.append(truth)
-            coord_parts.append(np.asarray(measured[name].coords, dtype=np.float64))
+            coord_parts.append(np.asarray(sections.measured[name].coords, dtype=np.float64))
         else:
-            section, region, index = extra_sections[name]
+            section, region, index = sections.extra[name]
             if index is None:  # pseudo-spot grid: a new shapes element
                 # instance ids must share one dtype across the regions of the table: follow the measured table's ids
                 ids_are_numeric = table is None or pd.api.types.is_integer_dtype(table.obs[instance_key])
@@ -481,13 +608,7 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
                     if ids_are_numeric
                     else pd.Index([f"{name}_grid_{i}" for i in range(len(pred))])
                 )
-                gdf = gpd.GeoDataFrame({"radius": np.full(len(pred), section.size_px / 2)},
-                                       geometry=points(section.centres_px), index=index)  # fmt: skip
-                from spatialdata.transformations import get_transformation
-
-                img_t = get_transformation(sdata.images[name], get_all=True)
-                cs = sorted(img_t)[0]
-                sdata.shapes[region] = ShapesModel.parse(gdf, transformations={cs: img_t[cs]})
+                sdata.shapes[region] = _grid_shapes(sdata, name, section, index)
             obs = pd.DataFrame({"region": region, "instance_id": np.asarray(index), "section": name,
                                 "split": "predict"}, index=[f"{region}-{i}" for i in index])  # fmt: skip
             measured_parts.append(np.full(pred.shape, np.nan, np.float32))
@@ -498,14 +619,15 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
     obs.index = obs.index.astype(str)
     regions = list(pd.unique(obs["region"]))
     obs["region"] = pd.Categorical(obs["region"], categories=regions)
-    out = ad.AnnData(np.concatenate(x_parts).astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
+    out = ad.AnnData(np.concatenate(x_parts).astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(plan.genes)))
     out.layers["measured"] = np.concatenate(measured_parts)
     out.obsm["spatial"] = np.concatenate(coord_parts)
     for k, v in var_pearson.items():
         out.var[k] = v
-    out.uns[key_added] = {**(run or {}), "mean_pearson": means, "genes": len(genes), "target": "log1p(x / total * 1e4)"}
+    out.uns[key_added] = {**(run or {}), "mean_pearson": means, "genes": len(plan.genes),
+                          "target": "log1p(x / total * 1e4)"}  # fmt: skip
     if ridge:
-        fit = [n for n in train_regions if n not in validation]
+        fit = [n for n in plan.train_regions if n not in plan.validation]
         out.uns[key_added].update({
             "baseline_mean_pearson": baseline_means,
             "baseline": RIDGE_BASELINE,
@@ -514,8 +636,7 @@ def _write(sdata, table, counts, library, model, genes, train_regions, validatio
         })  # fmt: skip
     elif means:
         out.uns[key_added]["baseline"] = (
-            "none: baseline=False" if baseline_features is None
+            "none: baseline=False" if sections.baseline_features is None
             else "none: nothing was trained here (model=), so there are no training spots"
         )  # fmt: skip
     sdata.tables[key_added] = TableModel.parse(out, region=regions, region_key="region", instance_key="instance_id")
-    return model

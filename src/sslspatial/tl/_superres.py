@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -17,12 +18,45 @@ from .._validate import check_absent, check_counts, check_finite, check_graph, t
 from ..model._superres import SUPERRES, graph_context_features
 from ..nn._likelihoods import LIKELIHOODS
 from ..pp._normalize import log_normalize, standardize
-from ..pp._subspot_elements import spot_geometry, subspot_centres
+from ..pp._subspot_elements import SpotGeometry, spot_geometry, subspot_centres
 from ..pp._subspots import make_subspot_shapes
 
 __all__ = ["superres"]
 
 _FEATURES = "X_subspot_features"
+
+
+@dataclass
+class _Spots:
+    """The spots of one run: their shapes, the spot-table rows annotating them, and the sub-spot layout."""
+
+    geom: SpotGeometry
+    rows: np.ndarray  # rows of the spot table annotating the shapes
+    pos: np.ndarray  # position of each of those rows' spot in the shapes element
+    obs_names: pd.Index  # the spot table's obs_names of those rows
+    layout: str
+    side: int  # sub-spots per side (square layout)
+    k: int  # sub-spots per spot
+
+    @property
+    def centres(self) -> np.ndarray:
+        """Spot centres ``(n, 2)`` in the shapes' own coordinates."""
+        return self.geom.centres[self.pos]
+
+    @property
+    def centres_nk(self) -> np.ndarray:
+        """Sub-spot centres ``(n, K, 2)`` in the shapes' own coordinates."""
+        return subspot_centres(self.geom, self.layout, self.side)[self.pos]
+
+
+@dataclass
+class _ImageSpec:
+    """Which image gives the sub-spot features and how they are computed (see :func:`superres`)."""
+
+    key: str
+    method: str = "stats"
+    patch_size: float | None = None
+    value_range: tuple[float, float] | None = None
 
 
 def _layout(layout: str, n_subspots: int | None) -> tuple[str, int, int]:
@@ -60,12 +94,7 @@ def _matrix(table: AnnData, rows: np.ndarray, layer: str | None) -> np.ndarray:
     return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
 
 
-def _to_cs(points: np.ndarray, transformation: Any) -> np.ndarray:
-    affine = np.asarray(transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")))
-    return points @ affine[:2, :2].T + affine[:2, 2]
-
-
-def _image_block(sdata, image_key, geom, centres_nk, patch_size, method, value_range) -> tuple[np.ndarray, int]:
+def _image_block(sdata, spec: _ImageSpec, spots: _Spots) -> tuple[np.ndarray, int]:
     """Image features of every sub-spot ``(n, K * F)``, z-scored; checks the image covers the sub-spots first.
 
     RGB ``uint8`` images (and 3-channel images with ``value_range``) get ``method``'s H&E features; any other image
@@ -75,13 +104,15 @@ def _image_block(sdata, image_key, geom, centres_nk, patch_size, method, value_r
     from ..pp._image_features import channel_patches, channel_ranges, channel_stats_features, image_features
     from ..pp._patches import _as_array
 
+    image_key, method, value_range, geom = spec.key, spec.method, spec.value_range, spots.geom
     shared = [cs for cs in geom.transformations if cs in _image_transformations(sdata, image_key)]
     if not shared:
         raise ValueError(f"Image {image_key!r} and the spots share no coordinate system: add a transformation.")
     cs = shared[0]
     img = _io.get_image(sdata, image_key, cs)
+    centres_nk = spots.centres_nk
     n, k, _ = centres_nk.shape
-    pts = _to_cs(centres_nk.reshape(-1, 2), geom.transformations[cs])
+    pts = _io.map_points(centres_nk.reshape(-1, 2), geom.transformations[cs])
     px = img.to_pixels(pts)
     h, w = img.image.shape[-2:]
     outside = (px[:, 0] < 0) | (px[:, 1] < 0) | (px[:, 0] > w) | (px[:, 1] > h)
@@ -91,10 +122,8 @@ def _image_block(sdata, image_key, geom, centres_nk, patch_size, method, value_r
             f"outside its {w} x {h} pixels in coordinate system {cs!r}. Check the image's transformation or "
             "pass image_key=None (graph only)."
         )
-    size = patch_size if patch_size is not None else 2 * geom.radius / np.sqrt(k)
-    size = size * np.sqrt(
-        abs(np.linalg.det(np.asarray(geom.transformations[cs].to_affine_matrix(("x", "y"), ("x", "y")))[:2, :2]))
-    )
+    size = spec.patch_size if spec.patch_size is not None else 2 * geom.radius / np.sqrt(k)
+    size = size * _io.linear_scale(geom.transformations[cs])
     array = _as_array(img.image)
     rgb = array.shape[0] == 3 and (np.dtype(array.dtype) == np.uint8 or value_range is not None)
     if rgb:
@@ -300,52 +329,11 @@ def superres(
         check_absent(key_added in sdata.shapes, f"shapes[{key_added!r}]")
         check_absent(table_key_added in sdata.tables, f"tables[{table_key_added!r}]", "table_key_added")
     table = _io.get_table(sdata, table_key)
-    geom = spot_geometry(sdata, shapes_key, layout)
-    rows, pos = _spot_rows(table, shapes_key, geom.index)
-    blocks, sizes, names = [], [], []
-    for name, lik in mods.items():
-        t = _io.get_table(sdata, name)
-        t_rows, t_pos = _spot_rows(t, shapes_key, geom.index)
-        order = pd.Series(t_rows, index=t_pos).reindex(pos)
-        if order.isna().any():
-            raise ValueError(f"Table {name!r} lacks {int(order.isna().sum())} spots of {table_key!r}.")
-        x = _matrix(t, order.to_numpy(dtype=np.int64), layer)
-        where = f"table {name!r} ({'X' if layer is None else f'layer {layer!r}'})"
-        check_counts(x, where, lik) if lik != "gaussian" else check_finite(x, where)
-        blocks.append(x)
-        sizes.append(x.shape[1])
-        names += [name] * x.shape[1]
-    x = np.concatenate(blocks, 1)
-    centres = geom.centres[pos]
-    centres_nk = subspot_centres(geom, layout, side)[pos]
-    features = [np.zeros((len(rows), 0), np.float32)]
-    n_image = 0
-    adjacency = None
-    if use_graph:
-        check_graph(table, connectivity_key)
-        adjacency = sp.csr_matrix(table.obsp[connectivity_key])[rows][:, rows]
-        isolated = np.flatnonzero(np.asarray((adjacency != 0).sum(1)).ravel() - (adjacency.diagonal() != 0) == 0)
-        if isolated.size:
-            raise ValueError(
-                f"{isolated.size} spots have no neighbours in obsp[{connectivity_key!r}] (e.g. "
-                f"{table.obs_names[rows[isolated[0]]]!r}): rebuild the graph with a larger radius / more neighbours "
-                "(ss.pp.build_graph), drop isolated spots, or pass use_graph=False."
-            )
-    if image_key is not None:
-        img_feats, n_per = _image_block(sdata, image_key, geom, centres_nk, patch_size, image_method, value_range)
-        features.insert(0, img_feats)
-        n_image = n_per
-    if use_graph:
-        rep = _representation(x, list(mods.values()), sizes)
-        features.append(graph_context_features(adjacency, centres, centres_nk, rep))
-    feats = np.concatenate([f.reshape(len(rows), k, -1) for f in features], axis=-1).reshape(len(rows), -1)
-
-    work = AnnData(
-        X=x,
-        obs=pd.DataFrame(index=table.obs_names[rows].astype(str)),
-        var=pd.DataFrame({"modality": pd.Categorical(names)}, index=_unique_names(blocks, mods, sdata)),
-    )
-    work.obsm[_FEATURES] = feats.astype(np.float32)
+    spots = _read_spots(sdata, table, shapes_key, layout, side, k)
+    x, sizes, var = _profiles(sdata, spots, shapes_key, mods, layer, table_key)
+    adjacency = _spot_graph(table, spots, connectivity_key) if use_graph else None
+    image = None if image_key is None else _ImageSpec(image_key, image_method, patch_size, value_range)
+    work, n_image = _work_table(sdata, spots, x, var, image, _graph_context(spots, x, adjacency, mods, sizes))
     if adjacency is not None:
         work.obsp[connectivity_key] = adjacency
     SUPERRES.setup_anndata(
@@ -362,21 +350,94 @@ def superres(
         use_graph=use_graph, image_weight=image_weight, count_aware=count_aware, uniform_weight=uniform_weight,
         **(model_kwargs or {}),
     )  # fmt: skip
+    n_spots = len(spots.rows)
     if max_epochs is None:
-        max_epochs = int(min(300, max(30, 30000 // len(rows))))
+        max_epochs = int(min(300, max(30, 30000 // n_spots)))
     plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": max(1, max_epochs // 3), **train_kwargs.pop("plan_kwargs", {})}
     train_kwargs.setdefault("train_size", 1.0)
-    _logging.info(f"superres: {len(rows)} spots x K={k}, {x.shape[1]} features, {feats.shape[1] // k} per sub-spot")
+    n_per = work.obsm[_FEATURES].shape[1] // k
+    _logging.info(f"superres: {n_spots} spots x K={k}, {x.shape[1]} features, {n_per} per sub-spot")
     model.train(max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan_kwargs, **train_kwargs)
 
     out = model.get_subspot_expression(sample=sample, spot_mean=spot_mean)
     means, draws = out if sample else (out, None)
-    _write(sdata, geom, pos, rows, table, work, means, draws, layout, side, k, key_added, table_key_added)
+    _write(sdata, spots, work.var, (means, draws), key_added, table_key_added)
     sdata.tables[table_key_added].uns[key_added] = run_record("superres", params)
     return model
 
 
-def _unique_names(blocks, mods, sdata) -> pd.Index:
+def _read_spots(sdata, table: AnnData, shapes_key: str, layout: str, side: int, k: int) -> _Spots:
+    """The spot shapes and the rows of the spot table annotating them."""
+    geom = spot_geometry(sdata, shapes_key, layout)
+    rows, pos = _spot_rows(table, shapes_key, geom.index)
+    return _Spots(geom, rows, pos, table.obs_names[rows], layout, side, k)
+
+
+def _profiles(sdata, spots: _Spots, shapes_key: str, mods: dict[str, str], layer: str | None, table_key: str):
+    """Profiles of the spots in every modality table (spot-table order), checked against their likelihood.
+
+    Returns the ``(n, sum of genes)`` profiles, the number of features of each modality and the ``var`` of the
+    enhanced table (unique names; ``modality``).
+    """
+    blocks, sizes, names = [], [], []
+    for name, lik in mods.items():
+        t = _io.get_table(sdata, name)
+        t_rows, t_pos = _spot_rows(t, shapes_key, spots.geom.index)
+        order = pd.Series(t_rows, index=t_pos).reindex(spots.pos)
+        if order.isna().any():
+            raise ValueError(f"Table {name!r} lacks {int(order.isna().sum())} spots of {table_key!r}.")
+        x = _matrix(t, order.to_numpy(dtype=np.int64), layer)
+        where = f"table {name!r} ({'X' if layer is None else f'layer {layer!r}'})"
+        check_counts(x, where, lik) if lik != "gaussian" else check_finite(x, where)
+        blocks.append(x)
+        sizes.append(x.shape[1])
+        names += [name] * x.shape[1]
+    var = pd.DataFrame({"modality": pd.Categorical(names)}, index=_unique_names(mods, sdata))
+    return np.concatenate(blocks, 1), sizes, var
+
+
+def _spot_graph(table: AnnData, spots: _Spots, connectivity_key: str) -> sp.csr_matrix:
+    """The spot graph among the spots; every spot needs a neighbour."""
+    check_graph(table, connectivity_key)
+    rows = spots.rows
+    adjacency = sp.csr_matrix(table.obsp[connectivity_key])[rows][:, rows]
+    isolated = np.flatnonzero(np.asarray((adjacency != 0).sum(1)).ravel() - (adjacency.diagonal() != 0) == 0)
+    if isolated.size:
+        raise ValueError(
+            f"{isolated.size} spots have no neighbours in obsp[{connectivity_key!r}] (e.g. "
+            f"{spots.obs_names[isolated[0]]!r}): rebuild the graph with a larger radius / more neighbours "
+            "(ss.pp.build_graph), drop isolated spots, or pass use_graph=False."
+        )
+    return adjacency
+
+
+def _graph_context(spots: _Spots, x: np.ndarray, adjacency, mods: dict[str, str], sizes: list[int]):
+    """Directional graph-context features of every sub-spot ``(n, K * F)``, or None without the graph."""
+    if adjacency is None:
+        return None
+    rep = _representation(x, list(mods.values()), sizes)
+    return graph_context_features(adjacency, spots.centres, spots.centres_nk, rep)
+
+
+def _work_table(sdata, spots: _Spots, x: np.ndarray, var: pd.DataFrame, image: _ImageSpec | None, context):
+    """The model's own AnnData: spot profiles and, per sub-spot, image then graph-context features in ``obsm``.
+
+    Returns it and the number of image features per sub-spot.
+    """
+    n, k = len(spots.rows), spots.k
+    features, n_image = [np.zeros((n, 0), np.float32)], 0
+    if image is not None:
+        img_feats, n_image = _image_block(sdata, image, spots)
+        features.insert(0, img_feats)
+    if context is not None:
+        features.append(context)
+    feats = np.concatenate([f.reshape(n, k, -1) for f in features], axis=-1).reshape(n, -1)
+    work = AnnData(X=x, obs=pd.DataFrame(index=spots.obs_names.astype(str)), var=var)
+    work.obsm[_FEATURES] = feats.astype(np.float32)
+    return work, n_image
+
+
+def _unique_names(mods, sdata) -> pd.Index:
     names = []
     for name in mods:
         names += list(sdata.tables[name].var_names.astype(str))
@@ -386,23 +447,27 @@ def _unique_names(blocks, mods, sdata) -> pd.Index:
     return pd.Index([f"{m}:{v}" for m in mods for v in sdata.tables[m].var_names.astype(str)])
 
 
-def _write(sdata, geom, pos, rows, table, work, means, draws, layout, side, k, key_added, table_key_added) -> None:
+def _write(sdata, spots: _Spots, var: pd.DataFrame, values: tuple, key_added: str, table_key_added: str) -> None:
+    """Write the sub-spot shapes ``key_added`` and the table ``table_key_added`` of their ``(means, draws)``."""
     from spatialdata.models import TableModel
 
+    means, draws = values
+    geom, pos = spots.geom, spots.pos
     shapes = make_subspot_shapes(
-        geom.centres[pos], geom.radius, layout, side, spot_index=geom.index[pos], transformations=geom.transformations
-    )
+        geom.centres[pos], geom.radius, spots.layout, spots.side, spot_index=geom.index[pos],
+        transformations=geom.transformations,
+    )  # fmt: skip
     obs = pd.DataFrame(
         {
             "region": pd.Categorical([key_added] * len(shapes)),
             "instance_id": shapes.index.to_numpy(),
             "spot": shapes["spot"].to_numpy(),
-            "spot_obs": np.repeat(table.obs_names[rows].astype(str).to_numpy(), k),
+            "spot_obs": np.repeat(spots.obs_names.astype(str).to_numpy(), spots.k),
             "subspot": shapes["subspot"].to_numpy(),
         },
         index=pd.Index(shapes.index.astype(str), name=None),
     )
-    out = AnnData(X=means.astype(np.float32), obs=obs, var=work.var.copy())
+    out = AnnData(X=means.astype(np.float32), obs=obs, var=var.copy())
     out.obsm[Key.SPATIAL] = np.c_[shapes.geometry.x.to_numpy(), shapes.geometry.y.to_numpy()]
     if draws is not None:
         out.layers["sample"] = draws.astype(np.float32)
