@@ -19,8 +19,8 @@ from spatialdata.transformations import Identity, Scale
 import sslspatial as ss
 from sslspatial.metrics import kernel_interpolation, uniform_split
 from sslspatial.model import SUPERRES
-from sslspatial.model._superres import graph_context_features
 from sslspatial.module import SuperResModule
+from sslspatial.pp._subspot_elements import graph_context_features
 
 FAST = {"max_epochs": 2, "n_hidden": 16, "n_latent": 8, "batch_size": 32}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
@@ -24,7 +23,7 @@ from ..nn._likelihoods import check_likelihood
 from ._console import ConsoleMixin
 from ._plan import TrainingPlan
 
-__all__ = ["SUPERRES", "graph_context_features"]
+__all__ = ["SUPERRES"]
 
 _FEATURES = "subspot_features"
 
@@ -308,58 +307,3 @@ def _modalities(adata: AnnData, modality_key: str | None) -> tuple[list[str], li
             names.append(lab)
             sizes.append(1)
     return names, sizes
-
-
-def graph_context_features(
-    adjacency: sp.spmatrix,
-    centres: np.ndarray,
-    subspot_centres: np.ndarray,
-    representation: np.ndarray,
-    bandwidth: float | None = None,
-) -> np.ndarray:
-    """Directional graph context of each sub-spot: a Gaussian-kernel average of its spot's neighbours.
-
-    For sub-spot ``k`` of spot ``n`` at position ``p_nk``, ``c_nk = sum_m w_nkm e_m / sum_m w_nkm`` over the graph
-    neighbours ``m`` of ``n`` (the spot itself excluded), with ``w_nkm = exp(-|p_nk - centre_m|^2 / (2 h^2))``. Returns
-    ``[c_nk, c_nk - mean_k c_nk]`` flattened to ``(n_spots, K * 2 * d)``: which neighbours lie on the sub-spot's side.
-
-    Parameters
-    ----------
-    adjacency
-        Spot graph ``(n, n)``.
-    centres
-        Spot centres ``(n, 2)``.
-    subspot_centres
-        Sub-spot centres ``(n, K, 2)``, same units.
-    representation
-        Spot representation ``(n, d)`` (e.g. principal components of log-normalised profiles).
-    bandwidth
-        Kernel width ``h``; default half the median edge length.
-
-    Examples
-    --------
-    >>> adj = sp.csr_matrix(np.array([[0, 1], [1, 0]]))
-    >>> c = graph_context_features(adj, np.array([[0.0, 0], [1, 0]]), np.zeros((2, 1, 2)), np.array([[1.0], [3.0]]))
-    >>> c.tolist()
-    [[3.0, 0.0], [1.0, 0.0]]
-    """
-    adj = sp.csr_matrix(adjacency, dtype=np.float64)
-    adj.setdiag(0)
-    adj.eliminate_zeros()
-    coo = adj.tocoo()
-    rows, cols = coo.row, coo.col
-    if bandwidth is None:
-        edge = np.linalg.norm(centres[rows] - centres[cols], axis=1)
-        bandwidth = 0.5 * float(np.median(edge)) if edge.size else 1.0
-    n, k, _ = subspot_centres.shape
-    d = representation.shape[1]
-    num = np.zeros((n, k, d))
-    den = np.zeros((n, k))
-    for j in range(k):
-        dist2 = ((subspot_centres[rows, j] - centres[cols]) ** 2).sum(-1)
-        w = np.exp(-dist2 / (2 * bandwidth**2))
-        np.add.at(den[:, j], rows, w)
-        np.add.at(num[:, j], rows, w[:, None] * representation[cols])
-    ctx = num / np.maximum(den, 1e-300)[..., None]
-    ctx[den == 0] = 0.0
-    return np.concatenate([ctx, ctx - ctx.mean(1, keepdims=True)], axis=-1).reshape(n, -1).astype(np.float32)

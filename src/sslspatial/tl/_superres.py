@@ -15,10 +15,10 @@ from .. import _io, _logging
 from .._constants import Key, check_key
 from .._provenance import run_record, seed_everything
 from .._validate import check_absent, check_counts, check_finite, check_graph, trainer_options
-from ..model._superres import SUPERRES, graph_context_features
+from ..model._superres import SUPERRES
 from ..nn._likelihoods import LIKELIHOODS
 from ..pp._normalize import log_normalize, standardize
-from ..pp._subspot_elements import SpotGeometry, spot_geometry, subspot_centres
+from ..pp._subspot_elements import SpotGeometry, graph_context_features, spot_geometry, subspot_centres
 from ..pp._subspots import make_subspot_shapes
 
 __all__ = ["superres"]
