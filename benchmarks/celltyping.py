@@ -46,7 +46,7 @@ def datasets(quick: bool):
     import sslspatial as ss
     from sslspatial.data import Split, buffer_split, half_split
 
-    star = ss.datasets.starmap_mpfc(path=DATA / "starmap_mpfc")
+    star = ss.datasets.starmap_mpfc(path=DATA / "starmap_mpfc").tables["table"]
     ss.pp.build_graph(star, method="radius", radius=400.0, library_key="section")  # pixels; mean degree ~7
     sec = star.obs["section"].astype(str).to_numpy()
     splits = [(TUNING, np.flatnonzero(sec == "BZ5"), np.flatnonzero(sec == "BZ9"))]
@@ -55,7 +55,7 @@ def datasets(quick: bool):
     yield "starmap", star, splits
     if quick:
         return
-    osm = ss.datasets.osmfish(path=DATA / "osmfish")
+    osm = ss.datasets.osmfish(path=DATA / "osmfish").tables["table"]
     ss.pp.build_graph(osm, method="radius", radius=25.0)  # micrometres
     adjacency = osm.obsp["spatial_connectivities"]
     half = half_split(osm.obsm["spatial"])
@@ -175,7 +175,7 @@ def time_default_pipeline() -> dict:
 
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    adata = ss.datasets.starmap_mpfc(path=DATA / "starmap_mpfc")
+    adata = ss.datasets.starmap_mpfc(path=DATA / "starmap_mpfc").tables["table"]
     ss.pp.build_graph(adata, method="radius", radius=400.0, library_key="section")
     sec = adata.obs["section"].astype(str).to_numpy()
     bz5 = np.flatnonzero(sec == "BZ5")

@@ -64,8 +64,8 @@ GRID = {"n_hops": (0, 1, 2, 3), "smooth": (0, 1, 2, 3, 4), "covariance": ("full"
 def load(name: str):
     """Return (adata, truth column) for a dataset of ../shared/data."""
     if name == "osmfish":
-        return ss.datasets.osmfish(path=DATA / "osmfish"), "region"
-    return ss.datasets.starmap_mpfc(sections=("BZ5", "BZ9"), path=DATA / "starmap_mpfc"), "layer"
+        return ss.datasets.osmfish(path=DATA / "osmfish").tables["table"], "region"
+    return ss.datasets.starmap_mpfc(sections=("BZ5", "BZ9"), path=DATA / "starmap_mpfc").tables["table"], "layer"
 
 
 def composition(adata, n_hops: int) -> np.ndarray:

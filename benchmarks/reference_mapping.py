@@ -40,7 +40,7 @@ def sections():
     """The two STARmap sections as separate tables, each with its own radius graph and a counts layer."""
     import sslspatial as ss
 
-    star = ss.datasets.starmap_mpfc(path=DATA / "starmap_mpfc")
+    star = ss.datasets.starmap_mpfc(path=DATA / "starmap_mpfc").tables["table"]
     out = {}
     for name in ("BZ5", "BZ9"):
         adata = star[star.obs["section"].astype(str) == name].copy()

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sslspatial import _io
 from sslspatial.datasets import (
     _readers_common,
     cite_seq_skin,
@@ -173,8 +174,12 @@ def test_her2st_unknown_gene_and_missing_folder(shared_data, tmp_path):
 def test_osmfish_matches_loom(shared_data):
     import h5py
 
-    adata = osmfish(path=shared_data / "osmfish")
+    sdata = osmfish(path=shared_data / "osmfish")
+    adata = sdata.tables["table"]
     assert adata.shape == (4839, 33)
+    # a SpatialData: the table annotates one point per cell, in micrometres (coordinate system "global")
+    assert list(sdata.points) == ["cells"] and set(adata.obs["element"]) == {"cells"}
+    np.testing.assert_allclose(_io.get_coordinates(sdata, coordinate_system="global"), adata.obsm["spatial"])
     assert adata.obs["cell_type"].nunique() == 31 and adata.obs["region"].nunique() == 11
     assert list(adata.obs["section"].cat.categories) == ["osmFISH_SScortex"]
     with h5py.File(shared_data / "osmfish/osmFISH_SScortex_mouse_all_cells.loom", "r") as f:
@@ -188,13 +193,20 @@ def test_osmfish_matches_loom(shared_data):
     np.testing.assert_allclose(adata.obsm["spatial"][adata.obs_names.get_loc("778")], [x * 0.065, y * 0.065])
     assert adata.X.sum() == total == 898_778
     assert adata.obs.loc["778", "cell_type"] == "Inhibitory CP"
-    assert osmfish(path=shared_data / "osmfish", valid_only=False).n_obs == 6471
+    assert osmfish(path=shared_data / "osmfish", valid_only=False).tables["table"].n_obs == 6471
 
 
 def test_starmap_sections_aligned_by_gene(shared_data):
     root = shared_data / "starmap_mpfc"
-    adata = starmap_mpfc(path=root)
+    sdata = starmap_mpfc(path=root)
+    adata = sdata.tables["table"]
     assert adata.obs["section"].value_counts().to_dict() == {"BZ9": 1053, "BZ5": 1049}
+    # one points element and coordinate system per section (their pixel frames are unrelated)
+    assert sorted(sdata.points) == ["BZ5_cells", "BZ9_cells"]
+    bz9_rows = np.flatnonzero(adata.obs["section"] == "BZ9")
+    np.testing.assert_allclose(
+        _io.get_coordinates(sdata, coordinate_system="BZ9", rows=bz9_rows), adata.obsm["spatial"][bz9_rows]
+    )
     assert adata.n_vars == 166 and adata.obs["cell_type"].nunique() == 15
     assert list(adata.obs["layer"].cat.categories) == ["1", "2", "3", "4"]
     # first row of the BZ5 files: cell 69x4486, Smc, layer 1, Arx = 13
@@ -204,7 +216,7 @@ def test_starmap_sections_aligned_by_gene(shared_data):
     raw9 = pd.read_csv(root / "20180419_BZ9_control_counts_cells_x_genes.csv.gz", index_col=0)
     bz9 = adata[adata.obs["section"] == "BZ9"]
     np.testing.assert_array_equal(bz9[:, raw9.columns].X, raw9.to_numpy())
-    assert starmap_mpfc(sections=["20180419_BZ9_control"], path=root).n_obs == 1053
+    assert starmap_mpfc(sections=["20180419_BZ9_control"], path=root).tables["table"].n_obs == 1053
     assert adata.uns["starmap_mpfc"]["coordinate_unit"] == "pixel"
 
 
@@ -218,8 +230,15 @@ def test_starmap_errors():
 def test_visium_dg_locations_follow_expression_columns(shared_data):
     from sklearn.neighbors import NearestNeighbors
 
-    adata = visium_dg_mini(path=shared_data / "visium_dg_mini")
+    sdata = visium_dg_mini(path=shared_data / "visium_dg_mini")
+    adata = sdata.tables["table"]
     assert adata.shape == (624, 634)
+    # spot circles and the H&E canvas in full-resolution pixels: the image's transformation puts the spots on it
+    assert len(sdata.shapes["spots"]) == 624
+    assert sdata.shapes["spots"]["radius"].iloc[0] == pytest.approx(89.44476048022638 / 2)
+    image = _io.get_image(sdata, "he", "global")
+    lowres = adata.uns["spatial"]["visium_dg"]["scalefactors"]["tissue_lowres_scalef"]
+    np.testing.assert_allclose(image.to_pixels(adata.obsm["spatial"]), adata.obsm["spatial"] * lowres)
     assert adata[["AAAGGGATGTAGCAAG-1"], ["Gna12"]].X[0, 0] == 1  # first value of visium_DG_expr.txt.gz
     np.testing.assert_array_equal(adata.obsm["spatial"][0], [5477, 4125])
     # spatially coherent expression only if locations are joined in the expression's column order
@@ -326,7 +345,7 @@ def test_download_branch_uses_pinned_sources(shared_data, tmp_path, monkeypatch)
 
     monkeypatch.setattr(pooch, "retrieve", serve)
     monkeypatch.setattr(pooch, "os_cache", lambda name: tmp_path / name)
-    assert osmfish().shape == (4839, 33)
+    assert osmfish().tables["table"].shape == (4839, 33)
     assert cosmx_lung_mini()["table"].n_obs == 120
     assert seen[0] == (
         "https://linnarssonlab.org/osmFISH/osmFISH_SScortex_mouse_all_cells.loom",

@@ -35,7 +35,7 @@ def test_starmap_pretrain_then_annotate_beats_pca_logreg(shared_data, one_thread
 
     torch.manual_seed(0)
     scvi.settings.seed = 0
-    adata = ss.datasets.starmap_mpfc(path=shared_data / "starmap_mpfc")
+    adata = ss.datasets.starmap_mpfc(path=shared_data / "starmap_mpfc").tables["table"]
     # coordinates are pixels: pick the radius giving a mean degree of about 4-8 (computed, not guessed)
     xy, sections = adata.obsm["spatial"], adata.obs["section"].astype(str).to_numpy()
     radius = 400.0

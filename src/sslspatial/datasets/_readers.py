@@ -7,11 +7,11 @@ download the same files once from the original public source into ``pooch.os_cac
 reader              returns        data
 ==================  =============  ==========================================================================
 ``her2st``          SpatialData    HER2+ breast tumours, legacy ST + H&E (Andersson et al., 2021)
-``osmfish``         AnnData        osmFISH mouse somatosensory cortex (Codeluppi et al., 2018)
-``starmap_mpfc``    AnnData        STARmap mouse medial prefrontal cortex (Wang et al., 2018); needs ``path``
+``osmfish``         SpatialData    osmFISH mouse somatosensory cortex (Codeluppi et al., 2018)
+``starmap_mpfc``    SpatialData    STARmap mouse medial prefrontal cortex (Wang et al., 2018); needs ``path``
 ``cite_seq_skin``   SpatialData    spatial CITE-seq human skin, DBiT grid (Liu et al., 2023)
 ``cosmx_lung_mini`` SpatialData    CosMx NSCLC Lung12, two crops (He et al., 2022; GiottoData)
-``visium_dg_mini``  AnnData        10x Visium mouse brain, dentate gyrus crop (GiottoData)
+``visium_dg_mini``  SpatialData    10x Visium mouse brain, dentate gyrus crop (GiottoData)
 ==================  =============  ==========================================================================
 """
 

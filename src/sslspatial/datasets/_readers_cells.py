@@ -1,4 +1,8 @@
-"""Readers returning AnnData: osmFISH and STARmap (single cells) and a mini Visium crop (spots)."""
+"""Readers of osmFISH and STARmap (single cells) and a mini Visium crop (spots), each returning a SpatialData.
+
+The table is ``tables["table"]`` (with the coordinates also in ``obsm["spatial"]``, so squidpy works on it); it
+annotates points ``cells`` (one element per section when sections have their own frames) or spot circles.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from ._readers_common import Remote, check_path, fetch, github_raw
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from spatialdata import SpatialData
 
 OSMFISH_URL = "https://linnarssonlab.org/osmFISH/osmFISH_SScortex_mouse_all_cells.loom"
 OSMFISH_SHA256 = "6153b56b300280e0cbd2eb45377eea4a5e85606bed739c96eb02feee5f53bc63"
@@ -36,7 +41,30 @@ def _decode(values: np.ndarray) -> np.ndarray:
     return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
 
 
-def osmfish(path: str | Path | None = None, valid_only: bool = True) -> AnnData:
+def _cells_sdata(adata: AnnData, elements: dict[str, tuple[np.ndarray, str]], region_key: str) -> SpatialData:
+    """Wrap a cells table into a SpatialData: points ``elements`` (rows, coordinate system) annotated by the table.
+
+    Every cell is a point at its ``obsm["spatial"]`` position in its element's coordinate system (identity
+    transformation); the table gains ``obs[region_key]`` (the element of each cell) and ``obs["instance_id"]``.
+    """
+    from spatialdata import SpatialData
+    from spatialdata.models import PointsModel, TableModel
+    from spatialdata.transformations import Identity
+
+    region = np.empty(adata.n_obs, dtype=object)
+    adata.obs["instance_id"] = np.arange(adata.n_obs, dtype=np.int64)
+    points = {}
+    for name, (rows, cs) in elements.items():
+        region[rows] = name
+        xy = adata.obsm["spatial"][rows]
+        frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "instance_id": rows.astype(np.int64)}, index=rows)
+        points[name] = PointsModel.parse(frame, instance_key="instance_id", transformations={cs: Identity()})
+    adata.obs[region_key] = pd.Categorical(region, categories=list(elements))
+    table = TableModel.parse(adata, region=list(elements), region_key=region_key, instance_key="instance_id")
+    return SpatialData(points=points, tables={"table": table})
+
+
+def osmfish(path: str | Path | None = None, valid_only: bool = True) -> SpatialData:
     """Mouse somatosensory cortex by osmFISH: 33 genes counted in single cells.
 
     Codeluppi et al., *Spatial organization of the somatosensory cortex revealed by osmFISH*, Nat Methods 15:932-935
@@ -53,16 +81,20 @@ def osmfish(path: str | Path | None = None, valid_only: bool = True) -> AnnData:
 
     Returns
     -------
-    AnnData, cells x 33 genes: X raw molecule counts (float32 integers, dense), obs ``cell_type`` (``ClusterName``,
-    31 types among valid cells), ``region`` (``Region``, 11 among valid cells), ``section`` (one category),
-    ``cluster_id``, ``total_molecules``, ``size_um2``, ``valid``; obsm ``"spatial"`` in micrometres (pixel
-    coordinates x 0.065 µm) and ``"X_tsne"`` (the authors' t-SNE).
+    SpatialData in coordinate system ``"global"`` in **micrometres** (pixel coordinates x 0.065 µm):
+
+    - ``points["cells"]``: one point per cell (column ``instance_id``);
+    - ``tables["table"]``: cells x 33 genes annotating ``"cells"`` (region key ``"element"``, since obs ``region``
+      is the anatomical region; instance key ``"instance_id"``): X raw molecule counts (float32 integers, dense),
+      obs ``cell_type`` (``ClusterName``, 31 types among valid cells), ``region`` (``Region``, 11 among valid
+      cells), ``section`` (one category), ``cluster_id``, ``total_molecules``, ``size_um2``, ``valid``; obsm
+      ``"spatial"`` (µm, as the points) and ``"X_tsne"`` (the authors' t-SNE).
 
     Examples
     --------
     >>> import sslspatial as ss
-    >>> adata = ss.datasets.osmfish(path="../shared/data/osmfish")  # doctest: +SKIP
-    >>> adata.shape  # doctest: +SKIP
+    >>> sdata = ss.datasets.osmfish(path="../shared/data/osmfish")  # doctest: +SKIP
+    >>> sdata.tables["table"].shape  # doctest: +SKIP
     (4839, 33)
     """
     import anndata as ad
@@ -92,10 +124,10 @@ def osmfish(path: str | Path | None = None, valid_only: bool = True) -> AnnData:
     adata.obsm["spatial"] = np.c_[col["X"][keep], col["Y"][keep]].astype(np.float64) * OSMFISH_UM_PER_PIXEL
     adata.obsm["X_tsne"] = np.c_[col["_tSNE_1"][keep], col["_tSNE_2"][keep]].astype(np.float64)
     adata.uns["osmfish"] = {"coordinate_unit": "um", "um_per_pixel": OSMFISH_UM_PER_PIXEL}
-    return adata
+    return _cells_sdata(adata, {"cells": (np.arange(adata.n_obs), "global")}, region_key="element")
 
 
-def starmap_mpfc(sections: Sequence[str] = ("BZ5", "BZ9"), path: str | Path | None = None) -> AnnData:
+def starmap_mpfc(sections: Sequence[str] = ("BZ5", "BZ9"), path: str | Path | None = None) -> SpatialData:
     """STARmap mouse medial prefrontal cortex: 166 genes counted in single cells of control sections.
 
     Wang et al., *Three-dimensional intact-tissue sequencing of single-cell transcriptional states*, Science
@@ -115,17 +147,22 @@ def starmap_mpfc(sections: Sequence[str] = ("BZ5", "BZ9"), path: str | Path | No
 
     Returns
     -------
-    AnnData, cells of all sections x the 166 genes (aligned by symbol): X raw counts (float32 integers, dense), obs
-    ``cell_type`` (column ``c``, 15 types), ``layer`` (column ``z``, the cortical layer index 1-4 of the original
-    annotation), ``section`` (categorical), obsm ``"spatial"`` = centroid (x, y) in **pixels of the original
-    images**: no pixel size is documented with these tables, so coordinates are not converted
-    (``uns["starmap_mpfc"]["coordinate_unit"] == "pixel"``). obs names are ``f"{section}_{cell}"``.
+    SpatialData with, per section ``s``, coordinate system ``s`` in **pixels of the original images** (no pixel size
+    is documented with these tables, so coordinates are not converted: ``uns["starmap_mpfc"]["coordinate_unit"] ==
+    "pixel"``; the sections' frames are unrelated, so each has its own coordinate system):
+
+    - ``points[f"{s}_cells"]``: one point per cell (column ``instance_id``);
+    - ``tables["table"]``: cells of all sections x the 166 genes (aligned by symbol) annotating those points
+      (region key ``"region"``, instance key ``"instance_id"``): X raw counts (float32 integers, dense), obs
+      ``cell_type`` (column ``c``, 15 types), ``layer`` (column ``z``, the cortical layer index 1-4 of the original
+      annotation), ``section`` (categorical), obsm ``"spatial"`` = centroid (x, y) in pixels. obs names are
+      ``f"{section}_{cell}"``.
 
     Examples
     --------
     >>> import sslspatial as ss
-    >>> adata = ss.datasets.starmap_mpfc(path="../shared/data/starmap_mpfc")  # doctest: +SKIP
-    >>> adata.obs["section"].value_counts().to_dict()  # doctest: +SKIP
+    >>> sdata = ss.datasets.starmap_mpfc(path="../shared/data/starmap_mpfc")  # doctest: +SKIP
+    >>> sdata.tables["table"].obs["section"].value_counts().to_dict()  # doctest: +SKIP
     {'BZ9': 1053, 'BZ5': 1049}
     """
     import anndata as ad
@@ -183,10 +220,12 @@ def starmap_mpfc(sections: Sequence[str] = ("BZ5", "BZ9"), path: str | Path | No
         adata.obs[key] = pd.Categorical(adata.obs[key])
     adata.obs["section"] = pd.Categorical(adata.obs["section"], categories=names)
     adata.uns["starmap_mpfc"] = {"coordinate_unit": "pixel"}
-    return adata
+    section = adata.obs["section"].to_numpy()
+    elements = {f"{s}_cells": (np.flatnonzero(section == s), s) for s in names}
+    return _cells_sdata(adata, elements, region_key="region")
 
 
-def visium_dg_mini(path: str | Path | None = None, load_image: bool = True) -> AnnData:
+def visium_dg_mini(path: str | Path | None = None, load_image: bool = True) -> SpatialData:
     """A small crop of 10x Visium mouse brain around the dentate gyrus (GiottoData's mini Visium dataset).
 
     10x Genomics dataset *V1_Adult_Mouse_Brain* (coronal section, Space Ranger 1.0.0, CC BY 4.0), cropped and
@@ -201,21 +240,26 @@ def visium_dg_mini(path: str | Path | None = None, load_image: bool = True) -> A
         column order of the expression file), ``scalefactors_json.json`` and optionally ``images/deg_image2.png``.
         None downloads them (pinned to a GiottoData commit) into ``pooch.os_cache("sslspatial")``.
     load_image
-        Put the small H&E into ``uns["spatial"]["visium_dg"]["images"]["lowres"]`` (pasted at its place in a
-        low-resolution canvas, so ``tissue_lowres_scalef`` maps spot coordinates onto it; placed from GiottoData's
-        published extent, accurate to about one low-resolution pixel).
+        Add the small H&E, pasted at its place in a low-resolution canvas (``tissue_lowres_scalef`` maps spot
+        coordinates onto it; placed from GiottoData's published extent, accurate to about one low-resolution pixel).
 
     Returns
     -------
-    AnnData, spots x genes: X raw UMI counts (CSR, float32), obs ``section``; obsm ``"spatial"`` in full-resolution
-    pixels (x, y; y grows downwards), uns ``"spatial"`` in the squidpy layout ``{"visium_dg": {"scalefactors":
-    ..., "images": ...}}``.
+    SpatialData in coordinate system ``"global"`` in **full-resolution pixels** of the 10x image (x, y; y grows
+    downwards):
+
+    - ``shapes["spots"]``: the spots as circles of radius ``spot_diameter_fullres / 2``;
+    - ``images["he"]`` (with ``load_image``): the low-resolution canvas, scaled onto the spots by
+      ``1 / tissue_lowres_scalef``;
+    - ``tables["table"]``: spots x genes annotating ``"spots"`` (region key ``"region"``, instance key
+      ``"spot_id"``): X raw UMI counts (CSR, float32), obs ``section``; obsm ``"spatial"`` (full-resolution pixels),
+      uns ``"spatial"`` in the squidpy layout ``{"visium_dg": {"scalefactors": ..., "images": ...}}``.
 
     Examples
     --------
     >>> import sslspatial as ss
-    >>> adata = ss.datasets.visium_dg_mini(path="../shared/data/visium_dg_mini")  # doctest: +SKIP
-    >>> adata.shape  # doctest: +SKIP
+    >>> sdata = ss.datasets.visium_dg_mini(path="../shared/data/visium_dg_mini")  # doctest: +SKIP
+    >>> sdata.tables["table"].shape  # doctest: +SKIP
     (624, 634)
     """
     import anndata as ad
@@ -241,7 +285,32 @@ def visium_dg_mini(path: str | Path | None = None, load_image: bool = True) -> A
     if load_image and (root / _VISIUM_IMAGE).is_file():
         library["images"]["lowres"] = _lowres_canvas(root / _VISIUM_IMAGE, scalefactors["tissue_lowres_scalef"])
     adata.uns["spatial"] = {VISIUM_LIBRARY: library}
-    return adata
+    return _visium_sdata(adata, scalefactors, library["images"].get("lowres"))
+
+
+def _visium_sdata(adata: AnnData, scalefactors: dict, lowres: np.ndarray | None) -> SpatialData:
+    """Spot circles and the low-resolution image in full-resolution pixels, annotated by the spot table."""
+    import geopandas as gpd
+    from shapely import points
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    ids = np.arange(adata.n_obs, dtype=np.int64)
+    radius = np.full(adata.n_obs, float(scalefactors["spot_diameter_fullres"]) / 2)
+    circles = gpd.GeoDataFrame({"radius": radius}, geometry=points(adata.obsm["spatial"]), index=ids)
+    shapes = {"spots": ShapesModel.parse(circles, transformations={"global": Identity()})}
+    images = {}
+    if lowres is not None:
+        scale = 1.0 / float(scalefactors["tissue_lowres_scalef"])
+        images["he"] = Image2DModel.parse(
+            np.moveaxis(lowres, -1, 0), dims=("c", "y", "x"), c_coords=["r", "g", "b"],
+            transformations={"global": Scale([scale, scale], axes=("x", "y"))},
+        )  # fmt: skip
+    adata.obs["region"] = pd.Categorical(["spots"] * adata.n_obs)
+    adata.obs["spot_id"] = ids
+    table = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
+    return SpatialData(images=images, shapes=shapes, tables={"table": table})
 
 
 def _lowres_canvas(file: Path, scalef: float) -> np.ndarray:
