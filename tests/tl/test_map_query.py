@@ -87,3 +87,55 @@ def test_save_load_map_gives_identical_predictions(reference, tmp_path):
         again.obsm["map_query_probabilities"].to_numpy(), query.obsm["map_query_probabilities"].to_numpy(), atol=1e-6
     )
     assert (again.obs["map_query_prediction"] == query.obs["map_query_prediction"]).all()
+
+
+def test_adaptation_trains_only_the_query_adapter_and_lowers_the_query_loss(reference):
+    adata, model = reference  # masked reconstruction: the query loss is the reference decoder's
+    before = _state(model)
+    query = tissue(n=250, n_genes=40, seed=3)
+    query.X = query.X * 2.0  # a platform-wide shift of the counts the adapter can absorb
+    genes = query.var_names[:30]
+    query = query[:, genes].copy()  # ... and 10 reference genes missing
+    qmodel = ss.tl.map_query(query, model, "cell_type", adapt=True, adapt_epochs=20)
+    record = query.uns["map_query"]["adaptation"]
+    assert record["loss_after"] < record["loss_before"]
+    assert record["epochs"] == 20
+    after = _state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the reference is untouched
+    adapted = qmodel.module.state_dict()
+    assert not torch.equal(adapted["input_adapter.shift"], torch.zeros_like(adapted["input_adapter.shift"]))
+    for k, v in before.items():  # in the query model too, only the adapter moved
+        assert torch.equal(adapted[k].cpu(), v.cpu()), k
+
+
+def test_adaptation_with_pseudolabel_heads_lowers_the_information_maximisation_loss():
+    adata = tissue(n=300, n_genes=40, seed=0)
+    model = ss.tl.pretrain_pseudolabel(adata, **SMALL)
+    before = _state(model)
+    query = tissue(n=250, n_genes=40, seed=4)
+    query.X = query.X * 3.0
+    ss.tl.map_query(query, model, "cell_type", adapt=True, adapt_epochs=10)
+    record = query.uns["map_query"]["adaptation"]
+    assert record["loss_after"] < record["loss_before"]
+    assert all(torch.equal(before[k], v) for k, v in _state(model).items())
+
+
+def test_without_adaptation_the_query_model_has_no_adapter_and_an_identity_adapter_changes_nothing(reference):
+    adata, model = reference
+    query = tissue(n=200, n_genes=40, seed=5)
+    qmodel = ss.tl.map_query(query, model, "cell_type")
+    assert qmodel.module.input_adapter is None and "adaptation" not in query.uns["map_query"]
+    identity = SpatialPretrainModel.load_query_data(query, model, input_adapter=True)
+    np.testing.assert_allclose(identity.get_latent_representation(), query.obsm["X_map_query"], atol=1e-6)
+
+
+def test_adaptation_options_are_checked_before_any_computation(reference):
+    adata, model = reference
+    query = tissue(n=200, n_genes=40, seed=6)
+    finetuned = model.derive(objective="classify", objective_kwargs={"n_classes": 2})
+    finetuned.is_trained_ = True
+    with pytest.raises(TypeError, match="adapt=True needs a query loss"):
+        ss.tl.map_query(query, finetuned, "cell_type", adapt=True)
+    with pytest.raises(ValueError, match="Unknown adapt_kwargs"):
+        ss.tl.map_query(query, model, "cell_type", adapt=True, adapt_kwargs={"epochs": 3})
+    assert "map_query_prediction" not in query.obs

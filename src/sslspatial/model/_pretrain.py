@@ -58,6 +58,9 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         Per-gene flags; ``False`` = gene missing from this data (set by :meth:`load_query_data`).
     target_sum
         Counts are scaled to this library size before ``log1p`` at the encoder input.
+    input_adapter
+        Put a per-gene affine :class:`~sslspatial.nn.InputAdapter` (identity until trained) in front of the encoder:
+        the query-specific parameters trained by ``ss.tl.map_query(..., adapt=True)``.
 
     Examples
     --------
@@ -88,6 +91,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         objective_kwargs: dict | None = None,
         gene_present: list[bool] | None = None,
         target_sum: float = 1e4,
+        input_adapter: bool = False,
     ):
         super().__init__(adata)
         check_choice(encoder, ENCODERS, "encoder")
@@ -114,6 +118,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
             objective_kwargs=kwargs,
             gene_present=gene_present,
             target_sum=target_sum,
+            input_adapter=input_adapter,
         )
         self._model_summary_string = (
             f"SpatialPretrainModel: encoder={encoder} ({n_layers} layers, {n_hidden} hidden, latent {n_latent}), "
@@ -367,7 +372,9 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         return model
 
     @classmethod
-    def load_query_data(cls, adata: AnnData, reference: SpatialPretrainModel, layer: str | None = None):
+    def load_query_data(
+        cls, adata: AnnData, reference: SpatialPretrainModel, layer: str | None = None, input_adapter: bool = False
+    ):
         """Apply a pretrained model to another dataset with an overlapping gene panel.
 
         Like scvi's ``load_query_data``: genes are aligned to the reference panel by name; reference genes missing from the
@@ -382,6 +389,9 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
             A trained :class:`SpatialPretrainModel`.
         layer
             Query layer with the expression.
+        input_adapter
+            Give the query model an identity :class:`~sslspatial.nn.InputAdapter` (its only parameters meant to be
+            trained on the query, e.g. by ``ss.tl.map_query(..., adapt=True)``).
 
         Returns
         -------
@@ -413,7 +423,12 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         cls.setup_anndata(aligned, layer=None, connectivity_key=setup.get("connectivity_key"))
         present = np.zeros(ref_genes.size, dtype=bool)
         present[position[keep]] = True
-        model = reference.derive(adata=aligned, gene_present=present.tolist())
-        model.module.load_state_dict(reference.module.state_dict())
+        overrides = {"input_adapter": True} if input_adapter else {}
+        model = reference.derive(adata=aligned, gene_present=present.tolist(), **overrides)
+        state = reference.module.state_dict()
+        if input_adapter:  # the adapter starts as the identity; everything else is the reference's
+            state = {k: v for k, v in state.items() if not k.startswith("input_adapter.")}
+            state.update({k: v for k, v in model.module.state_dict().items() if k.startswith("input_adapter.")})
+        model.module.load_state_dict(state)
         model.is_trained_ = True
         return model

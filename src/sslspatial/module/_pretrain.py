@@ -16,7 +16,7 @@ import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from ..nn import GraphEncoder
+from ..nn import GraphEncoder, InputAdapter
 from ..nn._likelihoods import check_likelihood
 from ..objectives import (
     BYOL,
@@ -48,6 +48,9 @@ class SpatialPretrainModule(BaseModuleClass):
         Boolean per gene; ``False`` marks genes missing from the data (always masked, never scored).
     target_sum
         Library size counts are scaled to before ``log1p``.
+    input_adapter
+        Add a per-gene affine :class:`~sslspatial.nn.InputAdapter` in front of the encoder (identity until trained;
+        the query-specific parameters of reference mapping with adaptation).
 
     Examples
     --------
@@ -72,6 +75,7 @@ class SpatialPretrainModule(BaseModuleClass):
         objective_kwargs: dict | None = None,
         gene_present: list[bool] | None = None,
         target_sum: float = 1e4,
+        input_adapter: bool = False,
     ):
         super().__init__()
         check_likelihood(likelihood)
@@ -84,6 +88,7 @@ class SpatialPretrainModule(BaseModuleClass):
         self.mask_token = nn.Parameter(torch.zeros(n_input))
         present = torch.ones(n_input, dtype=torch.bool) if gene_present is None else torch.as_tensor(gene_present)
         self.register_buffer("gene_present", present.bool(), persistent=False)
+        self.input_adapter = InputAdapter(n_input) if input_adapter else None
         kwargs = dict(objective_kwargs or {})
         if objective == "mask":
             kwargs.setdefault("n_hidden", n_hidden)
@@ -126,6 +131,8 @@ class SpatialPretrainModule(BaseModuleClass):
         """
         hidden = ~self.gene_present if mask is None else (mask | ~self.gene_present)
         x_in = torch.where(hidden, self.mask_token.to(x_t.dtype).expand_as(x_t), x_t)
+        if self.input_adapter is not None:
+            x_in = self.input_adapter(x_in)
         return (encoder or self.encoder)(x_in, edge_index, degree)
 
     def _get_inference_input(self, tensors: dict, **kwargs) -> dict:
@@ -161,6 +168,24 @@ class SpatialPretrainModule(BaseModuleClass):
             reconstruction_loss=out.per_seed,
             extra_metrics=out.extras,
             n_obs_minibatch=out.per_seed.numel(),
+        )
+
+    def adaptation_loss(self, tensors: dict) -> torch.Tensor:
+        """Self-supervised loss of a query minibatch that needs no query labels or pseudo-labels (adaptation).
+
+        ``"pseudolabel"``: information maximisation over the reference's pseudo-label heads (SHOT: mean entropy of each
+        seed's cluster probabilities minus the entropy of their batch mean, summed over resolutions), so query cells
+        fall confidently and diversely into the reference's clusters. ``"mask"``: the masked reconstruction loss with
+        the reference's decoder (scArches). Gradients reach whatever is trainable (the input adapter when mapping).
+        """
+        out = self.inference(**self._get_inference_input(tensors))
+        if isinstance(self.objective, PseudoLabelHeads):
+            return self.objective.information_maximisation(out["z"])
+        if isinstance(self.objective, MaskedReconstruction):
+            return self.objective(self, tensors, out).loss
+        raise TypeError(
+            f"objective={self.objective_name!r} has no query loss to adapt against: adaptation needs a model "
+            "pretrained with ss.tl.pretrain_pseudolabel (pseudo-label heads) or ss.tl.pretrain_mask (decoder)."
         )
 
     def after_optimizer_step(self) -> None:

@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = _attach(
         "LIKELIHOODS": "_likelihoods",
         "ConvMixerEncoder": "_hist2st",
         "GraphEncoder": "_graph_encoders",
+        "InputAdapter": "_adapter",
         "MLPHead": "_graph_encoders",
         "SpotContext": "_hist2st",
         "check_likelihood": "_likelihoods",

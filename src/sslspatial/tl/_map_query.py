@@ -5,7 +5,8 @@ The reference is the table the pretrained model was set up on (``model.adata``, 
 cross-validation as ``ss.tl.annotate(method="auto")``. When the query lacks some reference genes, the reference is
 re-embedded with the same genes hidden (behind the mask token, as they are for the query) and the expression
 features are built on the shared genes only, so reference and query cells are described the same way.
-Nothing is trained in the encoder: its weights are the reference model's.
+Nothing is trained in the encoder: its weights are the reference model's. With ``adapt=True`` the query gets its
+own per-gene input adapter (scArches-style surgery), fitted on the query's self-supervised loss without labels.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def map_query(
     library_key: str | None = None,
     expression_pcs: int = 30,
     min_shared_genes: int = MIN_SHARED_GENES,
+    adapt: bool = False,
+    adapt_epochs: int = 50,
+    adapt_kwargs: dict | None = None,
     key_added: str = "map_query",
     overwrite: bool = False,
     seed: int = 0,
@@ -72,10 +76,24 @@ def map_query(
         Principal components of the shared genes' expression, fitted on the reference and applied to the query.
     min_shared_genes
         Refuse a query sharing fewer genes with the reference (before any computation).
+    adapt
+        Adapt to the query without labels before embedding it: a per-gene affine input adapter
+        (:class:`~sslspatial.nn.InputAdapter`: a scale and a shift of each gene's log-expression, and a learned value
+        for each reference gene the query lacks) is trained on the query's own self-supervised loss, with the
+        reference encoder, heads and classifier frozen. The loss is, for ``pretrain_pseudolabel`` models, information
+        maximisation over the reference's pseudo-label heads (query cells should fall confidently, and in a spread
+        of proportions, into the reference's clusters) and, for ``pretrain_mask`` models, masked reconstruction with
+        the reference decoder. Other objectives raise a ``TypeError``.
+    adapt_epochs
+        Passes over the query cells when ``adapt=True``.
+    adapt_kwargs
+        More adaptation settings: ``lr`` (``1e-2``), ``batch_size`` (``256``), ``penalty`` (``1.0``, weight of the
+        adapter's squared distance from the identity).
     key_added
         Writes to the query ``obs[f"{key_added}_prediction"]``, ``obs[f"{key_added}_uncertainty"]`` (1 - the
         highest class probability: filter mapped cells on it), ``obsm[f"{key_added}_probabilities"]``,
-        ``obsm[f"X_{key_added}"]`` (the query embedding) and ``uns[key_added]`` (choice, CV scores, gene overlap).
+        ``obsm[f"X_{key_added}"]`` (the query embedding) and ``uns[key_added]`` (choice, CV scores, gene overlap,
+        and with ``adapt=True`` the query loss before and after adaptation).
     overwrite
         Replace existing outputs (else :class:`~sslspatial.OutputExistsError`).
     seed
@@ -83,8 +101,8 @@ def map_query(
 
     Returns
     -------
-    The query model (the reference's weights on the aligned query table), e.g. for ``ss.tl.domains`` on its
-    embedding.
+    The query model (the reference's weights on the aligned query table, plus the fitted adapter with
+    ``adapt=True``), e.g. for ``ss.tl.domains`` on its embedding.
 
     Examples
     --------
@@ -93,12 +111,15 @@ def map_query(
     >>> loaded = ss.model.SpatialPretrainModel.load("reference_model")  # doctest: +SKIP
     >>> ss.tl.map_query(query, loaded, "cell_type")  # doctest: +SKIP
     >>> query.obs[["map_query_prediction", "map_query_uncertainty"]].head()  # doctest: +SKIP
+    >>> ss.tl.map_query(query, loaded, "cell_type", adapt=True, overwrite=True)  # doctest: +SKIP
+    >>> query.uns["map_query"]["adaptation"]  # doctest: +SKIP
     """
     params = {k: v for k, v in locals().items() if k not in ("data", "model")}
     if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
         raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
     for kind in candidates:
         check_choice(kind, ("linear", "expression", "pca"), "candidates")
+    adapt_options = _adapt_options(model, adapt, adapt_epochs, adapt_kwargs)
     query = _io.get_table(data, table_key)
     key = check_key(key_added, "key_added")
     outputs = ((query.obs, "obs", f"{key}_prediction"), (query.obsm, "obsm", f"{key}_probabilities"))
@@ -124,9 +145,17 @@ def map_query(
     codes, classes, labelled = _reference_codes(reference, labels_key)
     _logging.info(f"map_query: the query shares {shared.size} of the reference's {reference.n_vars} genes")
 
-    query_model = SpatialPretrainModel.load_query_data(query, model, layer=layer)
+    query_model = SpatialPretrainModel.load_query_data(query, model, layer=layer, input_adapter=adapt)
     encoder = query_model.init_params_["non_kwargs"]["encoder"]
     query_model._check_data(query_model.adata, encoder, query_model.module.likelihood)
+    adaptation = None
+    if adapt:
+        from ..model._adapt import adapt_query
+
+        adaptation = adapt_query(query_model, **adapt_options, seed=seed)
+        _logging.info(
+            f"map_query: adapted to the query, loss {adaptation['loss_before']:.4f} -> {adaptation['loss_after']:.4f}"
+        )
     present = query_model.module.gene_present.cpu().numpy().astype(bool)
     reference_model = model if present.all() else _masked_reference(model, present)
     z_ref, z_query = reference_model.get_latent_representation(), query_model.get_latent_representation()
@@ -167,7 +196,28 @@ def map_query(
         "n_reference_genes": int(reference.n_vars),
         "n_shared_genes": int(shared.size),
     }
+    if adaptation is not None:
+        query.uns[key]["adaptation"] = adaptation
     return query_model
+
+
+def _adapt_options(model, adapt: bool, epochs: int, kwargs: dict | None) -> dict:
+    """Checked adaptation settings (before any computation)."""
+    from ..model._adapt import ADAPTABLE
+
+    options = {"max_epochs": int(epochs), "lr": 1e-2, "batch_size": 256, "penalty": 1.0}
+    unknown = set(kwargs or {}) - {"lr", "batch_size", "penalty"}
+    if unknown:
+        raise ValueError(f"Unknown adapt_kwargs {sorted(unknown)}: the options are 'lr', 'batch_size', 'penalty'.")
+    options.update(kwargs or {})
+    if adapt and model.module.objective_name not in ADAPTABLE:
+        raise TypeError(
+            f"adapt=True needs a query loss without labels, which objective={model.module.objective_name!r} does not "
+            "have: use a model from ss.tl.pretrain_pseudolabel or ss.tl.pretrain_mask, or adapt=False."
+        )
+    if adapt and epochs < 1:
+        raise ValueError(f"adapt_epochs must be at least 1, got {epochs}.")
+    return options
 
 
 def _reference_codes(reference, labels_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,6 +237,8 @@ def _reference_codes(reference, labels_key: str) -> tuple[np.ndarray, np.ndarray
 
 def _masked_reference(model: SpatialPretrainModel, present: np.ndarray) -> SpatialPretrainModel:
     """The reference model with the genes the query lacks hidden, so both tables are embedded from the same genes."""
+    # Loading another copy of a saved model re-registers its table's id with that copy's manager: point it back here.
+    type(model).register_manager(model.adata_manager)
     masked = model.derive(adata=model.adata, gene_present=present.tolist())
     masked.module.load_state_dict(model.module.state_dict())
     masked.is_trained_ = True
