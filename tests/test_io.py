@@ -210,3 +210,18 @@ def test_table_key_with_an_anndata_warns_that_it_is_ignored():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _io.get_table(adata)  # the default: silent
+
+
+def test_transformations_become_matrices_in_one_place():
+    from spatialdata.transformations import Affine, Scale, Sequence, Translation
+
+    from sslspatial import _io
+
+    t = Sequence([Scale([2.0, 3.0], axes=("x", "y")), Translation([10.0, -5.0], axes=("x", "y"))])
+    points = np.array([[1.0, 1.0], [0.0, 2.0]])
+    np.testing.assert_allclose(_io.map_points(points, t), [[12.0, -2.0], [10.0, 1.0]])
+    np.testing.assert_allclose(_io.map_points(points, _io.affine_2d(t)), _io.map_points(points, t))
+    assert _io.linear_scale(t) == pytest.approx(np.sqrt(6.0))
+    rotation = Affine(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), ("x", "y"), ("x", "y"))
+    np.testing.assert_allclose(_io.map_points(points, rotation), [[-1.0, 1.0], [-2.0, 0.0]])
+    assert _io.linear_scale(rotation) == pytest.approx(1.0)
