@@ -139,3 +139,49 @@ def test_adaptation_options_are_checked_before_any_computation(reference):
     with pytest.raises(ValueError, match="Unknown adapt_kwargs"):
         ss.tl.map_query(query, model, "cell_type", adapt=True, adapt_kwargs={"epochs": 3})
     assert "map_query_prediction" not in query.obs
+
+
+def test_a_shared_reference_folder_is_checked_when_loaded(reference, tmp_path):
+    adata, model = reference
+    model.save(tmp_path / "weights_only", overwrite=True)  # save_anndata=False: no cells, no labels
+    with pytest.raises(ValueError, match="save_anndata=True"):
+        SpatialPretrainModel.load_reference(tmp_path / "weights_only")
+    model.save(tmp_path / "ref", save_anndata=True, overwrite=True)
+    with pytest.raises(KeyError, match=r"no obs\['celltypes'\].*'cell_type'"):
+        SpatialPretrainModel.load_reference(tmp_path / "ref", labels_key="celltypes")
+    few = adata[:, adata.var_names[:5]].copy()
+    with pytest.raises(ValueError, match="shares 5 of the reference's 40 genes"):
+        SpatialPretrainModel.load_reference(tmp_path / "ref", few, labels_key="cell_type")
+    from sslspatial.model._reference import panel_overlap
+
+    query = tissue(n=200, n_genes=40, seed=7)[:, 10:].copy()
+    query.var_names = [*query.var_names[:-2], "new1", "new2"]
+    overlap = panel_overlap(adata.var_names, query.var_names)
+    assert (overlap["n_shared"], len(overlap["missing_from_query"]), overlap["not_in_reference"]) == (
+        28,
+        12,
+        ["new1", "new2"],
+    )
+    loaded = SpatialPretrainModel.load_reference(tmp_path / "ref", query, labels_key="cell_type")
+    ss.tl.map_query(query, loaded, "cell_type", adapt=True, adapt_epochs=5)
+    again = query.copy()
+    reloaded = SpatialPretrainModel.load_reference(tmp_path / "ref", again, labels_key="cell_type")
+    ss.tl.map_query(again, reloaded, "cell_type", adapt=True, adapt_epochs=5, overwrite=True)
+    np.testing.assert_allclose(
+        again.obsm["map_query_probabilities"].to_numpy(), query.obsm["map_query_probabilities"].to_numpy(), atol=1e-6
+    )
+    assert query.uns["map_query"]["n_shared_genes"] == 28
+
+
+def test_the_reference_domains_travel_and_map_like_labels(reference, tmp_path):
+    adata, model = reference
+    ss.tl.domains(adata, n_domains=2, key_added="domains", overwrite=True)
+    model.save(tmp_path / "ref", save_anndata=True, overwrite=True)
+    loaded = SpatialPretrainModel.load_reference(tmp_path / "ref", labels_key="domains")
+    query = tissue(n=250, n_genes=40, seed=8)
+    ss.tl.map_query(query, loaded, "domains", key_added="mapped_domains")
+    from sklearn.metrics import adjusted_rand_score
+
+    ari = adjusted_rand_score(query.obs["cell_type"], query.obs["mapped_domains_prediction"])
+    reference_ari = adjusted_rand_score(adata.obs["cell_type"], adata.obs["domains"])
+    assert reference_ari > 0.3 and ari > 0.5 * reference_ari, (reference_ari, ari)

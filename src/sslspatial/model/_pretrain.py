@@ -432,3 +432,54 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         model.module.load_state_dict(state)
         model.is_trained_ = True
         return model
+
+    @classmethod
+    def load_reference(
+        cls,
+        dir_path: str,
+        query: AnnData | None = None,
+        *,
+        labels_key: str | None = None,
+        min_shared_genes: int = 10,
+        prefix: str | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+    ) -> SpatialPretrainModel:
+        """Load a shared reference (saved with ``model.save(dir_path, save_anndata=True)``) and check it against a query.
+
+        Before anything is computed it refuses a folder without the reference table (saved with
+        ``save_anndata=False``: no cells or labels to map from), a ``labels_key`` the reference lacks, and a
+        ``query`` sharing fewer than ``min_shared_genes`` genes; it logs how many genes the query shares, lacks and
+        adds (a warning when it lacks more than half of the reference's genes). See :mod:`sslspatial.model._reference`
+        for what the folder holds and why the classifier is refitted rather than stored.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by ``model.save``.
+        query
+            Table to be mapped (only its ``var_names`` are read here).
+        labels_key
+            Reference ``obs`` column that will be mapped.
+        min_shared_genes
+            Fewest genes the query must share with the reference.
+        prefix, accelerator, device
+            As in :meth:`scvi.model.base.BaseModelClass.load`.
+
+        Examples
+        --------
+        >>> ref = SpatialPretrainModel.load_reference("reference_model", query, labels_key="cell_type")  # doctest: +SKIP
+        >>> ss.tl.map_query(query, ref, "cell_type")  # doctest: +SKIP
+        """
+        from ._reference import load_reference
+
+        return load_reference(
+            cls,
+            dir_path,
+            query,
+            labels_key=labels_key,
+            min_shared_genes=min_shared_genes,
+            prefix=prefix,
+            accelerator=accelerator,
+            device=device,
+        )

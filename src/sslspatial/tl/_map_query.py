@@ -23,6 +23,7 @@ from .._constants import Key, check_key
 from .._provenance import run_record
 from .._validate import check_absent, check_choice, check_obs_column
 from ..model import SpatialPretrainModel
+from ..model._reference import check_query_panel
 from . import _annotate_select as select
 
 #: Fewest shared genes a query may have: below it the query is refused before any computation.
@@ -135,15 +136,11 @@ def map_query(
     if library_key is not None:
         check_obs_column(reference, library_key, "library_key")
     shared = reference.var_names.intersection(query.var_names)
-    if 0 < shared.size < min_shared_genes:
-        raise ValueError(
-            f"The query shares {shared.size} of the reference's {reference.n_vars} genes, fewer than "
-            f"min_shared_genes={min_shared_genes}: too few to map (lower min_shared_genes to try anyway)."
-        )
+    if shared.size:  # no overlap at all: load_query_data's error names the likely cause
+        check_query_panel(reference.var_names, query.var_names, min_shared_genes)
     if layer is not None and layer not in query.layers:
         raise KeyError(f"layer={layer!r} is not a layer of the query (layers: {list(query.layers)}).")
     codes, classes, labelled = _reference_codes(reference, labels_key)
-    _logging.info(f"map_query: the query shares {shared.size} of the reference's {reference.n_vars} genes")
 
     query_model = SpatialPretrainModel.load_query_data(query, model, layer=layer, input_adapter=adapt)
     encoder = query_model.init_params_["non_kwargs"]["encoder"]
