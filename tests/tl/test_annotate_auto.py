@@ -54,6 +54,59 @@ def test_cross_validate_picks_the_candidate_that_predicts_held_out_labels():
     assert fallback.fallback and fallback.chosen == bad.name  # nothing to validate: the first candidate
 
 
+def test_cross_validate_scores_the_ensemble_of_the_best_candidates():
+    """Two candidates each right on half the cells (confidently) and wrong on the other half (barely): alone they
+    score 0.5 accuracy, their mean probabilities are right everywhere, so the ensemble of the best two wins."""
+    codes = np.tile([0, 1], 50)
+    labelled, folds = np.arange(100), np.repeat([0, 1], 50)
+    first, second, wrong = Candidate("linear", 1.0), Candidate("expression", 1.0), Candidate("pca")
+
+    def fit_predict(cand, train_idx, predict_idx):
+        truth = np.eye(2)[codes[predict_idx]]
+        right_half = (predict_idx % 4 < 2) if cand is first else (predict_idx % 4 >= 2)
+        if cand is wrong:
+            return 1 - truth
+        return np.where(right_half[:, None], 0.9 * truth + 0.1 * (1 - truth), 0.45 * truth + 0.55 * (1 - truth))
+
+    sel = cross_validate(fit_predict, [first, wrong, second], codes, labelled, folds, ensemble=2)
+    assert sel.chosen == "ensemble(top 2)" and sel.scores["ensemble(top 2)"] == 1.0
+    assert sel.members == [first.name, second.name]  # ranked by score, ties in candidate order
+    assert max(sel.scores[c.name] for c in (first, second, wrong)) < 0.6
+    # three members: the always-wrong candidate drags the mean below the single candidates' ties -> not chosen
+    sel3 = cross_validate(fit_predict, [first, wrong, second], codes, labelled, folds, ensemble=3)
+    assert sel3.chosen == first.name and sel3.members == [] and "ensemble(top 3)" in sel3.scores
+    off = cross_validate(fit_predict, [first, wrong, second], codes, labelled, folds, ensemble=0)
+    assert not any(name.startswith("ensemble") for name in off.scores)
+
+
+def test_auto_refits_and_averages_the_ensemble_members(monkeypatch):
+    """When the ensemble is chosen, the probabilities are the mean of its members refitted on all labelled cells."""
+    from sslspatial.tl import _annotate, _annotate_select
+
+    adata = tissue(n=300)
+    model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
+    train = np.flatnonzero(adata.obs["section"] == "s1")
+    members = ["expression(C=0.1)", "PCA + logreg"]
+
+    def chosen_ensemble(*args, **kwargs):
+        return _annotate_select.Selection("ensemble(top 2)", {"ensemble(top 2)": 1.0}, 3, 10, [], False, members)
+
+    monkeypatch.setattr(_annotate_select, "cross_validate", chosen_ensemble)
+    ss.tl.annotate(adata, model, "cell_type", train_indices=train)
+    record = adata.uns["annotate"]
+    assert record["kind"] == "ensemble" and record["members"] == members
+    classes = np.array(record["classes"])
+    codes = np.full(adata.n_obs, -1)
+    codes[train] = np.searchsorted(classes, adata.obs["cell_type"].astype(str).to_numpy()[train])
+    expression = _annotate._features(model, "expression", 30)
+    plain = _annotate._features(model, "pca", 30)
+    expected = (
+        _annotate_select.fit_logreg(expression, codes, train, classes.size, 0.1, False)
+        + _annotate_select.fit_logreg(plain, codes, train, classes.size, 1.0, False, balanced=False)
+    ) / 2
+    np.testing.assert_allclose(adata.obsm["annotate_probabilities"][list(classes)].to_numpy(), expected, atol=1e-8)
+
+
 def test_auto_never_reads_evaluation_labels():
     adata = tissue(n=300)
     model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
@@ -69,7 +122,8 @@ def test_auto_never_reads_evaluation_labels():
     assert adata.uns["annotate"]["chosen"] == first["chosen"]
     assert adata.uns["annotate"]["scores"] == first["scores"]
     np.testing.assert_array_equal(adata.obsm["annotate_probabilities"].to_numpy(), proba)
-    assert len(first["scores"]) == 9  # linear / expression x C in (0.1, 1) x self-training off / on, + the baseline
+    # linear / expression x C in (0.1, 1) x self-training off / on, + the baseline, + the ensemble of the best 3
+    assert len(first["scores"]) == 10 and "ensemble(top 3)" in first["scores"]
     assert first["n_folds"] == 3 and not first["fallback"]
     # the yardstick: plain PCA + logreg, a candidate scored on the same folds (the two types differ strongly)
     assert first["baseline"]["name"] == "PCA + logreg" and 0.9 < first["baseline"]["cv_macro_f1"] <= 1.0

@@ -47,6 +47,7 @@ def annotate(
     method: Literal["auto", "finetune", "knn", "linear", "expression"] = "auto",
     candidates: Sequence[Literal["linear", "expression", "pca", "finetune"]] = select.DEFAULT_CANDIDATES,
     n_folds: int = 3,
+    ensemble: int = select.DEFAULT_ENSEMBLE,
     library_key: str | None = None,
     train_indices: np.ndarray | None = None,
     unlabeled_category: str | None = None,
@@ -102,6 +103,11 @@ def annotate(
         baseline: 30 unscaled PCs, logistic regression without class weights) and ``"finetune"``.
     n_folds
         ``method="auto"`` only: cross-validation folds.
+    ensemble
+        ``method="auto"`` only: also score the mean of the probabilities of the ``ensemble`` best-scoring probes
+        (same folds; it is chosen only when it beats every single candidate, and then each member is refitted on all
+        labelled cells and their probabilities averaged). ``0`` or ``1`` turns it off. The default, 3, was chosen on
+        the tuning split (STARmap BZ5 -> BZ9) of ``benchmarks/celltyping.py``.
     library_key
         obs column of the sections (spatial blocks never span sections); ``None``: one section.
     train_indices
@@ -153,6 +159,10 @@ def annotate(
         raise ValueError("candidates is empty: pass at least one of 'linear', 'expression', 'pca', 'finetune'.")
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}.")
+    if not isinstance(ensemble, int | np.integer) or isinstance(ensemble, bool) or ensemble < 0:
+        raise ValueError(
+            f"ensemble must be a non-negative integer (candidates averaged; 0 turns it off), got {ensemble!r}."
+        )
     if expression_pcs < 0 or (expression_pcs and method == "finetune"):
         raise ValueError(
             f"expression_pcs={expression_pcs} applies to the probes only: use method='linear' or 'knn' with "
@@ -189,7 +199,18 @@ def annotate(
     if method == "auto":
         sections = None if library_key is None else table.obs[library_key].astype(str).to_numpy()
         result, proba, record = _auto(
-            model, table, codes, train_idx, classes, candidates, n_folds, sections, expression_pcs, seed, finetune
+            model,
+            table,
+            codes,
+            train_idx,
+            classes,
+            candidates,
+            n_folds,
+            sections,
+            expression_pcs,
+            seed,
+            finetune,
+            ensemble=ensemble,
         )
     elif method == "finetune":
         result, proba = _finetune(model, codes, train_idx, classes, **finetune, warm_start=warm_start)
@@ -214,8 +235,13 @@ def annotate(
     return result
 
 
-def _auto(model, table, codes, train_idx, classes, candidates, n_folds, sections, expression_pcs, seed, finetune):
-    """Cross-validated choice among the candidates, then the winner refitted on every labelled cell."""
+def _auto(
+    model, table, codes, train_idx, classes, candidates, n_folds, sections, expression_pcs, seed, finetune, ensemble=0
+):
+    """Cross-validated choice among the candidates, then the winner refitted on every labelled cell.
+
+    When the ensemble of the ``ensemble`` best probes wins, each member is refitted and their probabilities averaged.
+    """
     n_pcs = expression_pcs or AUTO_EXPRESSION_PCS
     features = {kind: _features(model, kind, n_pcs) for kind in {*candidates, "pca"} - {"finetune"}}
 
@@ -238,11 +264,17 @@ def _auto(model, table, codes, train_idx, classes, candidates, n_folds, sections
     def score_fit(cand, fit_idx, predict_idx):
         return fit_predict(cand, fit_idx, predict_idx)[0]
 
-    selection = select.cross_validate(score_fit, grid, codes, train_idx, folds)
-    chosen = next(c for c in grid if c.name == selection.chosen)
-    proba, result = fit_predict(chosen, train_idx)
-    record = {"method": "auto", **selection.to_uns(), "kind": chosen.kind, "C": chosen.C}
-    record["self_training"] = chosen.self_training
+    selection = select.cross_validate(score_fit, grid, codes, train_idx, folds, ensemble=ensemble)
+    if selection.members:
+        members = [c for c in grid if c.name in selection.members]
+        proba, result = np.mean([fit_predict(c, train_idx)[0] for c in members], axis=0), model
+        record = {"method": "auto", **selection.to_uns(), "kind": "ensemble", "C": float("nan")}
+        record["self_training"] = False
+    else:
+        chosen = next(c for c in grid if c.name == selection.chosen)
+        proba, result = fit_predict(chosen, train_idx)
+        record = {"method": "auto", **selection.to_uns(), "kind": chosen.kind, "C": chosen.C}
+        record["self_training"] = chosen.self_training
     record["expression_pcs"] = n_pcs
     record["baseline"] = _baseline_cv(score_fit, selection, codes, train_idx, folds)
     return result, proba, record

@@ -12,7 +12,7 @@ labelled cells.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,8 @@ CANDIDATE_KINDS = ("linear", "expression", "pca", "finetune")
 #: Display name of the ``"pca"`` candidate (also ``uns["annotate"]["baseline"]["name"]``).
 BASELINE_NAME = "PCA + logreg"
 DEFAULT_C_GRID = (0.1, 1.0)
+#: Probes averaged by the ensemble candidate (``annotate(ensemble=...)``); chosen on the tuning split BZ5 -> BZ9.
+DEFAULT_ENSEMBLE = 3
 #: Fraction of the unlabelled cells (the most confident ones) added with their predicted labels in self-training.
 SELF_TRAINING_QUANTILE = 0.5
 #: Convergence tolerance of the class-balanced probes (1e-3: same held-out accuracy as 1e-4 on osmFISH, 3-6x faster).
@@ -139,7 +141,11 @@ def blocked_folds(
 
 @dataclass
 class Selection:
-    """What cross-validation chose, and every score (written to ``uns``)."""
+    """What cross-validation chose, and every score (written to ``uns``).
+
+    ``members`` lists the candidates whose probabilities are averaged when the ensemble was chosen (else it is
+    empty).
+    """
 
     chosen: str
     scores: dict
@@ -147,17 +153,31 @@ class Selection:
     n_validated: int
     never_validated_classes: list
     fallback: bool
+    members: list = field(default_factory=list)
 
     def to_uns(self) -> dict:
         return asdict(self)
 
 
-def cross_validate(fit_predict, candidates, codes, labelled, folds) -> Selection:
+def ensemble_name(size: int) -> str:
+    """Display name of the ensemble of the ``size`` best candidates.
+
+    Examples
+    --------
+    >>> ensemble_name(3)
+    'ensemble(top 3)'
+    """
+    return f"ensemble(top {size})"
+
+
+def cross_validate(fit_predict, candidates, codes, labelled, folds, ensemble: int = 0) -> Selection:
     """Score ``candidates`` by the macro-F1 of their pooled out-of-fold predictions.
 
     ``fit_predict(candidate, train_idx, predict_idx)`` returns class probabilities for ``predict_idx`` from a fit on
-    the labels of ``train_idx`` only. Ties go to the earlier candidate. When no fold can be validated (too few
-    labels), the first candidate is chosen and ``fallback`` is set.
+    the labels of ``train_idx`` only. Ties go to the earlier candidate. With ``ensemble >= 2``, the mean of the
+    out-of-fold probabilities of the ``ensemble`` best-scoring probes (fine-tuning excluded) is scored too, listed last (it wins only
+    outright); ``members`` then names them. When no fold can be validated (too few labels), the first candidate is
+    chosen and ``fallback`` is set.
     """
     from sklearn.metrics import f1_score
 
@@ -168,18 +188,26 @@ def cross_validate(fit_predict, candidates, codes, labelled, folds) -> Selection
     if not fold_ids or np.unique(np.asarray(codes)[labelled[validated]]).size < 2:
         return Selection(candidates[0].name, {}, 0, 0, classes_never, True)
     truth = np.asarray(codes)[labelled[validated]]
-    scores = {}
+
+    def macro_f1(proba: np.ndarray) -> float:
+        predicted = proba[validated].argmax(1)
+        return float(f1_score(truth, predicted, labels=np.unique(truth), average="macro", zero_division=0))
+
+    scores, oof = {}, {}
     for cand in candidates:
-        oof = np.full(labelled.size, -1, dtype=np.int64)
         for f in fold_ids:
             val = folds == f
             proba = fit_predict(cand, labelled[~val], labelled[val])
-            oof[val] = proba.argmax(1)
-        scores[cand.name] = float(
-            f1_score(truth, oof[validated], labels=np.unique(truth), average="macro", zero_division=0)
-        )
+            oof.setdefault(cand.name, np.zeros((labelled.size, proba.shape[1])))[val] = proba
+        scores[cand.name] = macro_f1(oof[cand.name])
+    probes = [c.name for c in candidates if c.kind != "finetune"]  # fine-tuned models are not averaged
+    ranked = sorted(probes, key=lambda name: (-scores[name], probes.index(name)))
+    members = ranked[: int(ensemble)] if ensemble >= 2 and len(ranked) >= 2 else []
+    if members:
+        scores[ensemble_name(len(members))] = macro_f1(np.mean([oof[name] for name in members], axis=0))
     best = max(scores, key=lambda name: (scores[name], -list(scores).index(name)))
-    return Selection(best, scores, len(fold_ids), int(validated.sum()), classes_never, False)
+    chosen_members = members if members and best == ensemble_name(len(members)) else []
+    return Selection(best, scores, len(fold_ids), int(validated.sum()), classes_never, False, chosen_members)
 
 
 def fit_logreg(
