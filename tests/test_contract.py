@@ -117,6 +117,11 @@ def _model(cells):
 def _run(name, cells, spots):
     """Run ``ss.tl.<name>`` once; return (the table holding ``uns[key_added]``, key_added)."""
     key = f"contract_{name}"
+    if name == "pretrain_image":
+        ss.tl.pretrain_image(spots, table_key="table_visium", patch_px=16, tiles_per_image=64, max_epochs=1,
+                             batch_size=32, model_kwargs={"channels": 8, "depth": 1, "down_channels": 2,
+                                                          "projector_dim": 16}, key_added=key)  # fmt: skip
+        return spots.tables["table_visium"], key
     if name.startswith("pretrain_"):
         kwargs = {"method": "byol"} if name == "pretrain_contrastive" else {}
         getattr(ss.tl, name)(cells, key_added=key, **kwargs, **TRAIN)
@@ -159,7 +164,7 @@ def _again(name, cells, spots):
     return _run(name, cells, spots)
 
 
-RUNS = ("annotate", "domains", "hist2expr", "map_query", "pretrain_contrastive", "pretrain_mask",
+RUNS = ("annotate", "domains", "hist2expr", "map_query", "pretrain_contrastive", "pretrain_image", "pretrain_mask",
         "pretrain_pseudolabel", "superres", "transfer")  # fmt: skip
 
 
@@ -200,7 +205,7 @@ def test_accelerator_is_an_argument_not_a_train_kwarg(cells):
 
 
 def test_spatialdata_only_functions_name_the_converter(cells):
-    for function in (ss.tl.hist2expr, ss.tl.superres):
+    for function in (ss.tl.hist2expr, ss.tl.superres, ss.tl.pretrain_image):
         kwargs = {"shapes_key": "spots"} if function is ss.tl.superres else {}
         with pytest.raises(TypeError, match="from_legacy_anndata"):
             function(cells, **kwargs)

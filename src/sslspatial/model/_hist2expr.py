@@ -219,6 +219,7 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
         early_stopping: bool = False,
         plan_kwargs: dict | None = None,
         seed: int = 0,
+        encoder_lr_scale: float = 1.0,
         **trainer_kwargs: Any,
     ):
         """Train on the attached sections, windows of ``window_size`` spots per step.
@@ -241,6 +242,9 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Extra :class:`~scvi.train.TrainingPlan` arguments (e.g. loss-weight overrides ``mse_weight``).
         seed
             Seed of the random windows.
+        encoder_lr_scale
+            The patch encoder's learning rate is ``lr * encoder_lr_scale`` (e.g. 0.1 to fine-tune an encoder pretrained
+            by ``ss.tl.pretrain_image``; a frozen encoder, ``freeze_encoder=True``, is not trained at all).
         **trainer_kwargs
             Passed to :class:`~scvi.train.Trainer`. A progress bar over the epochs shows by default, as in
             scvi-tools; ``enable_progress_bar=False`` turns it off.
@@ -268,6 +272,9 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self.window_size_ = int(window_size)
         splitter = PatchWindowSplitter(source, counts, library, validation_sections, window_size, seed=seed)
         plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
+        if encoder_lr_scale != 1.0 and not self.module.freeze_encoder:
+            plan |= {"optimizer": "Custom", "optimizer_creator": self._optimizer_creator(lr, weight_decay,
+                                                                                        encoder_lr_scale)}  # fmt: skip
         if not validation_sections:
             trainer_kwargs.setdefault("check_val_every_n_epoch", None)
         return super().train(
@@ -279,6 +286,22 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
             plan_kwargs=plan,
             **trainer_kwargs,
         )
+
+    def _optimizer_creator(self, lr: float, weight_decay: float, encoder_lr_scale: float):
+        """AdamW with the patch encoder in its own parameter group, at ``lr * encoder_lr_scale``."""
+        if encoder_lr_scale < 0:
+            raise ValueError(f"encoder_lr_scale={encoder_lr_scale} must be >= 0.")
+        module = self.module
+
+        def create(params):
+            trainable = {id(p) for p in params}
+            encoder = [p for p in module.encoder.parameters() if id(p) in trainable]
+            ids = {id(p) for p in encoder}
+            rest = [p for p in module.parameters() if id(p) in trainable and id(p) not in ids]
+            groups = [{"params": rest}, {"params": encoder, "lr": lr * encoder_lr_scale}]
+            return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+        return create
 
     @torch.inference_mode()
     def _run(self, source: PatchSource, what: str, window_size: int, tta: bool) -> list[np.ndarray]:

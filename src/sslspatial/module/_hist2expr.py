@@ -108,6 +108,9 @@ class Hist2ExprModule(BaseModuleClass):
         within a section (per-gene Pearson) is blind to such shifts anyway. Off by default: on her2st
         leave-one-section-out it helped the shallow section B4 and hurt two others, no change on average (the
         benchmark's ``hist2expr_section_centring`` rows).
+    freeze_encoder
+        Keep the patch encoder fixed (e.g. pretrained without expression by ``ss.tl.pretrain_image``): its weights get
+        no gradient and its batch-norm statistics stay as they are (the encoder stays in eval mode during training).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class Hist2ExprModule(BaseModuleClass):
         standardize: bool = True,
         n_components: int | None = 10,
         centre_sections: bool = False,
+        freeze_encoder: bool = False,
     ):
         super().__init__()
         check_likelihood(likelihood, extra=("none",))
@@ -151,6 +155,10 @@ class Hist2ExprModule(BaseModuleClass):
         self.use_patches, self.n_features = use_patches, n_features
         self.encoder = ConvMixerEncoder(patch_px, embed_kernel, channels, convmixer_depth, mixer_kernel,
                                         down_channels, dropout)  # fmt: skip
+        self.freeze_encoder = bool(freeze_encoder)
+        if self.freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
         self.standardize = bool(standardize)
         if n_components is not None and n_components < 1:
             raise ValueError(f"n_components={n_components} must be a positive number of principal axes, or None.")
@@ -177,6 +185,13 @@ class Hist2ExprModule(BaseModuleClass):
             self.zi_head = nn.Linear(self.context.out_dim, n_genes)
         if likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.zeros(n_genes))
+
+    def train(self, mode: bool = True):
+        """Training / eval mode; a frozen encoder (``freeze_encoder``) always stays in eval mode."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
 
     def set_gene_basis(self, basis: torch.Tensor) -> None:
         """Orthonormal rows ``(n_components, n_genes)``: principal axes of the standardised training targets."""

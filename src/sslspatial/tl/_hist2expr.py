@@ -62,6 +62,8 @@ class _Options:
     value_range: tuple[float, float] | None
     tta: bool
     colour_normalize: bool
+    image_encoder: Any
+    encoder_lr_scale: float
     baseline: bool
     key_added: str
     overwrite: bool
@@ -189,6 +191,40 @@ def _torch_device(accelerator: str) -> str:
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "cuda"
     return "mps" if accelerator == "mps" else "cpu"
+
+
+def _image_encoder(opts: _Options):
+    """The pretrained encoder (loaded from its folder when a path), checked against the run's patch settings."""
+    from ..model._image_encoder import ImageEncoder
+
+    enc = opts.image_encoder
+    if enc is None:
+        return None
+    if not isinstance(enc, ImageEncoder):
+        enc = ImageEncoder.load(enc)
+    if enc.patch_px != opts.patch_px:
+        raise ValueError(
+            f"The image encoder takes {enc.patch_px} px patches, but patch_px={opts.patch_px}: pass "
+            f"patch_px={enc.patch_px}."
+        )
+    fixed = set(enc.encoder_kwargs) & set(opts.model_kwargs or {})
+    if any((opts.model_kwargs or {})[k] != enc.encoder_kwargs[k] for k in fixed):
+        raise ValueError(
+            f"model_kwargs {sorted(fixed)} change the encoder's architecture; the pretrained one has "
+            f"{enc.encoder_kwargs}: leave them out."
+        )
+    if not opts.encoder_lr_scale >= 0:
+        raise ValueError(f"encoder_lr_scale={opts.encoder_lr_scale} must be >= 0 (0 freezes the encoder).")
+    tile, unit = enc.settings.get("tile_size"), enc.settings.get("size_unit")
+    if tile and opts.spot_size and unit == opts.size_unit and not 0.8 <= opts.spot_size / tile <= 1.25:
+        import warnings
+
+        warnings.warn(
+            f"The image encoder was pretrained on tiles of {tile:g} {unit}, the patches here are {opts.spot_size:g}: "
+            "pretrain it with tile_size=spot_size for features at the scale it learnt.",
+            stacklevel=3,
+        )
+    return enc
 
 
 def _with_model_settings(opts: _Options, model) -> _Options:
@@ -343,18 +379,24 @@ def _train(opts: _Options, plan: _Plan, sections: _Sections, backbone: LoadedBac
                 "pitch": sections.pitch}  # fmt: skip
     if backbone is not None:
         settings |= {"feature_kwargs": dict(opts.feature_kwargs or {}), "feature_backbone": backbone.info}
+    encoder, module_kwargs = opts.image_encoder, dict(opts.model_kwargs or {})
+    if encoder is not None:
+        settings["image_encoder"] = {**encoder.info, "lr_scale": opts.encoder_lr_scale}
+        module_kwargs |= {**encoder.encoder_kwargs, "freeze_encoder": opts.encoder_lr_scale == 0}
     seed_everything(opts.seed)
     model = Hist2Expr(
         adata, patch_px=opts.patch_px, likelihood=opts.likelihood, mse_weight=opts.mse_weight,
         likelihood_weight=opts.likelihood_weight, distill_weight=opts.distill_weight,
         n_features=0 if first is None else first.shape[1], use_patches=opts.use_patches, patch_settings=settings,
-        **(opts.model_kwargs or {}),
+        **module_kwargs,
     )  # fmt: skip
+    if encoder is not None:
+        model.module.encoder.load_state_dict(encoder.module.encoder.state_dict())
     model.set_patch_source(PatchSource([sections.measured[n] for n in plan.train_regions], opts.patch_px))
     info(f"hist2expr: training on {plan.train_regions} (validation {plan.validation}), {len(plan.genes)} genes")
     model.train(
         max_epochs=opts.max_epochs, lr=opts.lr, validation_sections=plan.validation, window_size=opts.window_size,
-        early_stopping=bool(plan.validation),
+        early_stopping=bool(plan.validation), encoder_lr_scale=opts.encoder_lr_scale if encoder is not None else 1.0,
         **trainer_options("hist2expr", opts.accelerator, opts.devices, opts.train_kwargs),
     )  # fmt: skip
     return model
@@ -390,6 +432,8 @@ def hist2expr(
     value_range: tuple[float, float] | None = None,
     tta: bool = False,
     colour_normalize: bool = False,
+    image_encoder: Any = None,
+    encoder_lr_scale: float = 0.1,
     model: Hist2Expr | None = None,
     baseline: bool = True,
     key_added: str = "hist2expr",
@@ -470,6 +514,15 @@ def hist2expr(
         so that its tissue pixels (from up to 512 of its patches) share one mean and standard deviation. Meant for
         staining differences between sections; on her2st leave-one-out it changed nothing measurable
         (``benchmarks/results/hist2expr_her2st.md``, row ``hist2expr_colour_normalize``).
+    image_encoder
+        A patch encoder pretrained without expression (:func:`~sslspatial.tl.pretrain_image`'s
+        :class:`~sslspatial.model.ImageEncoder`, or the folder it was saved to): the model's ConvMixer starts from its
+        weights and takes its architecture (``model_kwargs`` may not change it); ``patch_px`` must be the encoder's.
+        Its checksum, tile side and training record are saved with the model (``patch_settings["image_encoder"]``),
+        and the weights themselves are part of the model's. None: the ConvMixer starts at random.
+    encoder_lr_scale
+        With ``image_encoder``: the encoder trains at ``lr * encoder_lr_scale`` (fine-tuning); 0 freezes it (weights
+        and batch-norm statistics).
     model
         An already trained :class:`~sslspatial.model.Hist2Expr` (e.g. ``Hist2Expr.load(path, adata=...)``): nothing
         is trained, ``predict_regions`` are predicted with it, and their patches are prepared as for its training
@@ -514,7 +567,11 @@ def hist2expr(
     check_key(key_added, "key_added")
     opts = _Options(**params)
     if model is not None:  # prediction only: the patch settings and genes are the trained model's
+        if image_encoder is not None:
+            raise ValueError("With model= nothing is trained, so image_encoder is unused: leave it None.")
         opts = _with_model_settings(opts, model)
+    else:
+        opts = replace(opts, image_encoder=_image_encoder(opts))
     if not opts.use_patches and opts.features is None:
         raise ValueError("use_patches=False needs features (e.g. features='stats').")
     backbone = _backbone(opts.features, opts.feature_weights, opts.feature_kwargs, model)
