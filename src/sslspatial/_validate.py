@@ -42,11 +42,22 @@ def _values(x: Any) -> np.ndarray:
     return x.data if sp.issparse(x) else np.asarray(x)
 
 
+def _value_blocks(x: Any, block: int = 1 << 24):
+    """The stored values of ``x``; of a backed sparse dataset (counts on disk), ``block`` values at a time."""
+    from .data._tiles import is_backed_sparse
+
+    if is_backed_sparse(x):
+        data = x.group["data"]
+        for start in range(0, data.shape[0], block):
+            yield np.asarray(data[start : start + block])
+    else:
+        yield _values(x)
+
+
 def check_finite(x: Any, where: str = "X") -> None:
-    """Raise if a dense or sparse matrix holds NaN or infinite values."""
-    values = _values(x)
-    if not np.isfinite(values).all():
-        n_bad = int((~np.isfinite(values)).sum())
+    """Raise if a dense or sparse matrix (in memory or backed on disk) holds NaN or infinite values."""
+    n_bad = sum(int((~np.isfinite(values)).sum()) for values in _value_blocks(x))
+    if n_bad:
         raise ValueError(f"{where} contains {n_bad} NaN or infinite values; remove or impute them before training.")
 
 
@@ -62,20 +73,20 @@ def check_counts(x: Any, where: str = "X", likelihood: str = "nb") -> None:
     ValueError: X holds non-integer values (e.g. 0.5) but likelihood='nb' models counts. ...
     """
     check_finite(x, where)
-    values = _values(x)
-    if values.size == 0:
-        return
-    if values.min() < 0:
-        raise ValueError(
-            f"{where} holds negative values (min {values.min():.3g}) but likelihood={likelihood!r} models counts. "
-            "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian'."
-        )
-    frac = values[np.abs(values - np.round(values)) > 1e-6]
-    if frac.size:
-        raise ValueError(
-            f"{where} holds non-integer values (e.g. {frac[0]:.3g}) but likelihood={likelihood!r} models counts. "
-            "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian' for log-normalised data."
-        )
+    for values in _value_blocks(x):  # one block in memory; a backed matrix is read piece by piece
+        if values.size == 0:
+            continue
+        if values.min() < 0:
+            raise ValueError(
+                f"{where} holds negative values (min {values.min():.3g}) but likelihood={likelihood!r} models counts. "
+                "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian'."
+            )
+        frac = values[np.abs(values - np.round(values)) > 1e-6]
+        if frac.size:
+            raise ValueError(
+                f"{where} holds non-integer values (e.g. {frac[0]:.3g}) but likelihood={likelihood!r} models counts. "
+                "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian' for log-normalised data."
+            )
 
 
 def check_obs_column(table: Any, key: str, what: str = "column") -> None:

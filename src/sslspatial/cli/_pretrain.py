@@ -29,7 +29,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         "--max-epochs", type=int, default=None, help="training epochs (default: the function's, scaled to the data)"
     )
     p.add_argument("--epochs", dest="max_epochs", type=int, action=_Deprecated, new="--max-epochs")
-    p.add_argument("--batch-size", type=int, default=256, help="seed cells per minibatch")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="seed cells per minibatch (default: 256, 1024 from 100,000 cells)"
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
     p.add_argument("--devices", default="auto", help="Lightning devices: auto, a count, or a comma-separated list")

@@ -15,14 +15,17 @@ import scipy.sparse as sp
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.dataloaders import AnnDataLoader, DataSplitter
+from torch.utils.data import DistributedSampler
 
 from ._subgraph import _ranges
+from ._tiles import TileReader, is_backed_sparse
 
 #: Keys of the minibatch dictionaries built by :class:`SubgraphCollate`.
 X_KEY = "x"
 EDGE_INDEX_KEY = "edge_index"
 N_SEEDS_KEY = "n_seeds"
 DEGREE_KEY = "degree"
+HOPS_KEY = "hops"
 SEEDS_KEY = REGISTRY_KEYS.INDICES_KEY
 TARGET_PREFIX = "target_"
 
@@ -33,7 +36,8 @@ class SubgraphCollate:
     Parameters
     ----------
     x
-        ``(n_obs, n_vars)`` feature matrix (dense array or scipy sparse, CSR is fastest).
+        ``(n_obs, n_vars)`` feature matrix (dense array or scipy sparse, CSR is fastest), or an anndata backed CSR
+        dataset whose counts stay on disk (read per minibatch in contiguous row ranges, :class:`TileReader`).
     adjacency
         ``(n_obs, n_obs)`` sparse adjacency; row ``i`` lists the nodes ``i`` receives messages from. ``None`` (or
         ``n_hops=0``) gives seeds without edges (MLP encoders).
@@ -60,7 +64,11 @@ class SubgraphCollate:
         n_hops: int = 0,
         targets: dict[str, np.ndarray] | None = None,
     ):
-        self.x = x.tocsr() if sp.issparse(x) and not isinstance(x, sp.csr_matrix | sp.csr_array) else x
+        if is_backed_sparse(x):
+            x = TileReader(x)
+        elif sp.issparse(x) and not isinstance(x, sp.csr_matrix | sp.csr_array):
+            x = x.tocsr()
+        self.x = x
         self.n_hops = int(n_hops) if adjacency is not None else 0
         self.adjacency = None
         self.degree = None
@@ -84,11 +92,17 @@ class SubgraphCollate:
         """Return ``(nodes, edge_index)`` of the closed ``n_hops`` neighbourhood of ``seeds`` (seeds first).
 
         Vectorised: one pass over the CSR rows per hop and one over the rows of the node set for the induced edges;
-        a reusable global -> local lookup table avoids any cells x cells work.
+        a reusable global -> local lookup table avoids any cells x cells work. Nodes come in order of hop distance
+        and edges sorted by target (the minibatch's ``"hops"`` layout).
         """
+        nodes, edge_index, _ = self._subgraph(seeds)
+        return nodes, edge_index
+
+    def _subgraph(self, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`subgraph` plus the ``(2, n_hops + 1)`` hop layout (nodes / edges within ``k`` hops)."""
         seeds = np.asarray(seeds, dtype=np.int64).ravel()
         if self.n_hops == 0:
-            return seeds, np.empty((2, 0), dtype=np.int64)
+            return seeds, np.empty((2, 0), dtype=np.int64), np.array([[seeds.size], [0]], dtype=np.int64)
         adj = self.adjacency
         n = adj.shape[0]
         if self._local is None or self._local.shape[0] != n:
@@ -111,10 +125,13 @@ class SubgraphCollate:
             sources = local[adj.indices[_ranges(starts, ends)]]
             targets = np.repeat(np.arange(nodes.size, dtype=np.int64), ends - starts)
             keep = sources >= 0
-            edge_index = np.stack([sources[keep], targets[keep]])
+            edge_index = np.stack([sources[keep], targets[keep]])  # sorted by target, as the nodes are
         finally:
             local[np.concatenate(layers)] = -1
-        return nodes, edge_index
+        node_counts = np.cumsum([layer.size for layer in layers])
+        node_counts = np.pad(node_counts, (0, self.n_hops + 1 - node_counts.size), mode="edge")
+        hops = np.stack([node_counts, np.searchsorted(edge_index[1], node_counts)])
+        return nodes, edge_index, hops
 
     def features(self, nodes: np.ndarray) -> np.ndarray:
         """Dense float32 features of ``nodes``."""
@@ -127,18 +144,34 @@ class SubgraphCollate:
         if isinstance(batch, list | tuple):  # a LocalityBatchSampler batch arrives wrapped in a list of one
             (batch,) = batch
         seeds = np.asarray(batch[SEEDS_KEY]).ravel().astype(np.int64)
-        nodes, edge_index = self.subgraph(seeds)
+        nodes, edge_index, hops = self._subgraph(seeds)
         out = {
             X_KEY: torch.from_numpy(np.ascontiguousarray(self.features(nodes))),
             EDGE_INDEX_KEY: torch.from_numpy(np.ascontiguousarray(edge_index)),
             N_SEEDS_KEY: torch.tensor(seeds.size),
             SEEDS_KEY: torch.from_numpy(seeds),
+            HOPS_KEY: torch.from_numpy(hops),
         }
         if self.degree is not None:
             out[DEGREE_KEY] = torch.from_numpy(self.degree[nodes])
         for name, values in self.targets.items():
             out[TARGET_PREFIX + name] = torch.as_tensor(values[nodes])
         return out
+
+
+def default_batch_size(n_train: int) -> int:
+    """Seeds per minibatch when none is given: 256, or 1,024 for 100,000 training cells or more.
+
+    Measured on 100,000 synthetic cells (GAT, 2 layers, degree 6, Z-order batches, CPU time of one thread per
+    training step): 256 seeds -> 14,800 cells/s, 512 -> 18,000, 1,024 -> 21,000, 2,048 -> 20,500. Below 100,000
+    cells the default stays 256, so small tables keep their number of optimiser steps (and their accuracy).
+
+    Examples
+    --------
+    >>> default_batch_size(5_000), default_batch_size(1_000_000)
+    (256, 1024)
+    """
+    return 1024 if n_train >= 100_000 else 256
 
 
 def locality_order(coordinates: np.ndarray | None = None, adjacency: sp.spmatrix | None = None) -> np.ndarray:
@@ -185,7 +218,7 @@ class LocalityBatchSampler:
     Examples
     --------
     >>> batches = list(LocalityBatchSampler(np.array([3, 0, 2, 1]), batch_size=2))
-    >>> sorted(sorted(b) for b in batches) in ([[1, 3], [0, 2]], [[0, 1], [2, 3]], [[0], [1, 3], [2]])
+    >>> sorted(sorted(b) for b in batches) in ([[0, 2], [1, 3]], [[0, 1], [2, 3]])
     True
     """
 
@@ -198,6 +231,9 @@ class LocalityBatchSampler:
         n = self.order.size
         return n // self.batch_size if self.drop_last else int(np.ceil(n / self.batch_size))
 
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls it on distributed samplers; nothing to do here
+        """Accept the epoch number (the offset and batch order come from torch's random state)."""
+
     def __iter__(self):
         n = self.order.size
         order = (
@@ -208,6 +244,68 @@ class LocalityBatchSampler:
             starts = starts[starts + self.batch_size <= n]
         for b in torch.randperm(starts.size).tolist():
             yield order[starts[b] : starts[b] + self.batch_size].tolist()
+
+
+class ShardedLocalityBatchSampler(LocalityBatchSampler, DistributedSampler):
+    """:class:`LocalityBatchSampler` for DDP: every process trains on its own contiguous shard of the locality order.
+
+    Process ``r`` of ``W`` gets positions ``r * n // W`` to ``(r + 1) * n // W`` of the Z-order, so with a table
+    whose counts stay on disk it only ever reads its own spatial tiles (plus their halo). Every process yields the
+    same number of batches (``ceil(ceil(n / W) / batch_size)``, nearly equal sizes), as DDP requires; over the
+    processes every position comes once per epoch. A :class:`~torch.utils.data.DistributedSampler`, so Lightning
+    leaves it in place.
+
+    Parameters
+    ----------
+    rank
+        Locality rank of every position (:func:`locality_order`).
+    batch_size
+        Positions per batch (at most).
+    num_replicas, process_rank
+        World size and this process's rank (default: from :mod:`torch.distributed`).
+
+    Examples
+    --------
+    >>> shards = [list(ShardedLocalityBatchSampler(np.arange(10), 2, num_replicas=2, process_rank=r)) for r in (0, 1)]
+    >>> sorted(i for shard in shards for batch in shard for i in batch) == list(range(10)), len(shards[0])
+    (True, 3)
+    """
+
+    def __init__(
+        self,
+        rank: np.ndarray,
+        batch_size: int,
+        drop_last: bool = False,
+        num_replicas: int | None = None,
+        process_rank: int | None = None,
+    ):
+        LocalityBatchSampler.__init__(self, rank, batch_size, drop_last)
+        if num_replicas is None or process_rank is None:
+            import torch.distributed as dist
+
+            ready = dist.is_available() and dist.is_initialized()
+            num_replicas = dist.get_world_size() if ready else 1
+            process_rank = dist.get_rank() if ready else 0
+        self.num_replicas, self.process_rank, self.epoch = int(num_replicas), int(process_rank), 0
+        n = self.order.size
+        self.shard = self.order[process_rank * n // num_replicas : (process_rank + 1) * n // num_replicas]
+        self.n_batches = max(1, int(np.ceil(np.ceil(n / num_replicas) / self.batch_size)))
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (seeds this process's offset and batch order)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(int(torch.initial_seed()) % 2**31 + 7919 * self.epoch)
+        shard = self.shard
+        if shard.size > self.batch_size:
+            shard = np.roll(shard, -int(torch.randint(shard.size, (), generator=generator)))
+        batches = np.array_split(shard, self.n_batches)
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[b].tolist()
 
 
 def make_collate(adata_manager, n_hops: int = 0, targets: dict[str, np.ndarray] | None = None) -> SubgraphCollate:
@@ -255,10 +353,11 @@ class SubgraphDataLoader(AnnDataLoader):
         locality: np.ndarray | None = None,
         **kwargs,
     ):
-        if locality is not None and kwargs.get("shuffle") and not kwargs.get("distributed_sampler"):
+        if locality is not None and kwargs.get("shuffle"):
             indices = kwargs.get("indices")
             indices = np.arange(adata_manager.adata.n_obs) if indices is None else np.asarray(indices)
-            kwargs["sampler"] = LocalityBatchSampler(
+            sampler = ShardedLocalityBatchSampler if kwargs.pop("distributed_sampler", False) else LocalityBatchSampler
+            kwargs["sampler"] = sampler(
                 np.asarray(locality)[indices], kwargs.get("batch_size", 128), kwargs.get("drop_last", False)
             )
             kwargs["shuffle"] = False

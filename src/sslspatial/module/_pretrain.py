@@ -110,7 +110,8 @@ class SpatialPretrainModule(BaseModuleClass):
     def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the encoder input and the observed library size ``(n, 1)`` (over present genes)."""
         present = self.gene_present
-        x = torch.where(present, x, torch.zeros_like(x))
+        if not bool(present.all()):
+            x = torch.where(present, x, torch.zeros_like(x))
         library = x.sum(-1, keepdim=True)
         if self.likelihood == "gaussian":
             return x, library
@@ -124,8 +125,9 @@ class SpatialPretrainModule(BaseModuleClass):
         degree: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         encoder: nn.Module | None = None,
+        hops: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Embed every node of a subgraph from transformed inputs.
+        """Embed every node of a subgraph from transformed inputs (only the seeds when given the ``hops`` layout).
 
         ``mask`` entries (and missing genes) are replaced by the mask token.
         """
@@ -133,7 +135,7 @@ class SpatialPretrainModule(BaseModuleClass):
         x_in = torch.where(hidden, self.mask_token.to(x_t.dtype).expand_as(x_t), x_t)
         if self.input_adapter is not None:
             x_in = self.input_adapter(x_in)
-        return (encoder or self.encoder)(x_in, edge_index, degree)
+        return (encoder or self.encoder)(x_in, edge_index, degree, hops)
 
     def _get_inference_input(self, tensors: dict, **kwargs) -> dict:
         return {
@@ -141,15 +143,17 @@ class SpatialPretrainModule(BaseModuleClass):
             "edge_index": tensors["edge_index"],
             "n_seeds": tensors["n_seeds"],
             "degree": tensors.get("degree"),
+            "hops": tensors.get("hops"),
         }
 
     @auto_move_data
-    def inference(self, x, edge_index, n_seeds, degree=None) -> dict:
+    def inference(self, x, edge_index, n_seeds, degree=None, hops=None) -> dict:
         """Transform the inputs and, unless a masked objective is training, embed the seeds (``qzm`` / ``z``)."""
         x_t, library = self.transform(x)
         out = {"x_t": x_t, "library": library, "edge_index": edge_index, "n_seeds": n_seeds, "degree": degree}
+        out["hops"] = hops
         if not self.training or self.objective.uses_clean_latent:
-            z = seed_slice(self.encode(x_t, edge_index, degree), n_seeds)
+            z = seed_slice(self.encode(x_t, edge_index, degree, hops=hops), n_seeds)
             out.update({"z": z, "qzm": z, "qzv": torch.zeros_like(z)})
         return out
 

@@ -108,9 +108,13 @@ class GraphEncoder(nn.Module):
         return 0 if self.kind == "mlp" else self.n_layers
 
     def forward(
-        self, x: torch.Tensor, edge_index: torch.Tensor | None = None, degree: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor | None = None,
+        degree: torch.Tensor | None = None,
+        hops: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Embed every node of the subgraph.
+        """Embed every node of the subgraph (or, given ``hops``, only the seeds).
 
         Parameters
         ----------
@@ -120,26 +124,53 @@ class GraphEncoder(nn.Module):
             ``(2, n_edges)`` local edges (ignored by ``mlp``).
         degree
             ``(n_nodes,)`` full-graph in-degree of every node (``gcn`` only; defaults to the subgraph degree).
+        hops
+            ``(2, n_hops + 1)`` layout of a subgraph built by :class:`~sslspatial.data.SubgraphCollate`: nodes ordered
+            by hop distance from the seeds, edges sorted by target; ``hops[0, k]`` nodes lie within ``k`` hops and
+            ``hops[1, k]`` edges point into them. Layer ``l`` is then computed only for the nodes the later layers
+            still need (the last one for the seeds alone), and the embeddings of the seeds ``(hops[0, 0], n_latent)``
+            are returned. The seeds' values are the same as without ``hops``; the work of the halo nodes is skipped.
 
         Returns
         -------
-        ``(n_nodes, n_latent)`` embeddings.
+        ``(n_nodes, n_latent)`` embeddings (``(n_seeds, n_latent)`` with ``hops``).
         """
         h = self.dropout(self.activation(self.input_norm(self.input(x))))
         extra = {}
+        trim = hops is not None and self.kind != "mlp" and hops.shape[-1] == self.n_layers + 1
         if self.kind != "mlp":
             if edge_index is None:
                 raise ValueError(f"encoder={self.kind!r} needs an edge_index (use kind='mlp' without a graph).")
-            if self.kind == "gcn":
+            if trim:
+                nodes, edges = hops.tolist()
+                if self.kind == "gcn" and degree is None:
+                    degree = torch.bincount(edge_index[1], minlength=h.shape[0])
+            elif self.kind == "gcn":
                 edge_index, extra = self._gcn_weights(edge_index, degree, h.shape[0])
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            out = conv(h) if self.kind == "mlp" else conv(h, edge_index, **extra)
+        for layer, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            if self.kind == "mlp":
+                out = conv(h)
+            elif trim:  # sources within L - layer hops of the seeds, targets within L - layer - 1 hops
+                n_dst = nodes[self.n_layers - layer - 1]
+                h = h[: nodes[self.n_layers - layer]]
+                edge_layer = edge_index[:, : edges[self.n_layers - layer - 1]]
+                if self.kind == "gcn":
+                    edge_layer, extra = self._gcn_weights(edge_layer, degree, n_dst)
+                out = conv(h, edge_layer, **extra)[:n_dst]
+                h = h[:n_dst]
+            else:
+                out = conv(h, edge_index, **extra)
             h = h + self.dropout(self.activation(norm(out)))
+        if hops is not None and not trim:
+            h = h[: int(hops[0, 0])]
         return self.output(h)
 
     @staticmethod
     def _gcn_weights(edge_index: torch.Tensor, degree: torch.Tensor | None, n_nodes: int):
-        """Add self-loops and symmetric weights ``1 / sqrt((d_i + 1)(d_j + 1))`` from full-graph degrees."""
+        """Add self-loops (to the first ``n_nodes`` nodes) and weights ``1 / sqrt((d_i + 1)(d_j + 1))``.
+
+        The degrees are the full-graph ones when given (a subgraph's boundary nodes lose neighbours).
+        """
         if degree is None:
             degree = torch.bincount(edge_index[1], minlength=n_nodes)
         deg = degree.to(torch.float32) + 1.0

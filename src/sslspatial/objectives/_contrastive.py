@@ -90,7 +90,13 @@ class BarlowTwins(nn.Module):
         zs = []
         for _ in range(2):
             view, mask = augment(inference_outputs["x_t"], self.noise, self.dropout)
-            z = module.encode(view, inference_outputs["edge_index"], inference_outputs.get("degree"), mask=mask)
+            z = module.encode(
+                view,
+                inference_outputs["edge_index"],
+                inference_outputs.get("degree"),
+                mask=mask,
+                hops=inference_outputs.get("hops"),
+            )
             zs.append(seed_slice(z, n_seeds))
         if n_seeds < 2:
             loss = 0.0 * (zs[0].sum() + zs[1].sum())
@@ -161,15 +167,17 @@ class BYOL(nn.Module):
         """Symmetric BYOL loss over two views, averaged over seeds."""
         n_seeds = int(inference_outputs["n_seeds"])
         edge_index, degree = inference_outputs["edge_index"], inference_outputs.get("degree")
+        hops = inference_outputs.get("hops")
         views = [augment(inference_outputs["x_t"], self.noise, self.dropout) for _ in range(2)]
         online, target = [], []
         for view, mask in views:
-            z = seed_slice(module.encode(view, edge_index, degree, mask=mask), n_seeds)
+            z = seed_slice(module.encode(view, edge_index, degree, mask=mask, hops=hops), n_seeds)
             online.append(self.predictor(self.projector(z)))
             with torch.no_grad():
                 self.target_encoder.train(self.training)
                 zt = seed_slice(
-                    module.encode(view, edge_index, degree, mask=mask, encoder=self.target_encoder), n_seeds
+                    module.encode(view, edge_index, degree, mask=mask, encoder=self.target_encoder, hops=hops),
+                    n_seeds,
                 )
                 target.append(self.target_projector(zt))
         if n_seeds < 2:  # batch norm in the heads needs two seeds

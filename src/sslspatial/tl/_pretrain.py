@@ -33,7 +33,7 @@ def _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, 
     check_absent(key in table.obsm and not overwrite, f"obsm[{key!r}]")
     if layer is not None and layer not in table.layers:
         raise KeyError(f"layer={layer!r} is not a layer of the table (layers: {list(table.layers)}).")
-    if table.n_obs < batch_size:
+    if batch_size is not None and table.n_obs < batch_size:
         raise ValueError(
             f"The table has fewer cells ({table.n_obs}) than batch_size={batch_size}: pass a smaller batch_size."
         )
@@ -77,7 +77,7 @@ def pretrain_mask(
     n_layers: int = 2,
     dropout: float = 0.1,
     max_epochs: int | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     lr: float = 1e-3,
     key_added: str = "pretrain_mask",
     overwrite: bool = False,
@@ -120,7 +120,8 @@ def pretrain_mask(
     n_latent, n_hidden, n_layers, dropout
         Encoder size.
     max_epochs, batch_size, lr
-        Training settings (see :meth:`~sslspatial.model.SpatialPretrainModel.train`).
+        Training settings (see :meth:`~sslspatial.model.SpatialPretrainModel.train`); ``batch_size=None`` picks 256,
+        or 1,024 from 100,000 cells on (:func:`~sslspatial.data.default_batch_size`).
     key_added
         The embedding goes to ``obsm[f"X_{key_added}"]``.
     overwrite
@@ -207,7 +208,7 @@ def pretrain_contrastive(
     noise: float = 0.2,
     view_dropout: float = 0.2,
     max_epochs: int | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     lr: float = 1e-3,
     key_added: str = "pretrain_contrastive",
     overwrite: bool = False,
@@ -299,7 +300,7 @@ def pretrain_pseudolabel(
     n_layers: int = 2,
     dropout: float = 0.1,
     max_epochs: int | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     lr: float = 1e-3,
     key_added: str = "pretrain_pseudolabel",
     overwrite: bool = False,

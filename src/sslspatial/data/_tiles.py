@@ -1,0 +1,98 @@
+"""Rows of a count matrix that stays on disk, read as a few contiguous row ranges per minibatch.
+
+A table opened with :func:`sslspatial.io.read_backed` (or ``anndata.read_h5ad(..., backed="r")``) keeps its counts
+in the store as an anndata backed sparse dataset (:class:`anndata.abc.CSRDataset`). :class:`TileReader` serves the
+rows of a minibatch subgraph from it: the requested rows are sorted, grouped into runs whose gaps are at most ``gap``
+rows, and each run is one contiguous slice of the dataset (one read of ``indptr``, ``indices`` and ``data`` each).
+When the rows of the store are in spatial (Z-order) order (:func:`sslspatial.io.sort_spatially` before writing), the
+seeds of a batch and their k-hop halo are a handful of such runs. Nothing of the size of the matrix is ever read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def is_backed_sparse(x: Any) -> bool:
+    """Whether ``x`` is an anndata backed sparse dataset (zarr or HDF5), i.e. counts that stay on disk.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_backed_sparse(np.zeros((2, 2)))
+    False
+    """
+    from anndata.abc import CSCDataset, CSRDataset
+
+    return isinstance(x, CSRDataset | CSCDataset)
+
+
+class TileReader:
+    """Row access to a backed CSR dataset by contiguous row ranges (tiles), with read counters.
+
+    Parameters
+    ----------
+    dataset
+        An anndata backed CSR dataset (``anndata.io.sparse_dataset(group)``, or the ``X`` of a table opened with
+        :func:`sslspatial.io.read_backed` or ``read_h5ad(..., backed="r")``).
+    gap
+        Requested rows closer than this are read in one range (the rows in between are read and dropped): fewer,
+        larger reads.
+
+    Attributes
+    ----------
+    n_reads
+        Contiguous ranges read so far.
+    rows_read
+        Rows read so far (requested rows plus the gaps read through).
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, scipy.sparse as sp, zarr
+    >>> group = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+    >>> ad.io.write_elem(group, "X", sp.csr_matrix(np.arange(12.0).reshape(4, 3)))
+    >>> reader = TileReader(ad.io.sparse_dataset(group["X"]), gap=1)
+    >>> reader[np.array([3, 0])].toarray().tolist(), reader.n_reads
+    ([[9.0, 10.0, 11.0], [0.0, 1.0, 2.0]], 2)
+    """
+
+    def __init__(self, dataset: Any, gap: int = 32):
+        if getattr(dataset, "format", "csr") != "csr":
+            raise ValueError(
+                "Counts stored column-major (CSC) cannot be read by rows without reading the whole matrix: rewrite "
+                "the table with a CSR X (`adata.X = adata.X.tocsr()` before `write_zarr`)."
+            )
+        self.dataset = dataset
+        self.shape = tuple(dataset.shape)
+        self.gap = int(gap)
+        self.n_reads = 0
+        self.rows_read = 0
+
+    def __deepcopy__(self, memo):  # share the open store
+        return self
+
+    def ranges(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, ends)`` of the contiguous row ranges that cover the sorted unique ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return rows[:0], rows[:0]
+        breaks = np.flatnonzero(np.diff(rows) > self.gap) + 1
+        return rows[np.r_[0, breaks]], rows[np.r_[breaks - 1, rows.size - 1]] + 1
+
+    def __getitem__(self, rows: np.ndarray) -> sp.csr_matrix:
+        """The requested rows (in the order given, repeats allowed) as an in-memory CSR matrix."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        unique, inverse = np.unique(rows, return_inverse=True)
+        starts, ends = self.ranges(unique)
+        blocks = [self.dataset[int(a) : int(b)] for a, b in zip(starts, ends, strict=True)]
+        self.n_reads += len(blocks)
+        self.rows_read += int((ends - starts).sum())
+        if not blocks:
+            return sp.csr_matrix((0, self.shape[1]), dtype=np.float32)
+        stacked = sp.vstack(blocks, format="csr") if len(blocks) > 1 else sp.csr_matrix(blocks[0])
+        run = np.searchsorted(starts, unique, side="right") - 1
+        offsets = np.concatenate([[0], np.cumsum(ends - starts)[:-1]])
+        return stacked[(unique - starts[run] + offsets[run])[inverse]]
