@@ -7,11 +7,18 @@ statistics of the same patches (``ss.pp.image_features(method="stats")``), and t
 Reference rows that train nothing show how much room the data leave: a counting-noise ceiling per gene, the held-out
 targets projected on the principal axes the default model predicts in, and the mean measured expression of each held-out
 spot's neighbours.
+HEST-style rows (``hest_<features>``): ``ss.metrics.frozen_feature_probe`` (z-score, PCA to min(256, features)
+components, ridge) on frozen features of the same patches, fitted on the four training sections, scored on the held-out
+one: the colour / texture statistics and the self-supervised encoder of ``ss.tl.pretrain_image`` (Barlow Twins on tiles
+of all five images, no expression; pretrained once, cached under ``benchmarks/_scratch``). ``hist2expr_ssl_frozen`` /
+``hist2expr_ssl_finetune``: the default model with its ConvMixer initialised from that encoder, frozen or fine-tuned at
+a tenth of the learning rate. The headline is the mean over C2, C3 and C4 (no choice was made on them), reported apart
+from the 5-fold mean; choices were made on B4 and C5.
 The default model also trains with seeds 1 and 2 (initialisation and minibatch windows), to show how much of a
 difference is training noise, and the average of the three seeds' predictions is scored as a 3-model ensemble.
 
 Usage: ``python benchmarks/hist2expr_her2st.py [--quick] [--ablation-folds C5] [--ablations all] [--resume]
-[--folds all]``; writes ``benchmarks/results/hist2expr_her2st.{json,md}`` after every fold (``--resume`` keeps the
+[--folds all] [--ssl frozen,finetune] [--ssl-epochs 20] [--no-seeds]``; writes ``benchmarks/results/hist2expr_her2st.{json,md}`` after every fold (``--resume`` keeps the
 methods already there and runs only the missing ones; two ``--resume`` processes may run disjoint ``--folds``).
 """
 
@@ -60,6 +67,12 @@ ABLATIONS = {
     "colour_normalize": {"colour_normalize": True},
     "section_centring": {"model_kwargs": {"centre_sections": True}},
 }
+#: self-supervised image encoder (``ss.tl.pretrain_image``) used by the ``hest_ssl`` and ``hist2expr_ssl_*`` rows
+SSL = {"max_epochs": 20, "tiles_per_image": 3000, "patch_px": 32, "batch_size": 256, "lr": 2e-3}
+SSL_VARIANTS = {"frozen": 0.0, "finetune": 0.1}  # encoder_lr_scale
+SSL_CACHE = ROOT / "benchmarks" / "_scratch" / "her2st_image_encoder"
+#: folds that entered no choice since issue 17: the headline mean
+HEADLINE = ("C2", "C3", "C4")
 #: reference rows that train nothing and bound what any image model can reach (``noise_ceiling``, ``oracle_folds``)
 REFERENCES = ("noise_ceiling", "oracle_projection10", "oracle_neighbour_mean")
 #: the default model's extra seeds; "hist2expr_ensemble" scores the mean prediction of seed 0 and these
@@ -144,6 +157,59 @@ def oracle_folds(sdata, target, test, top50, n_components=10):
         },
         "oracle_neighbour_mean": {**summarise(pearson_per_gene(truth, neighbour_mean), top50), "train_seconds": 0.0},
     }
+
+
+def image_encoder(sdata, epochs: int):
+    """The Barlow Twins encoder pretrained on tiles of all five images (no expression), cached on disk."""
+    size = CONFIG["spot_scale"] * spot_diameter(sdata, "B4")
+    settings = {**SSL, "max_epochs": epochs}
+    if (SSL_CACHE / "image_encoder.pt").exists():
+        enc = ss.model.ImageEncoder.load(SSL_CACHE)
+        if enc.settings.get("benchmark") == settings and abs(enc.settings["tile_size"] - size) < 1e-6:
+            return enc
+    enc = ss.tl.pretrain_image(sdata, tile_size=size, patch_px=SSL["patch_px"], tiles_per_image=SSL["tiles_per_image"],
+                               max_epochs=epochs, batch_size=SSL["batch_size"], lr=SSL["lr"], key_added="pretrain_image",
+                               overwrite=True)  # fmt: skip
+    enc.settings["benchmark"] = settings
+    enc.save(SSL_CACHE, overwrite=True)
+    return enc
+
+
+def stats_features(sdata, scale) -> np.ndarray:
+    table = sdata.tables["table"]
+    sec = table.obs["section"].astype(str).to_numpy()
+    feats = np.zeros((table.n_obs, len(ss.pp._image_features.STATS_FEATURE_NAMES)), np.float32)
+    for s in SECTIONS:
+        rows = np.flatnonzero(sec == s)
+        image = get_image(sdata, f"{s}_image", s)
+        feats[rows] = ss.pp.image_features(image, table.obsm["spatial"][rows], scale * spot_diameter(sdata, s))
+    return feats
+
+
+def encoder_features(sdata, enc) -> np.ndarray:
+    """The encoder's output for every spot's patch (side: the benchmark's patch side of its section)."""
+    from sslspatial.pp._patches import crop_patches, resize_patches, to_unit_range
+
+    table = sdata.tables["table"]
+    sec = table.obs["section"].astype(str).to_numpy()
+    out = np.zeros((table.n_obs, enc.module.encoder.out_dim), np.float32)
+    for s in SECTIONS:
+        rows = np.flatnonzero(sec == s)
+        image = get_image(sdata, f"{s}_image", s)
+        size_px = int(round(CONFIG["spot_scale"] * spot_diameter(sdata, s) * image.pixels_per_unit))
+        raw = crop_patches(image.image, image.to_pixels(table.obsm["spatial"][rows]), size_px)[:, :3]
+        out[rows] = enc.features(resize_patches(to_unit_range(raw, (0.0, 255.0)), enc.patch_px))
+    return out
+
+
+def hest_fold(features, sdata, target, test, top50):
+    """HEST-style row: PCA (min(256, d)) + ridge on frozen features, fitted on the training sections."""
+    sec = sdata.tables["table"].obs["section"].astype(str).to_numpy()
+    train, test_rows = sec != test, sec == test
+    t0 = time.perf_counter()
+    res = ss.metrics.frozen_feature_probe(features[train], target[train], features[test_rows], target[test_rows])
+    return {**summarise(res["pearson"], top50), "train_seconds": time.perf_counter() - t0,
+            "n_components": res["n_components"]}  # fmt: skip
 
 
 def ridge_fold(sdata, target, test, top50, scale):
@@ -231,9 +297,49 @@ def markdown(results: dict) -> str:
               "principal axes of the standardised training targets, the most the default (projected) model can reach. "
               "`oracle_neighbour_mean`: each held-out spot predicted by the mean *measured* expression of its adjacent "
               "spots."]  # fmt: skip
+    lines += [
+        "",
+        "`hest_<features>`: HEST-Benchmark-style probe of frozen features (`ss.metrics.frozen_feature_probe`: "
+        "z-score, PCA to min(256, number of features) components, ridge with penalty 100 / (components x genes)), "
+        "fitted on the four training sections; `stats`: the 34 colour / texture statistics; `ssl`: the output "
+        "(256 values) of the ConvMixer pretrained by `ss.tl.pretrain_image`. `hist2expr_ssl_frozen` / "
+        "`hist2expr_ssl_finetune`: the default model whose ConvMixer starts from that encoder, frozen "
+        "(`encoder_lr_scale=0`) or fine-tuned at a tenth of the learning rate (`encoder_lr_scale=0.1`).",
+    ]
+    ssl = results["meta"].get("ssl")
+    if ssl:
+        lines += [
+            "",
+            f"Image pretraining (once, on tiles of all five images, held-out ones included; no expression): "
+            f"{ssl['max_epochs']} epochs, {sum(ssl['n_tiles'].values())} tiles of side {ssl['tile_size']:.1f} "
+            f"(coordinate units) at {ssl['patch_px']} px, batch {ssl['batch_size']}, lr {ssl['lr']}; Barlow Twins "
+            f"loss {ssl['first_loss']:.1f} -> {ssl['final_loss']:.1f}; {ssl['pretrain_seconds']:.0f} s of "
+            "training (not included in the train s column).",
+        ]
+    lines += headline_table(results)
     lines += seed_table(results)
     lines += ["", results["meta"]["note"], ""]
     return "\n".join(lines)
+
+
+def headline_table(results: dict) -> list[str]:
+    """Mean over the untouched folds C2, C3, C4 (the headline) next to the mean over B4 and C5 (where choices were made)."""
+    rows = []
+    names = sorted({n for r in results["folds"].values() for n in r})
+    for name in names:
+        head = [results["folds"][f][name]["mean_pcc"] for f in HEADLINE if name in results["folds"].get(f, {})]
+        head50 = [results["folds"][f][name]["mean_pcc_top50"] for f in HEADLINE if name in results["folds"].get(f, {})]
+        tune = [results["folds"][f][name]["mean_pcc"] for f in ("B4", "C5") if name in results["folds"].get(f, {})]
+        if len(head) == len(HEADLINE) or len(tune) == 2:
+            rows.append(f"| {name} | {np.mean(head):.3f} ({len(head)}) | {np.mean(head50):.3f} | "
+                        f"{'' if not tune else f'{np.mean(tune):.3f} ({len(tune)})'} |" if head else
+                        f"| {name} | | | {np.mean(tune):.3f} ({len(tune)}) |")  # fmt: skip
+    if not rows:
+        return []
+    return ["", f"## Headline: mean over the untouched folds {', '.join(HEADLINE)}", "",
+            "Issue 17's protocol: choices on B4 and C5 only; C2, C3 and C4 entered no choice. (n) = folds run.", "",
+            f"| method | mean PCC {'/'.join(HEADLINE)} | mean PCC top-50 {'/'.join(HEADLINE)} | mean PCC B4/C5 |",
+            "|---|---|---|---|", *rows]  # fmt: skip
 
 
 def seed_table(results: dict) -> list[str]:
@@ -296,7 +402,9 @@ def write(results: dict, epochs, quick: bool, own_folds: list[str] | None = None
     )
     if missing:
         note += f" Partial run: folds {', '.join(missing)} not (yet) computed."
+    previous_ssl = results.get("meta", {}).get("ssl")
     results["meta"] = {"config": {**CONFIG, "max_epochs": epochs or CONFIG["max_epochs"]}, "quick": quick,
+                       **({"ssl": previous_ssl} if previous_ssl else {}),
                        "threads": torch.get_num_threads(), "platform": platform.processor() or platform.machine(),
                        "note": note}  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
@@ -311,6 +419,9 @@ def main() -> None:
     parser.add_argument("--folds", default="all")
     parser.add_argument("--resume", action="store_true", help="keep methods already in the results json")
     parser.add_argument("--ablations", default="all", help="which ablations to run ('all' or a comma list)")
+    parser.add_argument("--ssl", default="frozen,finetune", help="hist2expr_ssl_* variants to run ('' for none)")
+    parser.add_argument("--ssl-epochs", type=int, default=SSL["max_epochs"], help="image pretraining epochs")
+    parser.add_argument("--no-seeds", action="store_true", help="skip the extra seeds of the default model")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -324,15 +435,35 @@ def main() -> None:
     results = {"folds": {}, "meta": {}}
     previous = OUT / ("hist2expr_her2st" + ("_quick" if args.quick else "") + ".json")
     if args.resume and previous.exists():
-        results["folds"] = json.loads(previous.read_text())["folds"]
+        old = json.loads(previous.read_text())
+        results["folds"] = old["folds"]
+        if "ssl" in old.get("meta", {}):
+            results["meta"]["ssl"] = old["meta"]["ssl"]
+    ssl_variants = [v for v in args.ssl.split(",") if v]
+    encoder, feats = None, {}
+    if not args.quick and (ssl_variants or any("hest_ssl" not in results["folds"].get(f, {}) for f in folds)):
+        t0 = time.perf_counter()
+        encoder = image_encoder(sdata, args.ssl_epochs)
+        results["meta"]["ssl"] = {**SSL, "max_epochs": args.ssl_epochs, "tile_size": encoder.settings["tile_size"],
+                                  "n_tiles": encoder.settings["n_tiles"], "final_loss": encoder.history_[-1],
+                                  "first_loss": encoder.history_[0], "pretrain_seconds": encoder.train_seconds_,
+                                  "seconds_here": time.perf_counter() - t0}  # fmt: skip
+        feats["ssl"] = encoder_features(sdata, encoder)
+    feats["stats"] = stats_features(sdata, CONFIG["spot_scale"])
     ablations = ABLATIONS if args.ablations == "all" else {k: ABLATIONS[k] for k in args.ablations.split(",")}
     for fold in folds:
         res = results["folds"].get(fold, {})
+        for name, f in feats.items():  # HEST-style rows: no training beyond PCA + ridge, always filled in
+            if f"hest_{name}" not in res:
+                res[f"hest_{name}"] = hest_fold(f, sdata, target, fold, top50)
         todo = [m for m in ("ridge_stats", "hist2expr", *REFERENCES) if m not in res]
+        if encoder is not None:
+            todo += [f"hist2expr_ssl_{v}" for v in ssl_variants if f"hist2expr_ssl_{v}" not in res]
         if fold in ablation_folds:
             todo += [f"hist2expr_{name}" for name in ablations if f"hist2expr_{name}" not in res]
-        run_seeds = not args.quick and any(m not in res for m in SEED_METHODS)
+        run_seeds = not args.quick and not args.no_seeds and any(m not in res for m in SEED_METHODS)
         if not todo and not run_seeds:
+            results["folds"][fold] = res
             continue
         if any(m not in res for m in REFERENCES):  # no training: always recomputed when missing
             res["noise_ceiling"] = noise_ceiling(sdata, hvg, fold, top50)
@@ -350,6 +481,12 @@ def main() -> None:
             res["hist2expr_ensemble"]["train_seconds"] = sum(
                 res[m]["train_seconds"] for m in ("hist2expr", *SEED_METHODS[:-1])
             )
+        for v in ssl_variants:
+            if f"hist2expr_ssl_{v}" in todo:
+                overrides = {"image_encoder": encoder, "encoder_lr_scale": SSL_VARIANTS[v]}
+                res[f"hist2expr_ssl_{v}"] = model_fold(sdata, hvg, target, fold, top50, overrides, epochs=epochs)[0]
+                results["folds"][fold] = res
+                write(results, epochs, args.quick, folds if args.resume else None)
         for name, overrides in ablations.items():
             if f"hist2expr_{name}" in todo:
                 res[f"hist2expr_{name}"] = model_fold(sdata, hvg, target, fold, top50, overrides, epochs=epochs)[0]

@@ -143,6 +143,8 @@ class ImageSSLModule(nn.Module):
         Weight of the off-diagonal (redundancy) term of the Barlow Twins loss.
     context
         Tile side / patch side (the margin random crops move and zoom in).
+    stain
+        Strength of the stain and colour jitter of the views (see :func:`histology_views`).
 
     Examples
     --------
@@ -162,9 +164,11 @@ class ImageSSLModule(nn.Module):
         projector_dim: int = 512,
         lambd: float = 0.0051,
         context: float = CONTEXT,
+        stain: float = 0.1,
     ):
         super().__init__()
         self.patch_px, self.lambd, self.context = int(patch_px), float(lambd), float(context)
+        self.stain = float(stain)
         self.encoder = ConvMixerEncoder(patch_px, embed_kernel, channels, depth, mixer_kernel, down_channels, 0.0)
         self.projector = nn.Sequential(
             nn.Linear(self.encoder.out_dim, projector_dim),
@@ -175,6 +179,6 @@ class ImageSSLModule(nn.Module):
 
     def loss(self, tiles: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Barlow Twins loss of two augmented views of ``(n, 3, t, t)`` tiles in ``[0, 1]``."""
-        v1 = histology_views(tiles, self.patch_px, context=self.context, generator=generator)
-        v2 = histology_views(tiles, self.patch_px, context=self.context, generator=generator)
+        v1 = histology_views(tiles, self.patch_px, context=self.context, stain=self.stain, generator=generator)
+        v2 = histology_views(tiles, self.patch_px, context=self.context, stain=self.stain, generator=generator)
         return barlow_twins_loss(self.projector(self.encoder(v1)), self.projector(self.encoder(v2)), self.lambd)
