@@ -311,9 +311,13 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
             manager, n_hops=self.module.n_hops, indices=indices[order], batch_size=batch_size, shuffle=False
         )
         self.module.eval()
-        rows = torch.cat([compute({k: v.to(self.device) for k, v in t.items()}).cpu() for t in loader]).numpy()
-        out = np.empty_like(rows)
-        out[order] = rows  # row i of the loader output belongs to requested cell order[i]
+        out, done = None, 0
+        for tensors in loader:  # rows written in place: one output array in memory, however many cells
+            rows = compute({k: v.to(self.device) for k, v in tensors.items()}).cpu().numpy()
+            if out is None:
+                out = np.empty((indices.size, *rows.shape[1:]), dtype=rows.dtype)
+            out[order[done : done + rows.shape[0]]] = rows  # loader row i belongs to requested cell order[i]
+            done += rows.shape[0]
         return out
 
     @torch.inference_mode()
