@@ -32,6 +32,9 @@ MAX_EPOCHS = 2
 SKIP_MARKER = "# not executed:"
 NOT_EXECUTED = {  # page -> numbers (1-based, among the page's python blocks) of the blocks not executed
     "guide/pretraining.md": {8},  # multi-GPU DDP training: needs 4 GPUs
+    "guide/hist2expr.md": {
+        3
+    },  # {code-block}: pretrain_image on her2st takes minutes (a tested call: test_pretrain_image)
     "guide/superres.md": {2},  # {code-block}: spatialdata-plot chain, an optional extra ("sslspatial[plot]")
 }
 FENCE = re.compile(r"^```(python|\{code-block\}[ \t]+python)[ \t]*\n(.*?)^```[ \t]*$", flags=re.MULTILINE | re.DOTALL)
