@@ -122,8 +122,9 @@ def test_auto_never_reads_evaluation_labels():
     assert adata.uns["annotate"]["chosen"] == first["chosen"]
     assert adata.uns["annotate"]["scores"] == first["scores"]
     np.testing.assert_array_equal(adata.obsm["annotate_probabilities"].to_numpy(), proba)
-    # linear / expression x C in (0.1, 1) x self-training off / on, + the baseline, + the ensemble of the best 3
-    assert len(first["scores"]) == 10 and "ensemble(top 3)" in first["scores"]
+    # linear / expression / residuals x C in (0.1, 1) x self-training off / on, + the baseline, + the ensemble of 3
+    assert len(first["scores"]) == 14 and "ensemble(top 3)" in first["scores"]
+    assert "residuals(C=0.1)" in first["scores"]
     assert first["n_folds"] == 3 and not first["fallback"]
     # the yardstick: plain PCA + logreg, a candidate scored on the same folds (the two types differ strongly)
     assert first["baseline"]["name"] == "PCA + logreg" and 0.9 < first["baseline"]["cv_macro_f1"] <= 1.0
@@ -154,6 +155,29 @@ def test_pca_candidate_is_exactly_the_plain_baseline():
     expected = pd.DataFrame(clf.predict_proba(pcs), columns=clf.classes_)
     got = adata.obsm["annotate_probabilities"][list(clf.classes_)].to_numpy()
     np.testing.assert_allclose(got, expected.to_numpy(), atol=1e-6)
+
+
+def test_residuals_candidate_probes_pcs_of_pearson_residuals():
+    """The ``"residuals"`` features are the standardised PCs of brute-force Pearson residuals (theta 100, clipped at
+    sqrt(n)); a model on already-normalised values (gaussian) does not offer the candidate."""
+    from sklearn.decomposition import PCA
+
+    from sslspatial.tl import _annotate
+
+    adata = tissue(n=300, n_genes=40)
+    model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)
+    counts = np.asarray(adata.X.toarray() if sp.issparse(adata.X) else adata.X, dtype=float)
+    mu = np.outer(counts.sum(1), counts.sum(0)) / counts.sum()
+    residuals = np.clip((counts - mu) / np.sqrt(mu + mu**2 / 100), -np.sqrt(300), np.sqrt(300))
+    pcs = PCA(30, random_state=0).fit_transform(residuals)
+    expected = (pcs - pcs.mean(0)) / pcs.std(0)
+    np.testing.assert_allclose(_annotate._features(model, "residuals", 30), expected, atol=1e-6)
+
+    adata.layers["logged"] = np.log1p(counts)
+    gaussian = ss.tl.pretrain_mask(adata, mask="entries", likelihood="gaussian", layer="logged", key_added="g", **SMALL)
+    train = np.flatnonzero(adata.obs["section"] == "s1")
+    ss.tl.annotate(adata, gaussian, "cell_type", train_indices=train, overwrite=True)
+    assert not any(name.startswith("residuals") for name in adata.uns["annotate"]["scores"])
 
 
 def test_auto_keeps_a_class_with_a_single_label_and_records_the_fallback():

@@ -16,6 +16,7 @@ __getattr__, __dir__, __all__ = _attach(
         "load_backbone": "_backbones",
         "make_subspot_shapes": "_subspots",
         "nuclei_image": "_subspot_elements",
+        "pearson_residuals": "_normalize",
         "pseudo_spots": "_subspot_elements",
         "register_backbone": "_backbones",
         "subspot_offsets": "_subspots",

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["expression_pcs", "log_normalize", "pca", "standardize"]
+__all__ = ["expression_pcs", "log_normalize", "pca", "pearson_residuals", "standardize"]
 
 
 def log_normalize(
@@ -51,6 +51,31 @@ def log_normalize(
     return np.log1p(x * target_sum / denominator[:, None])
 
 
+def pearson_residuals(x, theta: float = 100.0, clip: float | None = None) -> np.ndarray:
+    """Analytic Pearson residuals of counts under a negative binomial with no cell-type structure.
+
+    ``(x - mu) / sqrt(mu + mu**2 / theta)`` with ``mu[i, g] = library[i] * total[g] / total`` (Lause, Berens and
+    Kobak 2021, scanpy's ``experimental.pp.normalize_pearson_residuals``), clipped to ``[-clip, clip]``
+    (default ``sqrt(n_obs)``). Genes with no counts get 0. Unlike ``log1p`` of counts scaled to a fixed total, the
+    result does not depend on the scale of the libraries: with a few hundred counts per cell (targeted panels such as
+    osmFISH), scaling to 10,000 before ``log1p`` separates zeros from ones far more than ones from tens.
+
+    Examples
+    --------
+    >>> r = pearson_residuals(np.array([[1.0, 3.0], [3.0, 1.0]]), theta=np.inf)
+    >>> r.round(3).tolist()  # mu = 2 everywhere: (x - 2) / sqrt(2)
+    [[-0.707, 0.707], [0.707, -0.707]]
+    """
+    x = x.toarray() if sp.issparse(x) else np.asarray(x)
+    x = x.astype(np.float64)
+    library, gene_total = x.sum(1, keepdims=True), x.sum(0, keepdims=True)
+    mu = library * gene_total / max(float(gene_total.sum()), 1e-12)
+    variance = mu + mu**2 / theta
+    residuals = np.divide(x - mu, np.sqrt(variance), out=np.zeros_like(x), where=variance > 0)
+    clip = np.sqrt(x.shape[0]) if clip is None else clip
+    return np.clip(residuals, -clip, clip)
+
+
 def standardize(x: np.ndarray, *, max_value: float | None = None, eps: float = 0.0) -> np.ndarray:
     """Centre every column and divide it by its standard deviation (``+ eps``; a constant column is only centred).
 
@@ -86,18 +111,28 @@ def pca(x: np.ndarray, n_comps: int, seed: int = 0) -> np.ndarray:
 
 
 def expression_pcs(
-    x, n_comps: int = 30, *, log1p: bool = True, target_sum: float = 1e4, scale: bool = False, seed: int = 0
+    x,
+    n_comps: int = 30,
+    *,
+    log1p: bool = True,
+    target_sum: float = 1e4,
+    scale: bool = False,
+    pearson: bool = False,
+    seed: int = 0,
 ) -> np.ndarray:
     """PCA of ``log1p``-normalised expression (``log1p=False``: of ``x`` as it is).
 
     With ``scale=True`` every gene is standardised (clipped at 10 sd) before the PCA: the scanpy recipe
-    ``normalize_total``, ``log1p``, ``scale``, ``pca``.
+    ``normalize_total``, ``log1p``, ``scale``, ``pca``. With ``pearson=True`` (counts only, ``log1p=True``) the PCA
+    is of :func:`pearson_residuals` instead of the log-normalised values (``target_sum`` and ``scale`` are ignored).
 
     Examples
     --------
     >>> expression_pcs(np.random.default_rng(0).poisson(2, (50, 10)).astype(float), 3).shape
     (50, 3)
     """
+    if log1p and pearson:
+        return pca(pearson_residuals(x), n_comps, seed)
     x = x.toarray() if sp.issparse(x) else np.asarray(x, dtype=float)
     if log1p:
         x = log_normalize(x, target_sum)

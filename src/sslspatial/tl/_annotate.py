@@ -45,7 +45,7 @@ def annotate(
     labels_key: str,
     *,
     method: Literal["auto", "finetune", "knn", "linear", "expression"] = "auto",
-    candidates: Sequence[Literal["linear", "expression", "pca", "finetune"]] = select.DEFAULT_CANDIDATES,
+    candidates: Sequence[Literal["linear", "expression", "residuals", "pca", "finetune"]] = select.DEFAULT_CANDIDATES,
     n_folds: int = 3,
     ensemble: int = select.DEFAULT_ENSEMBLE,
     library_key: str | None = None,
@@ -99,8 +99,10 @@ def annotate(
         (class-balanced logistic regression on the embedding, plus ``expression_pcs`` expression PCs) or
         ``"expression"`` (the same on the expression PCs alone).
     candidates
-        ``method="auto"`` only: kinds to choose among, any of ``"linear"``, ``"expression"``, ``"pca"`` (the plain
-        baseline: 30 unscaled PCs, logistic regression without class weights) and ``"finetune"``.
+        ``method="auto"`` only: kinds to choose among, any of ``"linear"``, ``"expression"``, ``"residuals"`` (the
+        probe on PCs of Pearson residuals of the counts, :func:`sslspatial.pp.pearson_residuals`; skipped when the
+        model reads already-normalised values, ``likelihood="gaussian"``), ``"pca"`` (the plain baseline: 30 unscaled
+        PCs, logistic regression without class weights) and ``"finetune"``.
     n_folds
         ``method="auto"`` only: cross-validation folds.
     ensemble
@@ -156,7 +158,9 @@ def annotate(
     for kind in candidates:
         check_choice(kind, select.CANDIDATE_KINDS, "candidates")
     if method == "auto" and not len(candidates):
-        raise ValueError("candidates is empty: pass at least one of 'linear', 'expression', 'pca', 'finetune'.")
+        raise ValueError(
+            "candidates is empty: pass at least one of 'linear', 'expression', 'residuals', 'pca', 'finetune'."
+        )
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}.")
     if not isinstance(ensemble, int | np.integer) or isinstance(ensemble, bool) or ensemble < 0:
@@ -243,6 +247,8 @@ def _auto(
     When the ensemble of the ``ensemble`` best probes wins, each member is refitted and their probabilities averaged.
     """
     n_pcs = expression_pcs or AUTO_EXPRESSION_PCS
+    if model.module.likelihood == "gaussian":  # values already normalised: no counts to take residuals of
+        candidates = [kind for kind in candidates if kind != "residuals"] or ["pca"]
     features = {kind: _features(model, kind, n_pcs) for kind in {*candidates, "pca"} - {"finetune"}}
 
     def fit_predict(cand, fit_idx, predict_idx=None):
@@ -339,8 +345,9 @@ def _features(model, kind: str, n_pcs: int) -> np.ndarray:
     """Probe features of one candidate kind.
 
     ``"linear"``: [standardised embedding, standardised expression PCs] (the embedding alone when ``n_pcs`` is 0);
-    ``"expression"``: the standardised expression PCs alone (genes standardised before the PCA); ``"pca"``: the
-    plain baseline's features, PCs of the unscaled log-normalised expression, not standardised.
+    ``"expression"``: the standardised expression PCs alone (genes standardised before the PCA); ``"residuals"``:
+    the standardised PCs of the Pearson residuals of the counts; ``"pca"``: the plain baseline's features, PCs of the
+    unscaled log-normalised expression, not standardised.
     """
     from sklearn.preprocessing import StandardScaler
 
@@ -350,9 +357,11 @@ def _features(model, kind: str, n_pcs: int) -> np.ndarray:
     log1p = model.module.likelihood != "gaussian"
     if kind == "pca":
         return pseudolabel_features(model.adata, layer, n_pcs, log1p=log1p)
-    blocks = [] if kind == "expression" else [StandardScaler().fit_transform(model.get_latent_representation())]
+    own_only = kind in ("expression", "residuals")
+    blocks = [] if own_only else [StandardScaler().fit_transform(model.get_latent_representation())]
     if n_pcs:
-        pcs = pseudolabel_features(model.adata, layer, n_pcs, log1p=log1p, scale=True)
+        pearson = kind == "residuals"
+        pcs = pseudolabel_features(model.adata, layer, n_pcs, log1p=log1p, scale=not pearson, pearson=pearson)
         blocks.append(StandardScaler().fit_transform(pcs))
     return np.concatenate(blocks, axis=1)
 

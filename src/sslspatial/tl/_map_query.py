@@ -26,6 +26,9 @@ from ..model import SpatialPretrainModel
 from ..model._reference import check_query_panel
 from . import _annotate_select as select
 
+#: Candidates of ``map_query`` (annotate's ``"residuals"`` probe is not offered: its gene means would come from the
+#: reference alone, untested across panels).
+MAP_QUERY_CANDIDATES = ("linear", "expression", "pca")
 #: Fewest shared genes a query may have: below it the query is refused before any computation.
 MIN_SHARED_GENES = 10
 
@@ -37,7 +40,7 @@ def map_query(
     *,
     layer: str | None = None,
     table_key: str = Key.DEFAULT_TABLE,
-    candidates: Sequence[Literal["linear", "expression", "pca"]] = select.DEFAULT_CANDIDATES,
+    candidates: Sequence[Literal["linear", "expression", "pca"]] = MAP_QUERY_CANDIDATES,
     n_folds: int = 3,
     library_key: str | None = None,
     expression_pcs: int = 30,

@@ -268,7 +268,12 @@ def pretrain_contrastive(
 
 
 def pseudolabel_features(
-    table, layer: str | None = None, n_pcs: int = 30, log1p: bool = True, scale: bool = False
+    table,
+    layer: str | None = None,
+    n_pcs: int = 30,
+    log1p: bool = True,
+    scale: bool = False,
+    pearson: bool = False,
 ) -> np.ndarray:
     """PCA of (log1p-normalised) expression, the features clustered into pseudo-labels.
 
@@ -282,7 +287,8 @@ def pseudolabel_features(
     >>> pseudolabel_features(AnnData(np.random.default_rng(0).poisson(2, (50, 10)).astype(float)), n_pcs=3).shape
     (50, 3)
     """
-    return expression_pcs(table.X if layer is None else table.layers[layer], n_pcs, log1p=log1p, scale=scale)
+    x = table.X if layer is None else table.layers[layer]
+    return expression_pcs(x, n_pcs, log1p=log1p, scale=scale, pearson=pearson)
 
 
 def pretrain_pseudolabel(
