@@ -413,3 +413,76 @@ def test_fluorescence_with_a_backbone_method_raises_clearly():
     _fluorescence(sdata)
     with pytest.raises(ValueError, match="image_method='stats'"):
         ss.tl.superres(sdata, shapes_key="spots", image_key="fish", image_method="cnn", **FAST)
+
+
+# ---------------------------------------------------------------- speed-ups for Visium HD-sized runs (issue 16)
+def test_gene_reduction_layer_values():
+    from sslspatial.nn._superres import SpotGraphEncoder
+
+    torch.manual_seed(0)
+    enc = SpotGraphEncoder(6, n_hidden=8, n_latent=2, n_layers=1, n_reduce=3)
+    assert isinstance(enc.reduce, torch.nn.Linear) and enc.convs[0].in_channels == 3
+    x, edges = torch.randn(4, 6), torch.tensor([[1, 2, 0, 3], [0, 0, 1, 2]])
+    mu, sd = enc(x, edges)
+    # by hand: reduce = W x + b, then the one TransformerConv; the output is [mean | softplus(raw) + eps]
+    h = enc.convs[0](x @ enc.reduce.weight.T + enc.reduce.bias, edges)
+    torch.testing.assert_close(mu, h[:, :2])
+    torch.testing.assert_close(sd, torch.nn.functional.softplus(h[:, 2:]) + enc.var_eps)
+    # no reduction when it would not reduce
+    assert isinstance(SpotGraphEncoder(6, n_reduce=6).reduce, torch.nn.Identity)
+    assert isinstance(SpotGraphEncoder(6, n_reduce=None).reduce, torch.nn.Identity)
+    with pytest.raises(ValueError, match="n_reduce"):
+        SpotGraphEncoder(6, n_reduce=0)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_encoder_targets_only_equals_full_pass(n_layers):
+    """The last layer computed for the seeds alone gives the seeds' rows of the full pass."""
+    from sslspatial.nn._superres import SpotGraphEncoder
+
+    torch.manual_seed(0)
+    enc = SpotGraphEncoder(5, n_hidden=8, n_latent=3, n_layers=n_layers)
+    x = torch.randn(7, 5)
+    edges = torch.tensor([[1, 2, 0, 3, 4, 5, 6, 0], [0, 0, 1, 1, 2, 3, 4, 6]])
+    mu, sd = enc(x, edges)
+    mu2, sd2 = enc(x, edges, n_targets=3)
+    assert mu2.shape == (3, 3)
+    torch.testing.assert_close(mu2, mu[:3])
+    torch.testing.assert_close(sd2, sd[:3])
+
+
+def test_relative_early_stopping_stops_when_loss_stalls():
+    from sslspatial.model._superres import RelativeEarlyStopping
+
+    stop = RelativeEarlyStopping("m", rel_delta=1e-2, patience=2)
+    # 100 -> 95 improves by 5 %; 94.5 and 94.2 are within 1 % of 95: two stalls stop training
+    decisions = [stop._evaluate_stopping_criteria(torch.tensor(v))[0] for v in (100.0, 95.0, 94.5, 94.2)]
+    assert decisions == [False, False, False, True]
+    stop = RelativeEarlyStopping("m", rel_delta=1e-2, patience=2)
+    assert not any(stop._evaluate_stopping_criteria(torch.tensor(v))[0] for v in (100.0, 90.0, 80.0, 70.0))
+    with pytest.raises(ValueError, match="rel_delta"):
+        RelativeEarlyStopping("m", rel_delta=-1)
+
+
+def test_superres_early_stopping_holds_out_spots_and_enhances_all(monkeypatch):
+    from sslspatial.model._superres import RelativeEarlyStopping
+    from sslspatial.tl import _superres as tl_superres
+
+    sdata = _grid_sdata(n_side=8)
+    kw = {k: v for k, v in FAST.items() if k != "max_epochs"}
+    # a stall (no 50 % improvement) after the first validation epoch stops training at epoch 2 of up to 30
+    monkeypatch.setattr(tl_superres, "_early_stopping_options", lambda: {
+        "train_size": 0.9, "validation_size": 0.1, "check_val_every_n_epoch": 1,
+        "callbacks": [RelativeEarlyStopping("subspot_sum_nll_validation", rel_delta=0.5, patience=1)]})  # fmt: skip
+    monkeypatch.setattr(tl_superres, "_EARLY_STOPPING_MIN_SPOTS", 10)  # 64 spots: early stopping by default
+    model = ss.tl.superres(sdata, shapes_key="spots", layout="square", n_subspots=4, **kw)
+    assert "subspot_sum_nll_validation" in model.history
+    assert len(model.history["subspot_sum_nll_validation"]) == 2
+    out = sdata.tables["table_superres"]
+    assert out.n_obs == 4 * 64  # held-out spots are enhanced too, and sum to their spot
+    x = sdata.tables["table"].X
+    np.testing.assert_allclose(np.asarray(out.X).reshape(64, 4, -1).sum(1), x, rtol=1e-4, atol=1e-4)
+    # an explicit max_epochs (or small data) trains every spot for that many epochs, no validation
+    model = ss.tl.superres(sdata, shapes_key="spots", layout="square", n_subspots=4, overwrite=True, **FAST)
+    assert "subspot_sum_nll_validation" not in model.history
+    assert len(model.history["subspot_sum_nll_train"]) == FAST["max_epochs"]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from anndata import AnnData
+from lightning.pytorch.callbacks import EarlyStopping
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField, ObsmField
@@ -23,9 +24,43 @@ from ..nn._likelihoods import check_likelihood
 from ._console import ConsoleMixin
 from ._plan import TrainingPlan
 
-__all__ = ["SUPERRES"]
+__all__ = ["SUPERRES", "RelativeEarlyStopping"]
 
 _FEATURES = "subspot_features"
+
+
+class RelativeEarlyStopping(EarlyStopping):
+    """Early stopping on a minimised metric that must improve by a fraction of its best value, not a fixed amount.
+
+    The sub-spot-sum loss sums over genes, so its scale grows with the panel; ``rel_delta=1e-3`` asks every new best
+    to be 0.1 % below the previous one, whatever the number of genes.
+
+    Parameters
+    ----------
+    monitor
+        Logged metric (e.g. ``"subspot_sum_nll_validation"``).
+    rel_delta
+        Required relative improvement.
+    patience
+        Validation epochs without such an improvement before training stops.
+
+    Examples
+    --------
+    >>> stop = RelativeEarlyStopping("subspot_sum_nll_validation", rel_delta=0.01, patience=1)
+    >>> [stop._evaluate_stopping_criteria(torch.tensor(v))[0] for v in (100.0, 90.0, 89.5)]
+    [False, False, True]
+    """
+
+    def __init__(self, monitor: str, rel_delta: float = 1e-3, patience: int = 2):
+        super().__init__(monitor=monitor, mode="min", patience=patience, min_delta=0.0)
+        if rel_delta < 0:
+            raise ValueError(f"rel_delta must be >= 0, got {rel_delta}.")
+        self.rel_delta = float(rel_delta)
+
+    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
+        best = float(self.best_score)
+        self.min_delta = -self.rel_delta * abs(best) if np.isfinite(best) else 0.0  # negative: mode "min"
+        return super()._evaluate_stopping_criteria(current)
 
 
 class _SubgraphCollate:
@@ -271,20 +306,27 @@ class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
         >>> means = model.get_subspot_expression()  # doctest: +SKIP
         """
         self.module.eval()
-        means, spots, samples = [], [], []
+        adata = self._validate_anndata(adata)
+        n_spots = adata.n_obs if indices is None else len(indices)
+        k, g = self.module.n_subspots, self.module.n_input
+        means = np.empty((n_spots * k, g), np.float32)  # filled batch by batch: no second copy from concatenating
+        samples = np.empty((n_spots * k, g), np.float32) if sample else None
+        spots, start = [], 0
         for tensors in self._loader(adata, indices, batch_size):
-            tensors = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in tensors.items()}
+            tensors = {key: v.to(self.device) if torch.is_tensor(v) else v for key, v in tensors.items()}
             out = self.module.subspot_means(
                 tensors["X"], tensors["x_sub"], tensors["edge_index"], tensors[_FEATURES], spot_mean
             )
-            means.append(out["subspot_mean"].reshape(-1, self.module.n_input).cpu().numpy())
+            stop = start + out["subspot_mean"].shape[0] * k
+            means[start:stop] = out["subspot_mean"].reshape(-1, g).cpu().numpy()
             spots.append(out["spot_mean"].cpu().numpy())
-            if sample:
+            if samples is not None:
                 draw = self.module.sample(tensors, n_samples=1, spot_mean=spot_mean)[0]
-                samples.append(draw.reshape(-1, self.module.n_input).cpu().numpy())
-        result = [np.concatenate(means)]
-        if sample:
-            result.append(np.concatenate(samples))
+                samples[start:stop] = draw.reshape(-1, g).cpu().numpy()
+            start = stop
+        result = [means]
+        if samples is not None:
+            result.append(samples)
         if return_spot_mean:
             result.append(np.concatenate(spots))
         return result[0] if len(result) == 1 else tuple(result)

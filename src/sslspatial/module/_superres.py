@@ -40,6 +40,14 @@ __all__ = ["LIKELIHOODS", "SuperResModule"]
 _EPS = 1e-8
 
 
+def _within_spot_variance(v: torch.Tensor) -> torch.Tensor:
+    """Population variance over the sub-spot axis of ``(B, K, G)``, giving ``(B, G)``.
+
+    Written out because ``Tensor.var`` over a middle axis is several times slower on CPU.
+    """
+    return (v - v.mean(1, keepdim=True)).square().mean(1)
+
+
 class SuperResModule(BaseModuleClass):
     """Spot encoder, spot decoder and sub-spot decoder with per-modality likelihoods.
 
@@ -57,6 +65,9 @@ class SuperResModule(BaseModuleClass):
         How many of those (the first ones) are image features, used by the image regulariser.
     n_hidden, n_latent, n_layers
         Encoder widths and number of graph-transformer layers.
+    n_reduce
+        Width of the encoder's linear gene-reduction layer (see :class:`~sslspatial.nn._superres.SpotGraphEncoder`);
+        ``None``: none.
     n_hidden_decoder, n_blocks
         Sub-spot decoder width and residual blocks.
     image_weight
@@ -95,6 +106,7 @@ class SuperResModule(BaseModuleClass):
         n_hidden: int = 128,
         n_latent: int = 128,
         n_layers: int = 3,
+        n_reduce: int | None = 128,
         n_hidden_decoder: int = 128,
         n_blocks: int = 2,
         image_weight: float = 1.0,
@@ -127,7 +139,7 @@ class SuperResModule(BaseModuleClass):
             bounds.append(bounds[-1] + s)
         self.slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
-        self.encoder = SpotGraphEncoder(self.n_input, n_hidden, n_latent, n_layers)
+        self.encoder = SpotGraphEncoder(self.n_input, n_hidden, n_latent, n_layers, n_reduce=n_reduce)
         n_zi = sum(s for s, lik in zip(self.modality_sizes, likelihoods, strict=True) if lik == "zinb")
         self.spot_decoder = nn.Sequential(
             nn.Linear(n_latent, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_hidden), nn.ReLU(),
@@ -174,8 +186,8 @@ class SuperResModule(BaseModuleClass):
         """Posterior ``qz`` (a Normal) and a sample ``z`` for the first ``n_seeds`` nodes (the seed spots)."""
         if not self.use_graph:
             x_sub, edge_index = x_sub[:n_seeds], edge_index[:, :0]
-        mu, sd = self.encoder(self._encoder_input(x_sub), edge_index.long())
-        qz = TorchNormal(mu[:n_seeds], sd[:n_seeds])
+        mu, sd = self.encoder(self._encoder_input(x_sub), edge_index.long(), n_targets=n_seeds)
+        qz = TorchNormal(mu, sd)
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
         return {"qz": qz, "z": z}
 
@@ -196,7 +208,7 @@ class SuperResModule(BaseModuleClass):
                 m = mu[:, None, :] / k + g - g.mean(1, keepdim=True)
                 gsum = g.sum(1)
                 composition.append(g)
-                spread.append(g.var(1, unbiased=False))
+                spread.append(_within_spot_variance(g))
             else:
                 lib = x[:, sl].sum(-1, keepdim=True)
                 mu = lib * torch.softmax(h[:, sl], -1) + _EPS
@@ -210,7 +222,7 @@ class SuperResModule(BaseModuleClass):
                     g = lib[:, None, :] * share + _EPS  # (B, K, G_m)
                     composition.append(torch.log_softmax(logits, -1))
                 gsum = g.sum(1)
-                spread.append(torch.log(g).var(1, unbiased=False))
+                spread.append(_within_spot_variance(torch.log(g)))
                 m = mu[:, None, :] * (g / gsum[:, None, :])
                 if lik == "zinb":
                     zi[-1] = h[:, zi_start : zi_start + n_feat]

@@ -13,13 +13,15 @@ __all__ = ["ResidualBlock", "SpotGraphEncoder", "SubspotDecoder"]
 
 
 class SpotGraphEncoder(nn.Module):
-    """Three graph-transformer layers over the spot graph giving a Gaussian posterior per spot.
+    """A gene-reduction layer, then graph-transformer layers over the spot graph, giving a Gaussian posterior per spot.
 
-    ``TransformerConv(n_input -> n_hidden) -> ReLU -> TransformerConv(n_hidden -> n_hidden) -> ReLU ->
-    TransformerConv(n_hidden -> 2 * n_latent)``; the first half of the output is the posterior mean, the second goes
-    through ``softplus(.) + var_eps`` to give the standard deviation (soScope's ``GraphEncoder``). Each
-    ``TransformerConv`` keeps its root weight, so with an empty ``edge_index`` the encoder is a plain MLP on the
-    spot's own profile (the no-graph ablation).
+    ``Linear(n_input -> n_reduce) -> TransformerConv(n_reduce -> n_hidden) -> ReLU -> ... -> TransformerConv(n_hidden
+    -> 2 * n_latent)``; the first half of the output is the posterior mean, the second goes through ``softplus(.) +
+    var_eps`` to give the standard deviation (soScope's ``GraphEncoder``). The reduction is linear, a low-rank
+    factorisation of the first layer's query / key / value / root projections: with hundreds of genes those
+    projections of every node of the subgraph dominate a training step, and the reduction cuts them to ``n_reduce``
+    columns. Each ``TransformerConv`` keeps its root weight, so with an empty ``edge_index`` the encoder is a plain MLP
+    on the spot's own profile (the no-graph ablation).
 
     Parameters
     ----------
@@ -37,6 +39,9 @@ class SpotGraphEncoder(nn.Module):
         Dropout on the attention coefficients.
     var_eps
         Floor added to the standard deviation.
+    n_reduce
+        Width of the gene-reduction layer; ``None`` (or ``n_reduce >= n_input``) feeds the profiles to the first
+        graph layer directly.
 
     Examples
     --------
@@ -56,13 +61,18 @@ class SpotGraphEncoder(nn.Module):
         heads: int = 1,
         dropout: float = 0.0,
         var_eps: float = 1e-4,
+        n_reduce: int | None = None,
     ):
         super().__init__()
         from torch_geometric.nn import TransformerConv
 
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}.")
-        widths = [n_input] + [n_hidden] * (n_layers - 1) + [2 * n_latent]
+        if n_reduce is not None and n_reduce < 1:
+            raise ValueError(f"n_reduce must be >= 1 (or None for no reduction), got {n_reduce}.")
+        reduce = n_reduce is not None and n_reduce < n_input
+        self.reduce = nn.Linear(n_input, n_reduce) if reduce else nn.Identity()
+        widths = [n_reduce if reduce else n_input] + [n_hidden] * (n_layers - 1) + [2 * n_latent]
         self.convs = nn.ModuleList(
             TransformerConv(w_in, w_out, heads=heads, concat=False, dropout=dropout)
             for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
@@ -75,12 +85,23 @@ class SpotGraphEncoder(nn.Module):
         """Number of message-passing hops (the k of the k-hop subgraph a seed needs)."""
         return len(self.convs)
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the posterior mean and standard deviation of every node, each ``(n_nodes, n_latent)``."""
-        h = x
+    def forward(
+        self, x: torch.Tensor, edge_index: torch.Tensor, n_targets: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the posterior mean and standard deviation, each ``(n_nodes, n_latent)``.
+
+        ``n_targets``: only the first ``n_targets`` nodes (the seeds of a minibatch, which come first) are needed, so
+        the last layer computes its output for them alone (only the edges into them are used) and both outputs have
+        ``n_targets`` rows.
+        """
+        h = self.reduce(x)
+        last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):
-            h = conv(h, edge_index)
-            if i < len(self.convs) - 1:
+            if i == last and n_targets is not None and n_targets < h.shape[0]:
+                h = conv((h, h[:n_targets]), edge_index[:, edge_index[1] < n_targets])
+            else:
+                h = conv(h, edge_index)
+            if i < last:
                 h = F.relu(h)
         mu, raw = h[:, : self.n_latent], h[:, self.n_latent :]
         return mu, F.softplus(raw) + self.var_eps
