@@ -9,7 +9,8 @@ chunks (never a whole count matrix in memory), and each row trains in a fresh pr
 (data loading included), and cells embedded per second of ``get_latent_representation``; the 1-minute load average
 is recorded before and after, because other jobs sharing the CPUs make the figures lower bounds.
 
-Run: ``python benchmarks/atlas_scale.py [--quick] [--threads 2] [--rows memory-1M,disk-1M,disk-5M]``.
+Run: ``python benchmarks/atlas_scale.py [--quick] [--threads 2] [--rows memory-1M,disk-1M,disk-5M]``; rows not
+named in ``--rows`` keep their earlier results in the results files.
 ``--quick`` uses 100,000 and 300,000 cells.
 """
 
@@ -169,6 +170,11 @@ def main() -> None:
     environment = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
     RESULTS.mkdir(exist_ok=True)
     stem = "atlas_scale_quick" if args.quick else "atlas_scale"
+    if (RESULTS / f"{stem}.json").exists():  # rows not rerun keep their earlier measurement
+        rerun = {r["row"] for r in results}
+        earlier = json.loads((RESULTS / f"{stem}.json").read_text())["rows"]
+        order = list(rows)
+        results = sorted([r for r in earlier if r["row"] not in rerun] + results, key=lambda r: order.index(r["row"]))
     (RESULTS / f"{stem}.json").write_text(json.dumps({"rows": results, **environment}, indent=2) + "\n")
     keys = [k for k in results[0] if k not in ("row", "model")]
     lines = [
