@@ -18,8 +18,12 @@ The default model also trains with seeds 1 and 2 (initialisation and minibatch w
 difference is training noise, and the average of the three seeds' predictions is scored as a 3-model ensemble.
 
 Usage: ``python benchmarks/hist2expr_her2st.py [--quick] [--ablation-folds C5] [--ablations all] [--resume]
-[--folds all] [--ssl frozen,finetune] [--ssl-epochs 20] [--no-seeds]``; writes ``benchmarks/results/hist2expr_her2st.{json,md}`` after every fold (``--resume`` keeps the
+[--folds all] [--ssl frozen,finetune] [--ssl-epochs 20] [--no-seeds] [--full-res-timing [--full-res-fold C5]]``; writes ``benchmarks/results/hist2expr_her2st.{json,md}`` after every fold (``--resume`` keeps the
 methods already there and runs only the missing ones; two ``--resume`` processes may run disjoint ``--folds``).
+``--full-res-timing`` runs nothing else: it trains the default model on one fold (C5, a tuning fold) from the
+full-resolution images and from the images downscaled x4, one after the other in the same process, and stores the
+seconds (image reading, patch cutting, training, the whole ``ss.tl.hist2expr`` call), epochs, Pearson and load averages
+under ``full_res_timing`` of the same results files, leaving every other result as it is.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import time
 import warnings
@@ -80,8 +85,8 @@ SEEDS = (1, 2)
 SEED_METHODS = (*(f"hist2expr_seed{s}" for s in SEEDS), "hist2expr_ensemble")
 
 
-def load():
-    sdata = ss.datasets.her2st(SECTIONS, path=DATA, genes="all", image_downscale=DOWNSCALE)
+def load(downscale: int = DOWNSCALE):
+    sdata = ss.datasets.her2st(SECTIONS, path=DATA, genes="all", image_downscale=downscale)
     table = sdata.tables["table"]
     table.obs["total_counts"] = np.asarray(table.X.sum(1)).ravel()
     hvg = [str(g) for g in np.load(DATA / "genes" / "her_hvg_cut_1000.npy", allow_pickle=True)]
@@ -318,6 +323,7 @@ def markdown(results: dict) -> str:
         ]
     lines += headline_table(results)
     lines += seed_table(results)
+    lines += full_res_table(results)
     lines += ["", results["meta"]["note"], ""]
     return "\n".join(lines)
 
@@ -368,6 +374,85 @@ def seed_table(results: dict) -> list[str]:
     return lines
 
 
+def full_res_fold(fold: str) -> dict:
+    """The default model on ``fold`` from the images downscaled x4 and at full resolution, timed (``--full-res-timing``).
+
+    Per resolution: seconds to read the five images (``ss.datasets.her2st``), of the whole ``ss.tl.hist2expr`` call
+    (colour / texture statistics, yardstick, training, prediction), of ``Hist2Expr.train`` (its first epoch cuts the
+    training patches), of cutting the patches once (``uns["hist2expr"]["patch_seconds"]``, all five sections), the
+    epochs trained, the Pearson summary and the 1-minute load average before and after.
+    """
+    rows, original = {}, ss.model.Hist2Expr.train
+    trained = {}
+
+    def timed_train(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = original(self, *args, **kwargs)
+        trained.update(seconds=time.perf_counter() - t0, model=self)
+        return out
+
+    ss.model.Hist2Expr.train = timed_train
+    try:
+        for name, downscale in (("downscaled_x4", DOWNSCALE), ("full_resolution", 1)):
+            load_before = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            sdata, hvg, target, top50 = load(downscale)
+            read = time.perf_counter() - t0
+            res = model_fold(sdata, hvg, target, fold, top50)[0]
+            patch = sdata.tables["hist2expr"].uns["hist2expr"]["patch_seconds"]
+            shape = sdata.images[f"{fold}_image"].shape
+            history = trained["model"].history.get("train_loss")
+            rows[name] = {
+                "image_downscale": downscale, "image_shape": [int(v) for v in shape],
+                "patch_px_cut": int(round(CONFIG["spot_scale"] * spot_diameter(sdata, fold) / downscale)),
+                "read_seconds": read, "hist2expr_seconds": res["train_seconds"], "train_seconds": trained["seconds"],
+                "patch_seconds": float(sum(patch.values())), "patch_seconds_per_section": dict(patch),
+                "total_seconds": read + res["train_seconds"], "epochs": None if history is None else len(history),
+                **{k: res[k] for k in ("mean_pcc", "median_pcc", "mean_pcc_top50", "median_pcc_top50")},
+                "load_before": load_before, "load_after": os.getloadavg()[0],
+            }  # fmt: skip
+            print(name, {k: v for k, v in rows[name].items() if k != "patch_seconds_per_section"}, flush=True)
+            del sdata
+    finally:
+        ss.model.Hist2Expr.train = original
+    return {"fold": fold, "threads": torch.get_num_threads(), "rows": rows,
+            "command": f"python benchmarks/hist2expr_her2st.py --full-res-timing --full-res-fold {fold}"}  # fmt: skip
+
+
+def full_res_table(results: dict) -> list[str]:
+    """The ``--full-res-timing`` rows: one fold from full-resolution and from downscaled images."""
+    timing = results.get("full_res_timing")
+    if not timing:
+        return []
+    lines = ["", f"## Full-resolution images: fold {timing['fold']}, default model", "",
+             f"Written by `{timing['command']}` ({timing['threads']} torch thread(s)), both rows in one process. "
+             "Each spot's patch is cut once, at the resolution the model uses, and cached for the run "
+             "(`sslspatial.data._patch_cache`). Seconds: reading the five images; the whole `ss.tl.hist2expr` call; "
+             "of which `Hist2Expr.train` (its first epoch cuts the training patches) and cutting the patches of all "
+             "five sections; total = reading + hist2expr. Load: 1-minute load average before -> after.", "",
+             "| images | image px (C5) | patch cut px | read s | patch cut s | train s | hist2expr s | total s | epochs "
+             "| mean PCC | mean PCC top-50 | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in timing["rows"].items():
+        lines.append(
+            f"| {name.replace('_', ' ')} | {r['image_shape'][2]} x {r['image_shape'][1]} | {r['patch_px_cut']} | "
+            f"{r['read_seconds']:.1f} | {r['patch_seconds']:.1f} | {r['train_seconds']:.1f} | "
+            f"{r['hist2expr_seconds']:.1f} | {r['total_seconds']:.1f} | {r['epochs']} | {r['mean_pcc']:.3f} | "
+            f"{r['mean_pcc_top50']:.3f} | {r['load_before']:.2f} -> {r['load_after']:.2f} |"
+        )
+    return lines
+
+
+def write_full_res_timing(timing: dict) -> None:
+    """Store ``timing`` under ``full_res_timing`` of ``results/hist2expr_her2st.{json,md}``, nothing else changed."""
+    path = OUT / "hist2expr_her2st.json"
+    results = json.loads(path.read_text()) if path.exists() else {"folds": {}, "average": {}, "meta": {}}
+    results["full_res_timing"] = timing
+    OUT.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    if results.get("meta"):
+        path.with_suffix(".md").write_text(markdown(results))
+
+
 def write(results: dict, epochs, quick: bool, own_folds: list[str] | None = None) -> None:
     """Averages, metadata, then ``results/hist2expr_her2st[_quick].{json,md}`` (called after every fold).
 
@@ -376,6 +461,9 @@ def write(results: dict, epochs, quick: bool, own_folds: list[str] | None = None
     """
     name = "hist2expr_her2st" + ("_quick" if quick else "")
     path = OUT / f"{name}.json"
+    if path.exists() and "full_res_timing" not in results:  # written by --full-res-timing only: keep it
+        previous = json.loads(path.read_text()).get("full_res_timing")
+        results.update({"full_res_timing": previous} if previous else {})
     if own_folds is not None and path.exists():
         on_disk = json.loads(path.read_text())["folds"]
         merged = {f: results["folds"].get(f) if f in own_folds else on_disk.get(f, results["folds"].get(f))
@@ -422,10 +510,21 @@ def main() -> None:
     parser.add_argument("--ssl", default="frozen,finetune", help="hist2expr_ssl_* variants to run ('' for none)")
     parser.add_argument("--ssl-epochs", type=int, default=SSL["max_epochs"], help="image pretraining epochs")
     parser.add_argument("--no-seeds", action="store_true", help="skip the extra seeds of the default model")
+    parser.add_argument(
+        "--full-res-timing",
+        action="store_true",
+        help="only time the default model on one fold from full-resolution and x4 images",
+    )
+    parser.add_argument("--full-res-fold", default="C5", help="the fold of --full-res-timing")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    if args.full_res_timing:
+        write_full_res_timing(full_res_fold(args.full_res_fold))
+        print("\n".join(full_res_table({"full_res_timing": json.loads((OUT / "hist2expr_her2st.json").read_text())
+                                         ["full_res_timing"]})))  # fmt: skip
+        return
     sdata, hvg, target, top50 = load()
     folds = SECTIONS if args.folds == "all" else args.folds.split(",")
     ablation_folds = SECTIONS if args.ablation_folds == "all" else [f for f in args.ablation_folds.split(",") if f]

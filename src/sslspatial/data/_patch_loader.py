@@ -1,8 +1,9 @@
-"""Minibatches of image patches for histology models: spatial windows of spots of one section, cut in the loader.
+"""Minibatches of image patches for histology models: spatial windows of spots of one section.
 
 A :class:`PatchSource` knows, per section, the image (numpy or lazy), the spots' pixel centres and their coordinates.
 A minibatch is one *window*: up to ``window_size`` spots of one section that lie close together, with their patches
-(cut from the image when the batch is built, never all at once), window-relative grid positions, a symmetric
+(each spot's patch is cut once, at the resolution the model uses, and cached on its section for the whole run: see
+:mod:`sslspatial.data._patch_cache`), window-relative grid positions, a symmetric
 4-nearest-neighbour graph, and optional counts. Sections larger than ``window_size`` spots are covered by several
 windows, so attention never spans a whole large slide.
 """
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ..pp._patches import ColourStats, colour_normalize, crop_patches, resize_patches, to_unit_range
+from ..pp._patches import ColourStats
+from ._patch_cache import as_float, cached_patches
 
 PATCHES_KEY = "patches"
 POSITIONS_KEY = "positions"
@@ -52,6 +54,15 @@ class PatchSection:
         Colour statistics for normalisation (None: none).
     features
         Optional ``(n, d)`` precomputed image features of the spots (e.g. ``ss.pp.image_features``).
+    levels
+        Coarser pyramid levels of a multiscale image, ``(array, x factor, y factor)`` to ``image``
+        (:func:`~sslspatial.data._patch_cache.pyramid_levels`): patches are cut from the coarsest one at which they
+        keep at least the model's ``patch_px`` pixels. Empty: cut from ``image``.
+    patch_cache
+        The spots' patches at the model's resolution, cut on first use (see
+        :func:`~sslspatial.data._patch_cache.cached_patches`); not copied by ``dataclasses.replace``.
+    cache_seconds
+        Time spent cutting the cached patches.
     """
 
     name: str
@@ -63,7 +74,10 @@ class PatchSection:
     value_range: tuple[float, float] = (0.0, 255.0)
     colour: ColourStats | None = None
     features: np.ndarray | None = None
+    levels: list[tuple[Any, float, float]] = field(default_factory=list, repr=False)
     pitch: float = field(init=False)
+    patch_cache: tuple | None = field(init=False, default=None, repr=False, compare=False)
+    cache_seconds: float = field(init=False, default=0.0, repr=False, compare=False)
 
     def __post_init__(self):
         self.centres_px = np.asarray(self.centres_px, np.float64)
@@ -126,7 +140,7 @@ def partition_windows(coords: np.ndarray, window_size: int) -> list[np.ndarray]:
 
 
 class PatchSource:
-    """Sections with their images and spots; cuts float patches on demand.
+    """Sections with their images and spots; gives float patches, each cut once and cached on its section.
 
     Parameters
     ----------
@@ -147,12 +161,12 @@ class PatchSource:
         return sum(len(s) for s in self.sections)
 
     def patches(self, section: PatchSection, index: np.ndarray) -> np.ndarray:
-        """Float32 ``(len(index), 3, patch_px, patch_px)`` patches of spots ``index`` of ``section``."""
-        raw = crop_patches(section.image, section.centres_px[index], section.size_px)
-        x = to_unit_range(raw, section.value_range)
-        if section.colour is not None:
-            x = colour_normalize(x, section.colour)
-        return resize_patches(x, self.patch_px)
+        """Float32 ``(len(index), 3, patch_px, patch_px)`` patches of spots ``index`` of ``section``.
+
+        Every spot of the section is cut on the first call (:func:`~sslspatial.data._patch_cache.cached_patches`),
+        later calls read the cache.
+        """
+        return as_float(cached_patches(section, self.patch_px)[index])
 
     def subset(self, names: list[str]) -> PatchSource:
         """The sections named ``names``."""
