@@ -89,6 +89,83 @@ def test_save_load_map_gives_identical_predictions(reference, tmp_path):
     assert (again.obs["map_query_prediction"] == query.obs["map_query_prediction"]).all()
 
 
+def _left_half_query(adata, seed):
+    """Another tissue's left-half cells (one cell type: gene shares unlike the reference's), half the genes shuffled."""
+    other = tissue(n=300, n_genes=40, seed=seed)
+    other = other[other.obsm["spatial"][:, 0] < 50].copy()
+    genes = np.random.default_rng(seed).permutation(adata.var_names)[:20]
+    return other[:, genes].copy()
+
+
+def _brute_residual_pcs(x_ref, x_query, n_pcs=30):
+    """Pearson residuals by hand with the reference's gene fractions on the given genes, PCA and scaling on the ref."""
+    from sklearn.decomposition import PCA
+
+    fraction = x_ref.sum(0) / x_ref.sum()
+    clip = np.sqrt(x_ref.shape[0])
+
+    def residuals(x):
+        mu = x.sum(1, keepdims=True) * fraction[None, :]
+        return np.clip((x - mu) / np.sqrt(mu + mu**2 / 100.0), -clip, clip)
+
+    pca = PCA(min(n_pcs, x_ref.shape[1] - 1), random_state=0).fit(residuals(x_ref))
+    pcs_ref, pcs_query = pca.transform(residuals(x_ref)), pca.transform(residuals(x_query))
+    mean, sd = pcs_ref.mean(0), pcs_ref.std(0)
+    return (pcs_ref - mean) / sd, (pcs_query - mean) / sd
+
+
+def test_query_residuals_use_the_reference_gene_fractions_on_the_shared_genes(reference):
+    from sslspatial.tl._map_query import residual_matrices
+
+    adata, model = reference
+    query = _left_half_query(adata, seed=3)
+    genes = query.var_names  # the shared genes, in the query's (shuffled) order
+    x_ref, x_query = np.asarray(adata[:, genes].X, dtype=float), np.asarray(query.X, dtype=float)
+    r_ref, r_query = residual_matrices(x_ref, x_query)
+    fraction = x_ref.sum(0) / x_ref.sum()  # on the 20 shared genes only (sums to 1 over them)
+    mu = x_query.sum(1, keepdims=True) * fraction
+    expected = np.clip((x_query - mu) / np.sqrt(mu + mu**2 / 100.0), -np.sqrt(adata.n_obs), np.sqrt(adata.n_obs))
+    np.testing.assert_allclose(r_query, expected)
+    np.testing.assert_allclose(r_ref, ss.pp.pearson_residuals(x_ref))  # the reference: its own fractions
+    assert not np.allclose(r_query, ss.pp.pearson_residuals(x_query), atol=1e-3)  # not the query's own fractions
+
+
+def test_the_residuals_candidate_maps_a_half_panel_query_with_brute_force_features(reference):
+    from sslspatial.tl import _annotate_select as select
+
+    adata, model = reference
+    query = _left_half_query(adata, seed=4)
+    ss.tl.map_query(query, model, "cell_type", candidates=["residuals"])
+    record = query.uns["map_query"]
+    assert record["kind"] == "residuals" and record["n_shared_genes"] == 20
+    x_ref = np.asarray(adata[:, query.var_names].X, dtype=float)
+    pcs_ref, pcs_query = _brute_residual_pcs(x_ref, np.asarray(query.X, dtype=float))
+    codes = np.r_[(adata.obs["cell_type"].astype(str) == "B").to_numpy().astype(np.int64), -np.ones(query.n_obs, int)]
+    proba = select.fit_logreg(
+        np.concatenate([pcs_ref, pcs_query]), codes, np.arange(adata.n_obs), 2, record["C"], record["self_training"]
+    )[adata.n_obs :]
+    np.testing.assert_allclose(query.obsm["map_query_probabilities"].to_numpy(), proba, atol=1e-6)
+    assert (query.obs["map_query_prediction"] == "A").mean() > 0.9  # left-half cells are type A
+
+
+def test_save_load_map_with_the_residuals_candidate_gives_identical_predictions(reference, tmp_path):
+    adata, model = reference
+    query = _left_half_query(adata, seed=5)
+    ss.tl.map_query(query, model, "cell_type", candidates=["residuals", "pca"])
+    model.save(tmp_path / "ref", save_anndata=True, overwrite=True)
+    loaded = SpatialPretrainModel.load_reference(tmp_path / "ref", query, labels_key="cell_type")
+    again = query.copy()
+    ss.tl.map_query(again, loaded, "cell_type", candidates=["residuals", "pca"], overwrite=True)
+    assert query.uns["map_query"]["kind"] == again.uns["map_query"]["kind"]
+    np.testing.assert_array_equal(
+        again.obsm["map_query_probabilities"].to_numpy(), query.obsm["map_query_probabilities"].to_numpy()
+    )
+    assert (again.obs["map_query_prediction"] == query.obs["map_query_prediction"]).all()
+    scored = sorted(query.uns["map_query"]["scores"])
+    assert scored == ["PCA + logreg", "residuals(C=0.1)", "residuals(C=0.1, self-training)", "residuals(C=1)",
+                      "residuals(C=1, self-training)"]  # fmt: skip
+
+
 def test_adaptation_trains_only_the_query_adapter_and_lowers_the_query_loss(reference):
     adata, model = reference  # masked reconstruction: the query loss is the reference decoder's
     before = _state(model)

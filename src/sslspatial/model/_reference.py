@@ -6,7 +6,10 @@ and the reference table (``adata.h5ad``: the cells, their counts and graph, ever
 domains from ``ss.tl.domains``, and the pretraining record in ``uns``). The classifier is not stored but refitted by
 ``map_query`` from that table: it depends on the query (features are built on the genes the query shares with the
 reference, and the self-training candidates use the query's cells as unlabelled cells), and the refit is
-deterministic, so a saved and reloaded reference maps a query to the same probabilities.
+deterministic, so a saved and reloaded reference maps a query to the same probabilities. The same holds for every
+transform fitted on the reference: the expression PCA and scalers, and the gene fractions of the ``"residuals"``
+candidate's Pearson residuals (each shared gene's share of the reference counts, taken over the genes the query
+shares) are recomputed from the saved reference counts, not from the query.
 """
 
 from __future__ import annotations

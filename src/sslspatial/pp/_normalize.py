@@ -51,12 +51,16 @@ def log_normalize(
     return np.log1p(x * target_sum / denominator[:, None])
 
 
-def pearson_residuals(x, theta: float = 100.0, clip: float | None = None) -> np.ndarray:
+def pearson_residuals(
+    x, theta: float = 100.0, clip: float | None = None, gene_fraction: np.ndarray | None = None
+) -> np.ndarray:
     """Analytic Pearson residuals of counts under a negative binomial with no cell-type structure.
 
     ``(x - mu) / sqrt(mu + mu**2 / theta)`` with ``mu[i, g] = library[i] * total[g] / total`` (Lause, Berens and
     Kobak 2021, scanpy's ``experimental.pp.normalize_pearson_residuals``), clipped to ``[-clip, clip]``
-    (default ``sqrt(n_obs)``). Genes with no counts get 0. Unlike ``log1p`` of counts scaled to a fixed total, the
+    (default ``sqrt(n_obs)``). Genes with no counts get 0. ``gene_fraction`` replaces ``total[g] / total`` by given
+    fractions (one per column, e.g. a reference's, computed on the genes of ``x``), so that new cells are scaled
+    like the cells the fractions came from; ``library[i]`` is still each row's own sum. Unlike ``log1p`` of counts scaled to a fixed total, the
     result does not depend on the scale of the libraries: with a few hundred counts per cell (targeted panels such as
     osmFISH), scaling to 10,000 before ``log1p`` separates zeros from ones far more than ones from tens.
 
@@ -69,7 +73,9 @@ def pearson_residuals(x, theta: float = 100.0, clip: float | None = None) -> np.
     x = x.toarray() if sp.issparse(x) else np.asarray(x)
     x = x.astype(np.float64)
     library, gene_total = x.sum(1, keepdims=True), x.sum(0, keepdims=True)
-    mu = library * gene_total / max(float(gene_total.sum()), 1e-12)
+    if gene_fraction is None:
+        gene_fraction = gene_total / max(float(gene_total.sum()), 1e-12)
+    mu = library * np.asarray(gene_fraction, dtype=np.float64).reshape(1, -1)
     variance = mu + mu**2 / theta
     residuals = np.divide(x - mu, np.sqrt(variance), out=np.zeros_like(x), where=variance > 0)
     clip = np.sqrt(x.shape[0]) if clip is None else clip

@@ -4,7 +4,8 @@ The reference is the table the pretrained model was set up on (``model.adata``, 
 ``model.save(..., save_anndata=True)``): its labelled cells train the classifier, chosen by the same spatially blocked
 cross-validation as ``ss.tl.annotate(method="auto")``. When the query lacks some reference genes, the reference is
 re-embedded with the same genes hidden (behind the mask token, as they are for the query) and the expression
-features are built on the shared genes only, so reference and query cells are described the same way.
+features are built on the shared genes only, so reference and query cells are described the same way (the
+``"residuals"`` candidate's Pearson residuals use, for both, the reference's gene fractions on the shared genes).
 Nothing is trained in the encoder: its weights are the reference model's. With ``adapt=True`` the query gets its
 own per-gene input adapter (scArches-style surgery), fitted on the query's self-supervised loss without labels.
 """
@@ -26,9 +27,13 @@ from ..model import SpatialPretrainModel
 from ..model._reference import check_query_panel
 from . import _annotate_select as select
 
-#: Candidates of ``map_query`` (annotate's ``"residuals"`` probe is not offered: its gene means would come from the
-#: reference alone, untested across panels).
+#: Candidates of ``map_query`` tried by default. ``"residuals"`` is opt-in: on the tuning direction of
+#: ``benchmarks/reference_mapping.py`` (STARmap BZ5 -> BZ9) cross-validation on the reference picked it in 4 of 16
+#: runs, all on half panels, and it lowered query macro-F1 in 3 of them (mean -0.022 and -0.019 on half panels, 0 on
+#: the full panel).
 MAP_QUERY_CANDIDATES = ("linear", "expression", "pca")
+#: Every candidate kind ``map_query`` accepts.
+MAP_QUERY_KINDS = ("linear", "expression", "residuals", "pca")
 #: Fewest shared genes a query may have: below it the query is refused before any computation.
 MIN_SHARED_GENES = 10
 
@@ -40,7 +45,7 @@ def map_query(
     *,
     layer: str | None = None,
     table_key: str = Key.DEFAULT_TABLE,
-    candidates: Sequence[Literal["linear", "expression", "pca"]] = MAP_QUERY_CANDIDATES,
+    candidates: Sequence[Literal["linear", "expression", "residuals", "pca"]] = MAP_QUERY_CANDIDATES,
     n_folds: int = 3,
     library_key: str | None = None,
     expression_pcs: int = 30,
@@ -71,7 +76,10 @@ def map_query(
     candidates
         Classifiers chosen among by cross-validation on the reference's labelled cells (as in
         :func:`~sslspatial.tl.annotate`): ``"linear"`` ([embedding, expression PCs]), ``"expression"`` (PCs alone),
-        ``"pca"`` (plain PCA + logistic regression, the baseline).
+        ``"residuals"`` (PCs of Pearson residuals of the shared genes' counts, :func:`~sslspatial.pp.pearson_residuals`,
+        with the reference's gene fractions on those genes for both tables; skipped for a ``gaussian`` model, whose
+        values are not counts; opt-in, not in the default pool: it transferred worse on the tuning split, see
+        the user guide), ``"pca"`` (plain PCA + logistic regression, the baseline).
     n_folds
         Cross-validation folds (whole spatial blocks of the reference).
     library_key
@@ -122,7 +130,9 @@ def map_query(
     if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
         raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
     for kind in candidates:
-        check_choice(kind, ("linear", "expression", "pca"), "candidates")
+        check_choice(kind, MAP_QUERY_KINDS, "candidates")
+    if not len(candidates):
+        raise ValueError(f"candidates is empty: pass at least one of {MAP_QUERY_KINDS}.")
     adapt_options = _adapt_options(model, adapt, adapt_epochs, adapt_kwargs)
     query = _io.get_table(data, table_key)
     key = check_key(key_added, "key_added")
@@ -163,7 +173,9 @@ def map_query(
     x_ref = _matrix(reference, ref_layer, shared)
     x_query = _matrix(query, layer, shared)
     log1p = model.module.likelihood != "gaussian"
-    features = _features(z_ref, z_query, x_ref, x_query, expression_pcs, log1p)
+    if not log1p:  # values already normalised: no counts to take residuals of
+        candidates = [kind for kind in candidates if kind != "residuals"] or ["pca"]
+    features = _features(z_ref, z_query, x_ref, x_query, expression_pcs, log1p, residuals="residuals" in candidates)
 
     n_ref = reference.n_obs
     all_codes = np.concatenate([codes, np.full(query.n_obs, -1, dtype=np.int64)])
@@ -251,11 +263,14 @@ def _matrix(table, layer: str | None, genes: pd.Index) -> np.ndarray:
     return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=float)
 
 
-def _features(z_ref, z_query, x_ref, x_query, n_pcs: int, log1p: bool) -> dict[str, np.ndarray]:
+def _features(
+    z_ref, z_query, x_ref, x_query, n_pcs: int, log1p: bool, residuals: bool = False
+) -> dict[str, np.ndarray]:
     """Candidate features of reference and query rows (stacked), every transform fitted on the reference only.
 
     ``"expression"``: PCs of the gene-standardised log-normalised shared genes; ``"linear"``: [embedding, those PCs],
-    each block standardised; ``"pca"``: PCs of the unscaled log-normalised shared genes (the plain baseline).
+    each block standardised; ``"pca"``: PCs of the unscaled log-normalised shared genes (the plain baseline);
+    ``"residuals"`` (with ``residuals=True``): standardised PCs of :func:`residual_matrices`.
     """
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
@@ -276,8 +291,40 @@ def _features(z_ref, z_query, x_ref, x_query, n_pcs: int, log1p: bool) -> dict[s
     pcs = StandardScaler().fit(pcs[: len(ref)]).transform(pcs)
     z = np.concatenate([z_ref, z_query])
     z = StandardScaler().fit(z[: len(ref)]).transform(z)
-    return {
+    out = {
         "expression": pcs,
         "linear": np.concatenate([z, pcs], axis=1),
         "pca": np.concatenate([plain.transform(ref), plain.transform(qry)]),
     }
+    if residuals:
+        r_ref, r_query = residual_matrices(x_ref, x_query)
+        fitted = PCA(n_pcs, random_state=0).fit(r_ref)
+        pcs = np.concatenate([fitted.transform(r_ref), fitted.transform(r_query)])
+        out["residuals"] = StandardScaler().fit(pcs[: len(ref)]).transform(pcs)
+    return out
+
+
+def residual_matrices(x_ref: np.ndarray, x_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson residuals of reference and query counts (the same genes, in the same order), both from the reference.
+
+    Each gene's expected share of a cell's counts is the reference's (its total over the reference cells divided by
+    the reference total, on these genes only: for a half-panel query, the genes it shares), and the clip is the
+    reference's (``sqrt(n_reference)``), so a query cell is scaled as a reference cell with the same counts would be;
+    the library of each cell is its own sum over these genes. The reference counts travel with a saved model
+    (``model.save(..., save_anndata=True)``), so a reloaded reference gives the same residuals.
+
+    Examples
+    --------
+    >>> r_ref, r_query = residual_matrices(np.array([[1.0, 3.0], [3.0, 1.0]]), np.array([[4.0, 0.0]]))
+    >>> r_query.shape
+    (1, 2)
+    """
+    from ..pp._normalize import pearson_residuals
+
+    total = x_ref.sum(0)
+    fraction = total / max(float(total.sum()), 1e-12)
+    clip = float(np.sqrt(x_ref.shape[0]))
+    return (
+        pearson_residuals(x_ref, clip=clip, gene_fraction=fraction),
+        pearson_residuals(x_query, clip=clip, gene_fraction=fraction),
+    )
