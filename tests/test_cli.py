@@ -198,7 +198,7 @@ def test_domains_and_annotate_options_default_to_the_api_defaults():
     for name, value in DEFAULTS.items():
         assert signature[name].default == value, name
     args = build_parser().parse_args(["domains", "x.zarr"])
-    assert (args.method, args.smooth, args.n_hops, args.autok_range) == ("gmm", 3, 0, (2, 15))
+    assert (args.method, args.smooth, args.n_hops, args.autok_range) == ("gmm", 2, 0, (2, 15))
     from sslspatial.cli._pretrain import ANNOTATE_METHODS
     from sslspatial.tl import annotate
     from sslspatial.tl._annotate import METHODS

@@ -9,8 +9,10 @@ from __future__ import annotations
 DEFAULTS = {
     "use_rep": "X",
     "method": "gmm",
-    "smooth": 3,
+    "smooth": 2,
     "n_hops": 0,
+    "n_init": 2,
+    "center_sections": True,
     "resolution": 1.0,
     "n_neighbors": 15,
     "autok_range": (2, 15),
@@ -89,7 +91,17 @@ def register(subparsers) -> None:
     p.add_argument(
         "--autok-runs", type=int, default=DEFAULTS["autok_runs"], help="mixture fits per number of domains (AutoK)"
     )
+    p.add_argument(
+        "--n-init", type=int, default=DEFAULTS["n_init"], help="mixture initialisations; the most likely fit is kept"
+    )
     p.add_argument("--per-section", action="store_true", help="cluster each section on its own")
+    p.add_argument(
+        "--no-center-sections",
+        dest="center_sections",
+        action="store_false",
+        default=DEFAULTS["center_sections"],
+        help="cluster several sections jointly without first subtracting each section's mean",
+    )
     p.add_argument(
         "--library-key", default=None, help="obs column of the sections (default: the table's region column)"
     )
@@ -116,10 +128,12 @@ def run(args) -> int:
         n_domains=args.n_domains,
         library_key=args.library_key,
         per_section=args.per_section,
+        center_sections=args.center_sections,
         smooth=args.smooth,
         n_hops=args.n_hops,
         resolution=args.resolution,
         n_neighbors=args.n_neighbors,
+        n_init=args.n_init,
         autok_range=tuple(args.autok_range),
         autok_runs=args.autok_runs,
         table_key=args.table_key,
