@@ -187,10 +187,11 @@ def tune(adata, truth, seeds) -> tuple[list[dict], dict]:
         ),
     )
     chosen = {k: best[k] for k in ("use_rep", "n_hops", "smooth", "covariance")}
-    restarts = []  # mixture initialisations, at the chosen pipeline
-    for n_init in N_INITS:
-        res = cluster(
-            part,
+
+    def at_chosen(data, **extra) -> dict:
+        """Cluster ``data`` jointly with the chosen pipeline (plus ``extra``); the tuning section's scores."""
+        return cluster(
+            data,
             truth,
             seeds,
             "joint",
@@ -199,30 +200,21 @@ def tune(adata, truth, seeds) -> tuple[list[dict], dict]:
             n_domains=n_domains,
             n_hops=chosen["n_hops"],
             smooth=chosen["smooth"],
-            n_init=n_init,
             method_kwargs={"covariance_type": chosen["covariance"]},
+            score_sections=[TUNING[1]],
+            **extra,
         )[TUNING[1]]
+
+    restarts = []  # mixture initialisations, at the chosen pipeline
+    for n_init in N_INITS:
+        res = at_chosen(part, n_init=n_init)
         restarts.append({"n_init": n_init, **res})
         print(f"tune n_init {n_init} ARI {res['ari_mean']:.3f} ± {res['ari_sd']:.3f}")
     best_init = max(restarts, key=lambda r: (round(r["ari_mean"] - r["ari_sd"], 6), -r["n_init"]))
     chosen["n_init"] = best_init["n_init"]
     centring = []  # joint clustering of every section, scored on the tuning section only (no other label is read)
     for center in (False, True):
-        res = cluster(
-            adata,
-            truth,
-            seeds,
-            "joint",
-            use_rep=GRID_REPS[chosen["use_rep"]],
-            method="gmm",
-            n_domains=n_domains,
-            n_hops=chosen["n_hops"],
-            smooth=chosen["smooth"],
-            n_init=chosen["n_init"],
-            center_sections=center,
-            method_kwargs={"covariance_type": chosen["covariance"]},
-            score_sections=[TUNING[1]],
-        )[TUNING[1]]
+        res = at_chosen(adata, n_init=chosen["n_init"], center_sections=center)
         centring.append({"center_sections": center, **res})
         print(f"tune joint center_sections {center} ARI {res['ari_mean']:.3f} ± {res['ari_sd']:.3f}")
     chosen["center_sections"] = max(
