@@ -166,3 +166,34 @@ def test_cell_masking_with_mlp_is_refused():
     SpatialPretrainModel.setup_anndata(adata)
     with pytest.raises(ValueError, match="neighbours"):
         SpatialPretrainModel(adata, encoder="mlp", objective="mask", **SMALL)
+
+
+def test_epoch_logging_gives_the_history_of_scvi_per_step_logging():
+    """The plan's once-per-epoch logging records what scvi's per-step logging records (same seed, same updates)."""
+    import scvi
+    from scvi.train import TrainingPlan as ScviPlan
+
+    from sslspatial.model._plan import TrainingPlan
+
+    class PerStepPlan(ScviPlan):  # scvi's logging, with the same fused optimiser as ours
+        _optimizer_creator_fn = TrainingPlan._optimizer_creator_fn
+
+        @torch.no_grad()
+        def compute_and_log_metrics(self, loss_output, metrics, mode):
+            return ScviPlan.compute_and_log_metrics.__wrapped__(self, loss_output, metrics, mode)
+
+    histories = []
+    for plan in (TrainingPlan, PerStepPlan):
+        adata = tissue(n=300)
+        SpatialPretrainModel.setup_anndata(adata)
+        scvi.settings.seed = 3
+        model = SpatialPretrainModel(adata, **SMALL)
+        model._training_plan_cls = plan
+        order = np.random.default_rng(0).permutation(adata.n_obs)
+        model.train(max_epochs=3, batch_size=64, train_indices=order[:240], validation_indices=order[240:])
+        histories.append({k: v.to_numpy().astype(float).ravel() for k, v in model.history.items()})
+    ours, scvis = histories
+    assert set(ours) == set(scvis) and {"train_loss", "validation_loss", "masked_fraction_train"} <= set(ours)
+    for key in scvis:
+        assert len(ours[key]) == 3, key
+        np.testing.assert_allclose(ours[key], scvis[key], rtol=1e-5, err_msg=key)

@@ -264,3 +264,55 @@ def test_sparse_and_dense_identical_inputs():
     x_t, lib = module.transform(x)
     assert torch.allclose(x_t, torch.log1p(1e4 * x / 4)) and float(lib) == 4.0
     assert sp.issparse(sp.csr_matrix(x.numpy()))
+
+
+# ---------------------------------------------------------------- fast paths (issue 16 throughput)
+def test_gene_dispersion_nb_matches_scvi_values_and_gradients():
+    from sslspatial.nn import GeneDispersionNB
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.poisson(torch.full((9, 5), 2.0), generator=g)
+    mu = (torch.rand(9, 5, generator=g) * 4 + 0.05).requires_grad_()
+    log_theta = torch.randn(5, generator=g).requires_grad_()
+    ours = GeneDispersionNB(mu, log_theta.exp()).log_prob(x).sum()
+    grads = torch.autograd.grad(ours, [mu, log_theta])
+    theirs = NegativeBinomial(mu=mu, theta=log_theta.exp().expand_as(mu)).log_prob(x).sum()
+    expected = torch.autograd.grad(theirs, [mu, log_theta])
+    assert torch.allclose(ours, theirs, rtol=1e-5)
+    for a, b in zip(grads, expected, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_whole_cell_mask_view_gives_the_dense_mask_embedding_and_token_gradient():
+    torch.manual_seed(0)
+    module = SpatialPretrainModule(12, n_latent=4, n_hidden=8, heads=2).eval()
+    batch = _batch(n_nodes=30, n_genes=12, n_seeds=10)
+    with torch.no_grad():
+        module.mask_token.normal_()
+    x_t, _ = module.transform(batch["x"])
+    mask = mask_cells(30, 12, 10, 0.3)
+    assert mask.stride(1) == 0  # the view that selects the fast path
+    outputs, token_grads = [], []
+    for m in (mask, mask.clone()):  # fast path, then the dense where() path
+        module.zero_grad()
+        z = module.encode(x_t, batch["edge_index"], mask=m)
+        z.square().sum().backward()
+        outputs.append(z.detach())
+        token_grads.append(module.mask_token.grad.clone())
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    assert token_grads[0].abs().sum() > 0
+    assert torch.allclose(token_grads[0], token_grads[1], rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_dropout_rate_scale_and_eval_identity():
+    from sslspatial.nn._graph_encoders import Dropout
+
+    torch.manual_seed(0)
+    x = torch.rand(400, 250) + 0.5
+    layer = Dropout(0.1)
+    out = layer(x)
+    dropped = out == 0
+    assert abs(float(dropped.float().mean()) - 0.1) < 0.005
+    assert torch.allclose(out[~dropped], x[~dropped] / 0.9)
+    assert not torch.equal(layer(x) == 0, dropped)  # a new mask every call
+    assert torch.equal(layer.eval()(x), x)

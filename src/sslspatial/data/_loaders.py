@@ -113,7 +113,7 @@ class SubgraphCollate:
         try:
             for _ in range(self.n_hops):
                 neighbours = adj.indices[_ranges(adj.indptr[frontier], adj.indptr[frontier + 1])]
-                new = np.unique(neighbours[local[neighbours] < 0])
+                new = _new_nodes(neighbours[local[neighbours] < 0], local)
                 if new.size == 0:
                     break
                 local[new] = np.arange(count, count + new.size)
@@ -157,6 +157,17 @@ class SubgraphCollate:
         for name, values in self.targets.items():
             out[TARGET_PREFIX + name] = torch.as_tensor(values[nodes])
         return out
+
+
+def _new_nodes(candidates: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """``np.unique(candidates)`` for nodes whose ``local`` entry is ``-1``, by marking instead of a hashed unique.
+
+    Each candidate writes its position into ``local``; the positions that survive are one per node. ``local`` is left
+    with non-negative values at the candidates, which the caller overwrites with their local indices.
+    """
+    positions = np.arange(candidates.size, dtype=np.int64)
+    local[candidates] = positions
+    return np.sort(candidates[local[candidates] == positions])
 
 
 def default_batch_size(n_train: int) -> int:

@@ -26,6 +26,14 @@ from ._plan import TrainingPlan
 logger = logging.getLogger(__name__)
 
 
+def _unused(n_obs: int, *used: np.ndarray) -> np.ndarray:
+    """Sorted indices in ``range(n_obs)`` found in none of ``used`` (``np.setdiff1d`` without its sort: 1 s at 1M)."""
+    taken = np.zeros(n_obs, dtype=bool)
+    for indices in used:
+        taken[indices] = True
+    return np.flatnonzero(~taken)
+
+
 class _AfterStep(Callback):
     """Run the module's post-optimiser-step hook (BYOL's EMA target update) after every training batch."""
 
@@ -262,7 +270,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         if val_idx.size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         datasplitter_kwargs = {
-            "external_indexing": [train_idx, val_idx, np.setdiff1d(np.arange(n_obs), np.r_[train_idx, val_idx])],
+            "external_indexing": [train_idx, val_idx, _unused(n_obs, train_idx, val_idx)],
             "n_hops": self.module.n_hops,
             "targets": targets,
             "locality": self._locality() if batch_order == "spatial" and self.module.n_hops > 0 else None,

@@ -107,6 +107,11 @@ class SpatialPretrainModule(BaseModuleClass):
         """Hops of graph context the encoder needs."""
         return self.encoder.n_hops
 
+    @property
+    def all_genes_present(self) -> bool:
+        """Whether every input gene is observed (a transferred query may miss some, which are then always masked)."""
+        return bool(self.gene_present.all())
+
     def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the encoder input and the observed library size ``(n, 1)`` (over present genes)."""
         present = self.gene_present
@@ -131,11 +136,17 @@ class SpatialPretrainModule(BaseModuleClass):
 
         ``mask`` entries (and missing genes) are replaced by the mask token.
         """
+        encoder = encoder or self.encoder
+        whole_rows = mask is not None and mask.dim() == 2 and mask.shape[1] > 1 and mask.stride(1) == 0
+        if whole_rows and self.input_adapter is None and isinstance(encoder, GraphEncoder) and self.all_genes_present:
+            # whole cells masked (an expanded per-cell flag): the encoder projects the mask token once for those rows,
+            # and no gradient is computed for the (n_nodes, n_genes) input
+            return encoder(x_t, edge_index, degree, hops, masked_rows=mask[:, 0], mask_token=self.mask_token)
         hidden = ~self.gene_present if mask is None else (mask | ~self.gene_present)
         x_in = torch.where(hidden, self.mask_token.to(x_t.dtype).expand_as(x_t), x_t)
         if self.input_adapter is not None:
             x_in = self.input_adapter(x_in)
-        return (encoder or self.encoder)(x_in, edge_index, degree, hops)
+        return encoder(x_in, edge_index, degree, hops)
 
     def _get_inference_input(self, tensors: dict, **kwargs) -> dict:
         return {

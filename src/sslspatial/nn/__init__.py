@@ -9,6 +9,7 @@ __getattr__, __dir__, __all__ = _attach(
         "ENCODERS": "_graph_encoders",
         "LIKELIHOODS": "_likelihoods",
         "ConvMixerEncoder": "_hist2st",
+        "GeneDispersionNB": "_likelihoods",
         "GraphEncoder": "_graph_encoders",
         "InputAdapter": "_adapter",
         "MLPHead": "_graph_encoders",

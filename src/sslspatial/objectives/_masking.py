@@ -24,7 +24,8 @@ def mask_cells(n_nodes: int, n_genes: int, n_seeds: int, fraction: float, device
     """Mask whole cells, at the same rate among seeds and among the other nodes.
 
     Mask every gene of ``round(fraction * n)`` random cells, drawn separately among seeds (at least one) and among the
-    other nodes, so seeds are masked at the requested rate.
+    other nodes, so seeds are masked at the requested rate. The mask is a read-only expanded view of one flag per cell
+    (stride 0 along genes), which lets the encoder project the mask token once instead of per entry.
 
     Examples
     --------
@@ -39,7 +40,7 @@ def mask_cells(n_nodes: int, n_genes: int, n_seeds: int, fraction: float, device
     k_rest = round(fraction * n_rest)
     if k_rest:
         rows[n_seeds + torch.randperm(n_rest, device=device)[:k_rest]] = True
-    return rows[:, None].expand(n_nodes, n_genes).clone()
+    return rows[:, None].expand(n_nodes, n_genes)
 
 
 def mask_entries(n_nodes: int, n_genes: int, fraction: float, device=None) -> torch.Tensor:
@@ -83,6 +84,8 @@ def mask_programmes(n_nodes: int, membership: torch.Tensor, fraction: float) -> 
 def mask_celltype(cell_types: torch.Tensor, n_seeds: int, n_genes: int) -> torch.Tensor:
     """Mask every cell of one cell type, drawn at random among the types of the seeds (codes < 0 are never masked).
 
+    Like :func:`mask_cells`, returns an expanded view of one flag per cell.
+
     Examples
     --------
     >>> m = mask_celltype(torch.tensor([2, 2, 1, 2]), 1, 3)
@@ -95,7 +98,7 @@ def mask_celltype(cell_types: torch.Tensor, n_seeds: int, n_genes: int) -> torch
     if seeds.numel():
         chosen = seeds[torch.randint(seeds.numel(), (1,), device=cell_types.device)]
         rows = cell_types == chosen
-    return rows[:, None].expand(cell_types.shape[0], n_genes).clone()
+    return rows[:, None].expand(cell_types.shape[0], n_genes)
 
 
 def masked_nll(distribution: torch.distributions.Distribution, target: torch.Tensor, mask: torch.Tensor):
@@ -156,7 +159,9 @@ class Decoder(nn.Module):
         logits = out.masked_fill(~present, float("-inf"))
         scale = torch.softmax(logits, dim=-1)
         mu = library * scale + 1e-8
-        theta = None if self.likelihood == "poisson" else torch.exp(self.log_dispersion).expand_as(mu)
+        theta = None if self.likelihood == "poisson" else torch.exp(self.log_dispersion)
+        if self.likelihood == "zinb":
+            theta = theta.expand_as(mu)  # nb keeps one value per gene (GeneDispersionNB)
         zi_logits = self.dropout_logits(h) if self.likelihood == "zinb" else None
         return likelihood_distribution(self.likelihood, mu, theta=theta, zi_logits=zi_logits, scale=scale)
 
