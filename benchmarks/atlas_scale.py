@@ -12,6 +12,10 @@ is recorded before and after, because other jobs sharing the CPUs make the figur
 Run: ``python benchmarks/atlas_scale.py [--quick] [--threads 2] [--rows memory-1M,disk-1M,disk-5M]``; rows not
 named in ``--rows`` keep their earlier results in the results files.
 ``--quick`` uses 100,000 and 300,000 cells.
+
+``--batch-sweep 256,512,1024,2048`` instead trains the in-memory 1M-cell row once per batch size (same store, a fresh
+process each) and writes ``results/atlas_scale_batch.{json,md}``: the measurement behind
+:func:`sslspatial.data.default_batch_size`.
 """
 
 from __future__ import annotations
@@ -129,6 +133,45 @@ ROWS = {"memory-1M": ("memory", 1_000_000), "disk-1M": ("disk", 1_000_000), "dis
 QUICK = {"memory-1M": ("memory", 100_000), "disk-1M": ("disk", 100_000), "disk-5M": ("disk", 300_000)}
 
 
+def _train_subprocess(me: list[str], store: str, mode: str) -> dict:
+    """Train one row in a fresh process (so its peak RSS is its own) and return its result."""
+    proc = subprocess.run([*me, "--_train", store, mode], capture_output=True, text=True)
+    line = [row for row in proc.stdout.splitlines() if row.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"{mode} training failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[0][7:])
+
+
+def batch_sweep(me: list[str], batch_sizes: list[int], n_cells: int) -> None:
+    """The in-memory row once per batch size on one store; writes ``results/atlas_scale_batch.{json,md}``."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="atlas_scale_") as tmp:
+        store = os.path.join(tmp, "atlas.zarr")
+        subprocess.run([*me, "--_generate", store, str(n_cells)], check=True)
+        for batch_size in batch_sizes:
+            results.append(_train_subprocess([*me, "--batch-size", str(batch_size)], store, "memory"))
+            print(json.dumps(results[-1]), flush=True)
+    keys = ["batch_size", "n_cells", "seconds_train_one_epoch", "train_cells_per_second", "peak_rss_gb"]
+    keys.append("load_average_1min_before_after")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "atlas_scale_batch.json").write_text(json.dumps({"rows": results}, indent=2) + "\n")
+    lines = [
+        "# Atlas scale: batch size",
+        "",
+        f"One epoch of the default `pretrain_mask` model on {n_cells:,} synthetic cells x 500 genes held in memory, "
+        "per batch size (seeds per minibatch), each in a fresh process, torch threads = "
+        f"{results[0]['threads']}. Written by `benchmarks/atlas_scale.py --batch-sweep`; the measurement behind "
+        "`sslspatial.data.default_batch_size`. A 1-minute load average above the thread count means other jobs "
+        "shared the CPUs.",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+    ]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in results]
+    (RESULTS / "atlas_scale_batch.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100,000 / 300,000 cells instead of 1M / 5M")
@@ -136,6 +179,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the package default")
     parser.add_argument("--n-genes", type=int, default=500)
+    parser.add_argument("--batch-sweep", default=None, help="comma-separated batch sizes (in-memory 1M row)")
     parser.add_argument("--_generate", nargs=2, metavar=("PATH", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--_train", nargs=2, metavar=("PATH", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -146,9 +190,12 @@ def main() -> None:
         print("RESULT " + json.dumps(train(args._train[0], args._train[1], args.threads, args.batch_size)))
         return
 
+    me = [sys.executable, __file__, "--threads", str(args.threads), "--n-genes", str(args.n_genes)]
+    if args.batch_sweep:
+        batch_sweep(me, [int(b) for b in args.batch_sweep.split(",")], 100_000 if args.quick else 1_000_000)
+        return
     rows = QUICK if args.quick else ROWS
     results, stores = [], {}
-    me = [sys.executable, __file__, "--threads", str(args.threads), "--n-genes", str(args.n_genes)]
     if args.batch_size:
         me += ["--batch-size", str(args.batch_size)]
     with tempfile.TemporaryDirectory(prefix="atlas_scale_") as tmp:
@@ -159,11 +206,7 @@ def main() -> None:
                 t = time.perf_counter()
                 subprocess.run([*me, "--_generate", stores[n], str(n)], check=True)
                 print(f"generated {n:,} cells in {time.perf_counter() - t:.0f} s", flush=True)
-            proc = subprocess.run([*me, "--_train", stores[n], mode], capture_output=True, text=True)
-            line = [row for row in proc.stdout.splitlines() if row.startswith("RESULT ")]
-            if proc.returncode or not line:
-                raise RuntimeError(f"row {name} failed:\n{proc.stderr[-3000:]}")
-            result = {"row": name, **json.loads(line[0][7:])}
+            result = {"row": name, **_train_subprocess(me, stores[n], mode)}
             results.append(result)
             print(json.dumps(result), flush=True)
 
