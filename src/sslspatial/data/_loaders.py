@@ -173,9 +173,11 @@ def _new_nodes(candidates: np.ndarray, local: np.ndarray) -> np.ndarray:
 def default_batch_size(n_train: int) -> int:
     """Seeds per minibatch when none is given: 256, or 1,024 for 100,000 training cells or more.
 
-    Measured on 100,000 synthetic cells (GAT, 2 layers, degree 6, Z-order batches, CPU time of one thread per
-    training step): 256 seeds -> 14,800 cells/s, 512 -> 18,000, 1,024 -> 21,000, 2,048 -> 20,500. Below 100,000
-    cells the default stays 256, so small tables keep their number of optimiser steps (and their accuracy).
+    On 1,000,000 synthetic cells (GAT, 2 layers, degree 6, Z-order batches, 2 CPU threads; ``python
+    benchmarks/atlas_scale.py --batch-sweep 256,512,1024,2048``, ``benchmarks/results/atlas_scale_batch.md``) an
+    epoch at 1,024 seeds takes well under half the time of 256 and about the time of 2,048, which halves the number of
+    optimiser steps. Below 100,000 cells the default stays 256, so small tables keep their number of optimiser steps
+    (and their accuracy: the cell-typing defaults were chosen at 256 on STARmap, about 1,000 cells per section).
 
     Examples
     --------
