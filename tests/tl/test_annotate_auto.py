@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 import sslspatial as ss
-from sslspatial.tl._annotate_select import Candidate, blocked_folds, cross_validate
+from sslspatial.tl._annotate_select import DEFAULT_ENSEMBLE, Candidate, blocked_folds, cross_validate
 
 from .test_pretrain import SMALL, tissue
 
@@ -122,8 +122,8 @@ def test_auto_never_reads_evaluation_labels():
     assert adata.uns["annotate"]["chosen"] == first["chosen"]
     assert adata.uns["annotate"]["scores"] == first["scores"]
     np.testing.assert_array_equal(adata.obsm["annotate_probabilities"].to_numpy(), proba)
-    # linear / expression / residuals x C in (0.1, 1) x self-training off / on, + the baseline, + the ensemble of 3
-    assert len(first["scores"]) == 14 and "ensemble(top 3)" in first["scores"]
+    # linear / expression / residuals x C in (0.1, 1) x self-training off / on, + the baseline, + the ensemble
+    assert len(first["scores"]) == 14 and f"ensemble(top {DEFAULT_ENSEMBLE})" in first["scores"]
     assert "residuals(C=0.1)" in first["scores"]
     assert first["n_folds"] == 3 and not first["fallback"]
     # the yardstick: plain PCA + logreg, a candidate scored on the same folds (the two types differ strongly)

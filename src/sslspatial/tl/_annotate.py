@@ -108,7 +108,7 @@ def annotate(
     ensemble
         ``method="auto"`` only: also score the mean of the probabilities of the ``ensemble`` best-scoring probes
         (same folds; it is chosen only when it beats every single candidate, and then each member is refitted on all
-        labelled cells and their probabilities averaged). ``0`` or ``1`` turns it off. The default, 3, was chosen on
+        labelled cells and their probabilities averaged). ``0`` or ``1`` turns it off. The default, 4, was chosen on
         the tuning split (STARmap BZ5 -> BZ9) of ``benchmarks/celltyping.py``.
     library_key
         obs column of the sections (spatial blocks never span sections); ``None``: one section.
