@@ -281,6 +281,8 @@ def test_gene_dispersion_nb_matches_scvi_values_and_gradients():
     assert torch.allclose(ours, theirs, rtol=1e-5)
     for a, b in zip(grads, expected, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one theta per gene"):
+        GeneDispersionNB(mu, log_theta.exp().expand_as(mu))
 
 
 def test_whole_cell_mask_view_gives_the_dense_mask_embedding_and_token_gradient():

@@ -51,6 +51,11 @@ class GeneDispersionNB(NegativeBinomial):
     """
 
     def __init__(self, mu: torch.Tensor, theta: torch.Tensor, scale: torch.Tensor | None = None):
+        if theta.dim() != 1 or theta.shape[0] != mu.shape[-1]:
+            raise ValueError(
+                f"GeneDispersionNB needs one theta per gene: shape ({mu.shape[-1]},), got {tuple(theta.shape)}; "
+                "use scvi.distributions.NegativeBinomial for a theta per entry."
+            )
         super().__init__(mu=mu, theta=theta, scale=scale)
         self.theta_per_gene = theta
 
