@@ -162,8 +162,8 @@ def test_save_load_map_with_the_residuals_candidate_gives_identical_predictions(
     )
     assert (again.obs["map_query_prediction"] == query.obs["map_query_prediction"]).all()
     scored = sorted(query.uns["map_query"]["scores"])
-    assert scored == ["PCA + logreg", "residuals(C=0.1)", "residuals(C=0.1, self-training)", "residuals(C=1)",
-                      "residuals(C=1, self-training)"]  # fmt: skip
+    assert scored == ["PCA + logreg", "ensemble(top 4)", "residuals(C=0.1)", "residuals(C=0.1, self-training)",
+                      "residuals(C=1)", "residuals(C=1, self-training)"]  # fmt: skip
 
 
 def test_adaptation_trains_only_the_query_adapter_and_lowers_the_query_loss(reference):
@@ -262,3 +262,30 @@ def test_the_reference_domains_travel_and_map_like_labels(reference, tmp_path):
     ari = adjusted_rand_score(query.obs["cell_type"], query.obs["mapped_domains_prediction"])
     reference_ari = adjusted_rand_score(adata.obs["cell_type"], adata.obs["domains"])
     assert reference_ari > 0.3 and ari > 0.5 * reference_ari, (reference_ari, ari)
+
+
+def test_a_winning_ensemble_averages_its_members_refitted_on_every_reference_label(reference, monkeypatch):
+    """When cross-validation picks the ensemble, the query probabilities are the mean of its members' own fits."""
+    from sslspatial.tl import _annotate_select as select
+    from sslspatial.tl import _map_query
+
+    adata, model = reference
+    query = tissue(n=120, n_genes=40, seed=2)
+    members = ["expression(C=0.1)", "PCA + logreg"]
+    real = select.cross_validate
+
+    def forced(*args, chosen=None, **kwargs):  # the real scores, then the given choice
+        selection = real(*args, **kwargs)
+        selection.chosen, selection.members = chosen, [] if chosen in members else list(members)
+        return selection
+
+    probabilities = []
+    for chosen in [*members, select.ensemble_name(2)]:
+        monkeypatch.setattr(_map_query.select, "cross_validate", lambda *a, _c=chosen, **k: forced(*a, chosen=_c, **k))
+        ss.tl.map_query(query, model, "cell_type", candidates=["expression", "pca"], ensemble=2, overwrite=True)
+        probabilities.append(query.obsm["map_query_probabilities"].to_numpy())
+    assert query.uns["map_query"]["kind"] == "ensemble" and list(query.uns["map_query"]["members"]) == members
+    assert not np.allclose(probabilities[0], probabilities[1])  # two different members
+    np.testing.assert_allclose(probabilities[2], (probabilities[0] + probabilities[1]) / 2, atol=1e-10)
+    with pytest.raises(ValueError, match="ensemble must be a non-negative integer"):
+        ss.tl.map_query(query, model, "cell_type", ensemble=-1, overwrite=True)

@@ -47,6 +47,7 @@ def map_query(
     table_key: str = Key.DEFAULT_TABLE,
     candidates: Sequence[Literal["linear", "expression", "residuals", "pca"]] = MAP_QUERY_CANDIDATES,
     n_folds: int = 3,
+    ensemble: int = select.DEFAULT_ENSEMBLE,
     library_key: str | None = None,
     expression_pcs: int = 30,
     min_shared_genes: int = MIN_SHARED_GENES,
@@ -82,6 +83,10 @@ def map_query(
         the user guide), ``"pca"`` (plain PCA + logistic regression, the baseline).
     n_folds
         Cross-validation folds (whole spatial blocks of the reference).
+    ensemble
+        Also score the mean of the probabilities of the ``ensemble`` best-scoring candidates, as
+        :func:`~sslspatial.tl.annotate` does (kept only when its cross-validated score is the highest); ``0`` turns it
+        off.
     library_key
         Reference ``obs`` column of its sections (blocks never span sections).
     expression_pcs
@@ -133,6 +138,10 @@ def map_query(
         check_choice(kind, MAP_QUERY_KINDS, "candidates")
     if not len(candidates):
         raise ValueError(f"candidates is empty: pass at least one of {MAP_QUERY_KINDS}.")
+    if not isinstance(ensemble, int | np.integer) or isinstance(ensemble, bool) or ensemble < 0:
+        raise ValueError(
+            f"ensemble must be a non-negative integer (candidates averaged; 0 turns it off), got {ensemble!r}."
+        )
     adapt_options = _adapt_options(model, adapt, adapt_epochs, adapt_kwargs)
     query = _io.get_table(data, table_key)
     key = check_key(key_added, "key_added")
@@ -189,9 +198,15 @@ def map_query(
         return proba if predict_idx is None else proba[predict_idx]
 
     grid = select.candidate_grid(candidates)
-    selection = select.cross_validate(fit_predict, grid, codes, labelled, folds)
-    chosen = next(c for c in grid if c.name == selection.chosen)
-    proba = fit_predict(chosen, labelled)[n_ref:]
+    selection = select.cross_validate(fit_predict, grid, codes, labelled, folds, ensemble=ensemble)
+    if selection.members:  # the ensemble won: refit each member on every labelled cell and average
+        members = [c for c in grid if c.name in selection.members]
+        proba = np.mean([fit_predict(c, labelled)[n_ref:] for c in members], axis=0)
+        choice = {"kind": "ensemble", "C": float("nan"), "self_training": False}
+    else:
+        chosen = next(c for c in grid if c.name == selection.chosen)
+        proba = fit_predict(chosen, labelled)[n_ref:]
+        choice = {"kind": chosen.kind, "C": chosen.C, "self_training": chosen.self_training}
 
     query.obs[f"{key}_prediction"] = pd.Categorical(classes[proba.argmax(1)], categories=classes)
     query.obs[f"{key}_uncertainty"] = 1.0 - proba.max(1)
@@ -200,9 +215,7 @@ def map_query(
     query.uns[key] = {
         **run_record("map_query", params),
         **selection.to_uns(),
-        "kind": chosen.kind,
-        "C": chosen.C,
-        "self_training": chosen.self_training,
+        **choice,
         "classes": classes.tolist(),
         "n_reference_labelled": int(labelled.size),
         "n_reference_genes": int(reference.n_vars),
