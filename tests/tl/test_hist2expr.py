@@ -188,8 +188,8 @@ def test_baseline_next_to_mean_pearson_is_ridge_on_image_statistics_by_hand(fitt
     x = np.asarray(table.X.todense() if hasattr(table.X, "todense") else table.X)
     target = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1e-8) * 1e4)
     image = get_image(sdata, "he", "global")
-    diameter = table.uns["spot_geometry"]["spot_diameter"]
-    feats = ss.pp.image_features(image, get_coordinates(sdata, "table_visium", "spatial", "global"), diameter)
+    patch_side = 1.5 * table.uns["spot_geometry"]["spot_diameter"]  # the default patch_scale
+    feats = ss.pp.image_features(image, get_coordinates(sdata, "table_visium", "spatial", "global"), patch_side)
     train = np.isin(sections, ["section_0", "section_1"])
     scaler = StandardScaler().fit(feats[train])
     ridge = RidgeCV(alphas=np.logspace(-1, 4, 12)).fit(scaler.transform(feats[train]), target[train])
@@ -221,7 +221,7 @@ def test_baseline_without_stats_features_fits_only_the_sections_the_model_fits(t
     target = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1e-8) * 1e4)
     feats = ss.pp.image_features(get_image(tissue, "he", "global"),
                                  get_coordinates(tissue, "table_visium", "spatial", "global"),
-                                 table.uns["spot_geometry"]["spot_diameter"])  # fmt: skip
+                                 1.5 * table.uns["spot_geometry"]["spot_diameter"])  # fmt: skip
     fit, rows = sections == "section_0", sections == "section_2"
     scaler = StandardScaler().fit(feats[fit])
     ridge = RidgeCV(alphas=np.logspace(-1, 4, 12)).fit(scaler.transform(feats[fit]), target[fit])

@@ -31,6 +31,9 @@ from ..pp._patches_sdata import obs_regions, resolve_region_images
 from ..pp._tissue import tissue_grid
 from ._yardsticks import RIDGE_BASELINE, ridge_on_image_statistics
 
+#: Default patch side, in spot diameters (chosen on folds B4 and C5 of ``benchmarks/hist2expr_her2st.py``).
+DEFAULT_PATCH_SCALE = 1.5
+
 
 @dataclass
 class _Options:
@@ -43,6 +46,7 @@ class _Options:
     predict_regions: Sequence[str] | None
     library_key: str | None
     spot_size: float | None
+    patch_scale: float
     size_unit: str
     patch_px: int
     features: str | None
@@ -334,7 +338,12 @@ def _sections(opts: _Options, plan: _Plan, patches: _Patches, trained: bool) -> 
         rows = np.flatnonzero(plan.unit_of_obs == name)
         region = str(plan.regions_of_obs[rows[0]])
         key, cs = _image_for(sdata, opts, name, region)
-        sizes[name] = size = opts.spot_size if opts.spot_size is not None else _spot_size(sdata, plan.table, region, cs)
+        size = (
+            opts.spot_size
+            if opts.spot_size is not None
+            else opts.patch_scale * _spot_size(sdata, plan.table, region, cs)
+        )
+        sizes[name] = size
         coords = get_coordinates(sdata, opts.table_key, "spatial", cs, rows=rows)
         out.measured[name] = patches.section(name, key, cs, coords, rows, size)
         if opts.baseline and not trained:  # the yardstick's inputs: the stats features when the model has them
@@ -349,7 +358,11 @@ def _sections(opts: _Options, plan: _Plan, patches: _Patches, trained: bool) -> 
         if name in sdata.shapes:  # spot shapes without measurements
             key, cs = _image_for(sdata, opts, name, name)
             coords, index = _shape_centres(sdata, name, cs)
-            size = opts.spot_size if opts.spot_size is not None else _spot_size(sdata, plan.table, name, cs)
+            size = (
+                opts.spot_size
+                if opts.spot_size is not None
+                else opts.patch_scale * _spot_size(sdata, plan.table, name, cs)
+            )
             out.extra[name] = (patches.section(name, key, cs, coords, np.full(len(coords), -1), size), name, index)
             continue
         cs = sorted(get_transformation(sdata.images[name], get_all=True))[0]  # an image: a pseudo-spot grid
@@ -414,6 +427,7 @@ def hist2expr(
     predict_regions: Sequence[str] | None = None,
     library_key: str | None = None,
     spot_size: float | None = None,
+    patch_scale: float = DEFAULT_PATCH_SCALE,
     size_unit: Literal["coords", "px"] = "coords",
     patch_px: int = 32,
     features: str | None = "stats",
@@ -426,7 +440,7 @@ def hist2expr(
     mse_weight: float = 1.0,
     likelihood_weight: float = 0.25,
     distill_weight: float = 0.5,
-    n_validation_sections: int = 1,
+    n_validation_sections: int = 0,
     max_epochs: int = 60,
     lr: float = 1e-2,
     window_size: int = 32,
@@ -481,7 +495,12 @@ def hist2expr(
     library_key
         ``obs`` column splitting one region into sections (default: regions are sections).
     spot_size
-        Patch side (default: the spot diameter) in coordinate units (``size_unit="coords"``) or image pixels.
+        Patch side in coordinate units (``size_unit="coords"``) or image pixels. Default: ``patch_scale`` times
+        each section's spot diameter (from ``uns["spot_geometry"]`` or the spot shapes' radius).
+    patch_scale
+        Patch side in spot diameters when ``spot_size`` is None. Default ``1.5``: a patch with some tissue around the
+        spot, the configuration chosen on folds B4 and C5 of ``benchmarks/hist2expr_her2st.py`` (issue 4) and
+        measured there as the default row.
     size_unit
         ``"coords"`` or ``"px"``.
     patch_px
@@ -504,7 +523,9 @@ def hist2expr(
     likelihood, mse_weight, likelihood_weight, distill_weight
         Loss terms (see :class:`~sslspatial.module._hist2expr.Hist2ExprModule`).
     n_validation_sections
-        Training sections held out for early stopping (0: train on all, no validation).
+        Training sections held out for early stopping. Default ``0``: train on every section for ``max_epochs``,
+        the configuration of the benchmark's default row (with few sections, as the five of her2st, one less
+        training section cost more than early stopping saved).
     max_epochs, lr, window_size
         Training settings (``window_size`` spots per minibatch).
     grid_spacing
@@ -581,6 +602,8 @@ def hist2expr(
     backbone = _backbone(opts.features, opts.feature_weights, opts.feature_kwargs, model)
     if opts.size_unit not in ("coords", "px"):
         raise ValueError(f"size_unit={opts.size_unit!r} is not one of 'coords', 'px'.")
+    if not opts.patch_scale > 0:
+        raise ValueError(f"patch_scale={opts.patch_scale} must be positive (patch side in spot diameters).")
     check_absent(key_added in data.tables and not overwrite, f"tables[{key_added!r}]")
     plan = _plan(data, opts, trained=model is not None)
     feats = None if opts.features is None else (backbone or opts.features, _torch_device(accelerator))

@@ -106,7 +106,8 @@ def pretrain_image(
         of the table's regions.
     tile_size
         Tile side, in coordinate units (``size_unit="coords"``) or pixels: the patch side hist2expr will use
-        (its ``spot_size``). Default: the median spot diameter of the table's regions.
+        (its ``spot_size``). Default: hist2expr's default patch side, ``patch_scale`` (1.5) times the median spot
+        diameter of the table's regions.
     size_unit
         ``"coords"`` or ``"px"``.
     patch_px
@@ -156,9 +157,10 @@ def pretrain_image(
     if tile_size is None:
         if not linked or size_unit != "coords":
             raise ValueError("tile_size is needed (no spot shapes to take the spot diameter from): pass tile_size.")
-        from ._hist2expr import _spot_size
+        from ._hist2expr import DEFAULT_PATCH_SCALE, _spot_size
 
-        tile_size = float(np.median([_spot_size(data, table, region, cs) for region, (_, cs) in linked.items()]))
+        diameter = float(np.median([_spot_size(data, table, region, cs) for region, (_, cs) in linked.items()]))
+        tile_size = DEFAULT_PATCH_SCALE * diameter
     seed_everything(seed)
     rng = np.random.default_rng(0 if seed is None else seed)
     parts, counts = [], {}
