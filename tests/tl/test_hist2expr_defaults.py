@@ -24,3 +24,17 @@ def test_benchmark_default_row_is_the_package_default():
     for name in ("patch_px", "max_epochs", "lr", "window_size"):
         assert config[name] == defaults[name], name
     assert not config["model_kwargs"]
+
+
+def test_the_command_line_defaults_are_the_function_defaults():
+    from sslspatial.cli import build_parser
+
+    args = build_parser().parse_args(["hist2expr", "store.zarr"])
+    defaults = {k: p.default for k, p in inspect.signature(ss.tl.hist2expr).parameters.items()}
+    assert args.patch_scale == defaults["patch_scale"] and args.spot_size is defaults["spot_size"] is None
+    assert args.validation_sections == defaults["n_validation_sections"]
+    assert (args.patch_px, args.max_epochs, args.likelihood) == (
+        defaults["patch_px"],
+        defaults["max_epochs"],
+        defaults["likelihood"],
+    )

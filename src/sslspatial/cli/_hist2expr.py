@@ -35,7 +35,12 @@ def register(subparsers) -> None:
         help="obs column splitting regions into sections (default: regions)",
     )
     p.add_argument("--genes", default=None, help="comma-separated genes (default: all of the table)")
-    p.add_argument("--spot-size", type=float, default=None, help="patch side in coordinate units (default: the spot)")
+    p.add_argument(
+        "--spot-size", type=float, default=None, help="patch side in coordinate units (default: --patch-scale spots)"
+    )
+    p.add_argument(
+        "--patch-scale", type=float, default=1.5, help="patch side in spot diameters when --spot-size is not given"
+    )
     p.add_argument("--patch-px", type=int, default=32, help="patch side in pixels after resampling")
     p.add_argument(
         "--likelihood",
@@ -44,7 +49,9 @@ def register(subparsers) -> None:
         help="auxiliary count likelihood (none: standardised regression only)",
     )
     p.add_argument("--max-epochs", type=int, default=60, help="training epochs")
-    p.add_argument("--validation-sections", type=int, default=1, help="training sections held out for early stopping")
+    p.add_argument(
+        "--validation-sections", type=int, default=0, help="training sections held out for early stopping (default 0)"
+    )
     p.add_argument("--colour-normalize", action="store_true", help="per-section Reinhard colour normalisation")
     p.add_argument("--key-added", default="hist2expr", help="name of the table of predictions")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --key-added table and --model-out")
@@ -83,6 +90,7 @@ def run(args) -> int:
         predict_regions=_names(args.predict_regions),
         library_key=args.library_key,
         spot_size=args.spot_size,
+        patch_scale=args.patch_scale,
         patch_px=args.patch_px,
         likelihood=args.likelihood,
         max_epochs=args.max_epochs,
