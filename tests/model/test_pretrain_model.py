@@ -197,3 +197,25 @@ def test_epoch_logging_gives_the_history_of_scvi_per_step_logging():
     for key in scvis:
         assert len(ours[key]) == 3, key
         np.testing.assert_allclose(ours[key], scvis[key], rtol=1e-5, err_msg=key)
+
+
+def test_a_second_train_call_after_inference_trains_in_training_mode(monkeypatch):
+    """Lightning keeps the mode it finds: after an embedding (eval mode), training again must still train in train mode."""
+    adata = tissue()
+    SpatialPretrainModel.setup_anndata(adata)
+    model = SpatialPretrainModel(
+        adata, encoder="gat", objective="mask", objective_kwargs={"strategy": "entries"}, **SMALL
+    )
+    model.train(max_epochs=1, batch_size=64)
+    model.get_latent_representation()
+    assert not model.module.training  # inference left it in eval mode
+    modes = []
+    forward = type(model.module.objective).forward
+
+    def spy(self, module, *args, **kwargs):
+        modes.append((module.training, self.training))
+        return forward(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.module.objective), "forward", spy)
+    model.train(max_epochs=1, batch_size=64)
+    assert modes and all(module and objective for module, objective in modes)

@@ -1,6 +1,6 @@
 """The scvi-tools training plan used by every sslspatial model: epoch-level logging without per-step cost, and DDP.
 
-Three changes to :class:`scvi.train.TrainingPlan`, neither of which changes what ends up in ``model.history``:
+Four changes to :class:`scvi.train.TrainingPlan`, neither of which changes what ends up in ``model.history``:
 
 - **Epoch-level metrics are accumulated, then logged once per epoch.** scvi-tools calls Lightning's ``self.log`` for
   the loss, the four ELBO metrics and every extra metric on every minibatch, even with ``on_step=False``; each call
@@ -14,6 +14,8 @@ Three changes to :class:`scvi.train.TrainingPlan`, neither of which changes what
 - scvi-tools 1.4 logs the extra metrics of a :class:`~scvi.module.base.LossOutput` inside ``torch.inference_mode``, so
   Lightning keeps them as inference tensors; under DDP the end-of-epoch all-reduce then updates them in place and
   fails ("Inplace update to inference tensor outside InferenceMode"). This plan logs them under ``torch.no_grad``.
+- The module is put in training mode when fitting starts (:meth:`TrainingPlan.on_fit_start`), so that a model trained
+  again after inference trains as it did the first time.
 """
 
 from __future__ import annotations
@@ -101,6 +103,16 @@ class TrainingPlan(_ScviTrainingPlan):
                     continue  # scvi-tools does not log these either
                 self._accumulate(mode, f"{key}_{mode}", value, n_obs)
         return None
+
+    def on_fit_start(self) -> None:
+        """Put the module in training mode before the first step.
+
+        Lightning 2 keeps the mode it finds the modules in (and warns "Found N module(s) in eval mode"). A model used
+        for inference between two ``train`` calls (an embedding, a prediction) is left in eval mode, so a second
+        ``train`` would run without dropout or the objective's training-only masking. Modules that keep parts frozen
+        in eval mode (hist2expr's frozen image encoder) do so in their own ``train``.
+        """
+        self.module.train()
 
     def on_validation_epoch_end(self) -> None:
         """Log the validation epoch's metrics."""
