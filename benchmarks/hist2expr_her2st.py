@@ -65,7 +65,8 @@ CONFIG = {
 }
 #: run on the ablation folds: each loss term removed, per-section colour (Reinhard) normalisation of the patches, the
 #: predictions without their projection on the training targets' principal axes, and the training loss on the
-#: variation within each training section only (section means taken out)
+#: variation within each training section only (section means taken out), and test-time augmentation (predictions
+#: averaged over the 8 rotations / flips of the patches)
 ABLATIONS = {
     "no_projection": {"model_kwargs": {"n_components": None}},
     "no_mse": {"mse_weight": 0.0},
@@ -73,6 +74,7 @@ ABLATIONS = {
     "no_distillation": {"distill_weight": 0.0},
     "colour_normalize": {"colour_normalize": True},
     "section_centring": {"model_kwargs": {"centre_sections": True}},
+    "tta": {"tta": True},
 }
 #: self-supervised image encoder (``ss.tl.pretrain_image``) used by the ``hest_ssl`` and ``hist2expr_ssl_*`` rows
 SSL = {"max_epochs": 20, "tiles_per_image": 3000, "patch_px": 32, "batch_size": 256, "lr": 2e-3}
@@ -277,7 +279,8 @@ def markdown(results: dict) -> str:
         f"{results['meta']['platform']}. Written by `benchmarks/hist2expr_her2st.py"
         f"{' --quick' if results['meta']['quick'] else ''}`.",
         "",
-        f"Model configuration: `{json.dumps(results['meta']['config'])}`.",
+        f"Model configuration: `{json.dumps(results['meta']['config'])}`; every other argument is the package "
+        "default (`spot_scale` is the package's `patch_scale`, no validation section).",
         "",
         "| fold | method | mean PCC | median PCC | mean PCC top-50 | median PCC top-50 | train s |",
         "|---|---|---|---|---|---|---|",
