@@ -27,6 +27,8 @@ Rows, in one run:
   labels in the run before it became the default, when the default was 3);
 - ``tuning: no residuals candidate``: on the tuning split only, the default pipeline without annotate's
   ``"residuals"`` candidate (its candidates before this was added);
+- ``tuning: gene_dropout=0``: on the tuning split only, the default pipeline with ``pretrain_pseudolabel`` trained on
+  the whole panel (``gene_dropout=0``, its behaviour before the default 0.5);
 - ``pretrain_mask + auto``: ``ss.tl.pretrain_mask`` defaults, then the default ``annotate``;
 - ``pseudolabel + linear [z, PCs]``: the earlier recommended probe (no CV, no self-training).
 
@@ -166,6 +168,8 @@ def main() -> None:
         t0 = time.perf_counter()
         default_model = ss.tl.pretrain_pseudolabel(adata)
         timings[f"{name}/pretrain_pseudolabel"] = round(time.perf_counter() - t0, 1)
+        tuned = any(split == TUNING for split, _, _ in splits)  # the default gene_dropout's comparison
+        no_dropout = ss.tl.pretrain_pseudolabel(adata, gene_dropout=0.0, key_added="no_dropout") if tuned else None
         t0 = time.perf_counter()
         mask_model = ss.tl.pretrain_mask(adata)
         timings[f"{name}/pretrain_mask"] = round(time.perf_counter() - t0, 1)
@@ -214,6 +218,7 @@ def main() -> None:
                         for size in ENSEMBLE_GRID:
                             record(f"tuning: ensemble={size}", annotated(default_model, ensemble=size))
                         record("tuning: no residuals candidate", annotated(default_model, candidates=NO_RESIDUALS))
+                        record("tuning: gene_dropout=0", annotated(no_dropout))
                     record("pretrain_mask + auto", annotated(mask_model))
                     record(
                         "pseudolabel + linear [z, PCs]", annotated(default_model, method="linear", expression_pcs=30)

@@ -12,9 +12,11 @@ Protocol (issue "Reference mapping"):
   refitted on the reference restricted to the query's genes (their strong version).
 - Rows: ``map_query`` (``ss.tl.pretrain_pseudolabel`` on the reference, then ``ss.tl.map_query``, all defaults; the
   ``chosen`` field of each row in the json names the candidate cross-validation picked);
-  ``map_query + residuals`` (the same with the opt-in ``"residuals"`` candidate added to the pool; the default is
-  refitted only where cross-validation picked ``"residuals"``, else it has the same predictions, since a candidate
-  that did not win changes nothing);
+  ``map_query + residuals`` (the same with the opt-in ``"residuals"`` candidate added to the pool);
+  ``map_query (no ensemble)`` (the default pool with ``ensemble=0``: the single best candidate, no average of the
+  best ones; the default ``ensemble=4`` was chosen from this row and ``map_query`` on the tuning direction);
+  ``map_query (no gene dropout)`` (tuning direction only: the reference pretrained with ``gene_dropout=0``, the whole
+  panel in training; the default 0.5 of ``pretrain_pseudolabel`` was chosen from this row and ``map_query``);
   ``map_query + adapt`` (the same with ``adapt=True``: the query's per-gene input adapter is fitted on the query's
   own information-maximisation loss over the reference's pseudo-label heads, reference weights frozen; chosen to
   stay off by default on the tuning direction, see the guide; run with all reference labels only, once per panel,
@@ -122,6 +124,7 @@ def main() -> None:
     scvi.settings.seed = 0
     import sslspatial as ss
     from sslspatial.metrics import classification_report
+    from sslspatial.tl._annotate_select import DEFAULT_ENSEMBLE
     from sslspatial.tl._map_query import MAP_QUERY_CANDIDATES
 
     data = sections()
@@ -137,6 +140,10 @@ def main() -> None:
         t0 = time.perf_counter()
         model = ss.tl.pretrain_pseudolabel(ref_full, overwrite=True, train_kwargs={"enable_progress_bar": False})
         timings[f"{split}/pretrain_pseudolabel"] = round(time.perf_counter() - t0, 1)
+        no_dropout = None  # the reference without gene dropout: the comparison that chose the default, tuning only
+        if split == TUNING:
+            no_dropout = ss.tl.pretrain_pseudolabel(ref_full, gene_dropout=0.0, key_added="no_dropout", overwrite=True,
+                                                    train_kwargs={"enable_progress_bar": False})  # fmt: skip
         for panel in panel_draws:
             genes = ref_full.var_names
             if panel is not None:
@@ -164,25 +171,31 @@ def main() -> None:
                     rows.append({**_ctx, "method": method, **rep, **({} if chosen is None else {"chosen": chosen})})
                     print(f"  {_ctx} {method:<24} macro-F1 {rep['macro_f1']:.3f}", flush=True)
 
-                # Two pools: with and without "residuals". The pool with it runs first; where cross-validation did
-                # not pick "residuals", the pool without it picks the same candidate, so only the others are rerun.
+                # Two pools, with and without "residuals" (both run: with the ensemble, a candidate that did not win
+                # can still change the result through the average of the best ones), and the default pool without
+                # the ensemble.
                 with_pool = [*[k for k in MAP_QUERY_CANDIDATES if k != "pca"], "residuals", "pca"]
                 with_pool = list(dict.fromkeys(with_pool))
                 without_pool = [k for k in MAP_QUERY_CANDIDATES if k != "residuals"]
-                t0 = time.perf_counter()
-                ss.tl.map_query(query, model, "bench_labels", candidates=with_pool, overwrite=True)
-                timings.setdefault(f"{split}/map_query", round(time.perf_counter() - t0, 1))
-                out = {"with": (query.obs["map_query_prediction"].copy(), query.uns["map_query"]["chosen"],
-                                query.obs["map_query_uncertainty"].copy())}  # fmt: skip
-                out["without"] = out["with"]
-                if out["with"][1].startswith("residuals"):
-                    ss.tl.map_query(query, model, "bench_labels", candidates=without_pool, overwrite=True)
-                    out["without"] = (query.obs["map_query_prediction"].copy(), query.uns["map_query"]["chosen"],
-                                      query.obs["map_query_uncertainty"].copy())  # fmt: skip
+                out = {}
+                for name, pool, ensemble in (("with", with_pool, DEFAULT_ENSEMBLE),
+                                             ("without", without_pool, DEFAULT_ENSEMBLE),
+                                             ("single", list(MAP_QUERY_CANDIDATES), 0)):  # fmt: skip
+                    t0 = time.perf_counter()
+                    ss.tl.map_query(query, model, "bench_labels", candidates=pool, ensemble=ensemble, overwrite=True)
+                    timings.setdefault(f"{split}/map_query", round(time.perf_counter() - t0, 1))
+                    out[name] = (query.obs["map_query_prediction"].copy(), query.uns["map_query"]["chosen"],
+                                 query.obs["map_query_uncertainty"].copy())  # fmt: skip
                 default, other = ("with", "without") if "residuals" in MAP_QUERY_CANDIDATES else ("without", "with")
                 other_name = "map_query (no residuals)" if default == "with" else "map_query + residuals"
                 record("map_query", out[default][0].astype(str).to_numpy(), out[default][1])
                 record(other_name, out[other][0].astype(str).to_numpy(), out[other][1])
+                record("map_query (no ensemble)", out["single"][0].astype(str).to_numpy(), out["single"][1])
+                if no_dropout is not None:
+                    no_dropout.adata.obs["bench_labels"] = labels
+                    ss.tl.map_query(query, no_dropout, "bench_labels", key_added="no_dropout", overwrite=True)
+                    record("map_query (no gene dropout)", query.obs["no_dropout_prediction"].astype(str).to_numpy(),
+                           query.uns["no_dropout"]["chosen"])  # fmt: skip
                 if fraction == 1.0:  # adaptation uses no labels; its ~50 query epochs are run once per panel
                     t0 = time.perf_counter()
                     ss.tl.map_query(query, model, "bench_labels", adapt=True, key_added="adapted", overwrite=True)
@@ -235,9 +248,11 @@ def write_markdown(payload, path: Path, quick: bool) -> None:
         "",
         "Written by `python benchmarks/reference_mapping.py`; do not edit by hand. Macro-F1 on the query section, which "
         "no model saw in training; mean ± sd over label draws (3 at 10%) and gene-half draws (3 for half panels). "
-        f"Tuning direction: {TUNING} (map_query reuses annotate's defaults; the one choice made on it is whether the "
+        f"Tuning direction: {TUNING} (map_query reuses annotate's defaults; the choices made on it are whether the "
         "`residuals` candidate is in map_query's default pool, from the `map_query` and `map_query + residuals` "
-        "rows); the other direction is evaluation only.",
+        "rows, the ensemble of the best candidates, from `map_query` and `map_query (no ensemble)`, and "
+        "pretrain_pseudolabel's gene dropout, from `map_query` and `map_query (no gene dropout)`); the other "
+        "direction is evaluation only.",
         "",
         *(
             []
@@ -256,11 +271,14 @@ def write_markdown(payload, path: Path, quick: bool) -> None:
         "`baseline` = the best (by mean) of PCA + logreg (plain, balanced) and scANVI on that setting.",
         "",
         "`other pool` = map_query with the `residuals` candidate added to (or removed from) its default pool "
-        "(`map_query + residuals` or `map_query (no residuals)`); `effect` = that row - map_query.",
+        "(`map_query + residuals` or `map_query (no residuals)`); `effect` = that row - map_query. "
+        "`ensemble effect` = map_query - `map_query (no ensemble)` (the default pool with `ensemble=0`). "
+        "`gene dropout effect` = map_query - `map_query (no gene dropout)` (reference pretrained with "
+        "`gene_dropout=0`; tuning direction only).",
         "",
         "| split | panel | labels | map_query | best baseline | margin | other pool | effect "
-        "| map_query + adapt | adapt - no adapt |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| no ensemble | ensemble effect | gene dropout effect | map_query + adapt | adapt - no adapt |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     means = stats["mean"]
     for (split, kind, labels), _ in df.groupby(["split", "panel kind", "labels"]):
@@ -270,11 +288,15 @@ def write_markdown(payload, path: Path, quick: bool) -> None:
         adapt_cells = ("n/a", "n/a") if np.isnan(adapted) else (f"{adapted:.3f}", f"{adapted - m['map_query']:+.3f}")
         ablated = m.get("map_query + residuals", m.get("map_query (no residuals)", np.nan))
         ablated_cells = ("n/a", "n/a") if np.isnan(ablated) else (f"{ablated:.3f}", f"{ablated - m['map_query']:+.3f}")
+        single = m.get("map_query (no ensemble)", np.nan)
+        single_cells = ("n/a", "n/a") if np.isnan(single) else (f"{single:.3f}", f"{m['map_query'] - single:+.3f}")
+        no_dropout = m.get("map_query (no gene dropout)", np.nan)
+        dropout_cell = "n/a" if np.isnan(no_dropout) else f"{m['map_query'] - no_dropout:+.3f}"
         tag = " (tuning)" if split == TUNING else ""
         lines.append(
             f"| {split}{tag} | {kind} | {labels:g} | {m['map_query']:.3f} | {m[best_name]:.3f} ({best_name}) | "
-            f"{m['map_query'] - m[best_name]:+.3f} | {ablated_cells[0]} | {ablated_cells[1]} | {adapt_cells[0]} | "
-            f"{adapt_cells[1]} |"
+            f"{m['map_query'] - m[best_name]:+.3f} | {ablated_cells[0]} | {ablated_cells[1]} | {single_cells[0]} | "
+            f"{single_cells[1]} | {dropout_cell} | {adapt_cells[0]} | {adapt_cells[1]} |"
         )
     if "chosen" in df:
         chosen = df[df["method"] == "map_query"].groupby(["split", "panel kind", "labels"])["chosen"]

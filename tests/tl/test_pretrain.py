@@ -71,6 +71,36 @@ def test_pseudolabel_uses_one_clustering_per_section():
     assert model.module.objective.sizes == expected
 
 
+def test_pseudolabel_gene_dropout_hides_that_share_of_the_inputs_in_training_only(monkeypatch):
+    """gene_dropout: each training step encodes the inputs with about that share of entries behind the mask token."""
+    adata = tissue()
+    model = ss.tl.pretrain_pseudolabel(adata, gene_dropout=0.4, **SMALL)
+    objective = model.module.objective
+    assert objective.gene_dropout == 0.4 and not objective.uses_clean_latent
+    assert ss.tl.pretrain_pseudolabel(tissue(), gene_dropout=0.0, **SMALL).module.objective.uses_clean_latent
+    assert ss.tl.pretrain_pseudolabel(tissue(), **SMALL).module.objective.gene_dropout == 0.5  # the default
+    seen = []
+    encode = type(model.module).encode
+
+    def spy(self, *args, mask=None, **kwargs):
+        seen.append(None if mask is None else mask.float().mean().item())
+        return encode(self, *args, mask=mask, **kwargs)
+
+    monkeypatch.setattr(type(model.module), "encode", spy)
+    from sslspatial.objectives._pseudolabel import kmeans_pseudolabels
+    from sslspatial.tl._pretrain import pseudolabel_features
+
+    targets, _ = kmeans_pseudolabels(pseudolabel_features(adata, None, 30, log1p=True), None)
+    model.train(max_epochs=1, batch_size=64, targets={"pseudolabels": targets}, enable_progress_bar=False)
+    masked = [m for m in seen if m is not None]
+    assert masked and abs(np.mean(masked) - 0.4) < 0.05  # every training step hid ~40% of the entries
+    seen.clear()
+    model.get_latent_representation()
+    assert seen and all(m is None for m in seen)  # embeddings use the whole panel
+    with pytest.raises(ValueError, match="gene_dropout must be in"):
+        ss.tl.pretrain_pseudolabel(tissue(), gene_dropout=1.0, **SMALL)
+
+
 def test_spatialdata_input_writes_into_the_table():
     from spatialdata import SpatialData
     from spatialdata.models import TableModel

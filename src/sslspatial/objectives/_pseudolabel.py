@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import ObjectiveOutput, seed_slice
+from ._masking import mask_entries
 
 #: ``(divisor, offset)`` of each resolution: ``K = floor(n / divisor) + offset`` (scPretrain), at least 2.
 RESOLUTIONS = ((100, 0), (50, 0), (200, 1))
@@ -98,22 +99,36 @@ class PseudoLabelHeads(nn.Module):
     [10, 20, 6]
     """
 
-    uses_clean_latent = True
-
-    def __init__(self, n_latent: int, sizes: list[int], dropout: float = 0.1):
+    def __init__(self, n_latent: int, sizes: list[int], dropout: float = 0.1, gene_dropout: float = 0.0):
         super().__init__()
         if not sizes:
             raise ValueError("objective='pseudolabel' needs the cluster counts (see kmeans_pseudolabels).")
+        if not 0.0 <= gene_dropout < 1.0:
+            raise ValueError(f"gene_dropout must be in [0, 1), got {gene_dropout}.")
         self.sizes = [int(s) for s in sizes]
         self.dropout = nn.Dropout(dropout)
+        self.gene_dropout = float(gene_dropout)
         self.heads = nn.ModuleList([nn.Linear(n_latent, s) for s in self.sizes])
 
+    @property
+    def uses_clean_latent(self) -> bool:
+        """Whether training reads the unmasked embedding (not with ``gene_dropout``, which encodes its own)."""
+        return self.gene_dropout == 0.0
+
     def forward(self, module, batch: dict, inference_outputs: dict) -> ObjectiveOutput:
-        """Multi-task cross-entropy of the seeds."""
+        """Multi-task cross-entropy of the seeds (encoded with a random ``gene_dropout`` of their inputs hidden)."""
         n_seeds = int(inference_outputs["n_seeds"])
         if "target_pseudolabels" not in batch:
             raise KeyError("objective='pseudolabel' needs targets={'pseudolabels': ...} when training.")
-        z = self.dropout(inference_outputs["z"])
+        if "z" in inference_outputs:
+            z = inference_outputs["z"]
+        else:  # every input entry hidden behind the mask token with probability gene_dropout
+            x_t = inference_outputs["x_t"]
+            hidden = mask_entries(x_t.shape[0], x_t.shape[1], self.gene_dropout, x_t.device)
+            z = module.encode(x_t, inference_outputs["edge_index"], inference_outputs.get("degree"), mask=hidden,
+                              hops=inference_outputs.get("hops"))  # fmt: skip
+            z = seed_slice(z, n_seeds)
+        z = self.dropout(z)
         targets = seed_slice(batch["target_pseudolabels"], n_seeds).long()
         per_seed = sum(restricted_cross_entropy(h(z), targets[:, r]) for r, h in enumerate(self.heads))
         return ObjectiveOutput(per_seed.mean(), per_seed.detach(), {})

@@ -21,6 +21,9 @@ from ..model import SpatialPretrainModel
 from ..objectives import kmeans_pseudolabels
 from ..pp._normalize import expression_pcs
 
+#: ``pretrain_pseudolabel``'s share of input entries hidden in training (see its docstring for how it was chosen).
+DEFAULT_GENE_DROPOUT = 0.5
+
 Encoder = Literal["gat", "gcn", "sage", "transformer", "mlp"]
 Likelihood = Literal["nb", "zinb", "poisson", "gaussian"]
 Devices = int | str | list[int]
@@ -296,6 +299,7 @@ def pretrain_pseudolabel(
     *,
     library_key: str | None = None,
     n_pcs: int = 30,
+    gene_dropout: float = DEFAULT_GENE_DROPOUT,
     encoder: Encoder = "gat",
     likelihood: Likelihood = "nb",
     layer: str | None = None,
@@ -334,6 +338,14 @@ def pretrain_pseudolabel(
         obs column of sections / datasets, each clustered separately (default: ``"section"`` when present).
     n_pcs
         PCA components of log1p-normalised expression that are clustered.
+    gene_dropout
+        During training, hide each input entry (a gene of a cell or of a neighbour) behind the mask token with this
+        probability, so that the pseudo-labels, clustered on the full panel, must be predicted from part of it: an
+        encoder robust to missing genes, for reference models that will map queries with other panels
+        (:func:`~sslspatial.tl.map_query`). Default ``0.5``, chosen on the tuning splits of
+        ``benchmarks/reference_mapping.py`` and ``benchmarks/celltyping.py`` (STARmap BZ5 -> BZ9; the rows
+        ``map_query (no gene dropout)`` and ``tuning: gene_dropout=0`` hold the comparison). ``0`` trains on the
+        whole panel.
     max_epochs, batch_size, lr, key_added, overwrite, seed, accelerator, devices, model_kwargs, train_kwargs
         As in :func:`pretrain_mask`.
 
@@ -364,7 +376,7 @@ def pretrain_pseudolabel(
         dropout=dropout,
         likelihood=likelihood,
         objective="pseudolabel",
-        objective_kwargs={"sizes": sizes},
+        objective_kwargs={"sizes": sizes, "gene_dropout": float(gene_dropout)},
         **(model_kwargs or {}),
     )
     return _train_and_write(table, model, "pretrain_pseudolabel", params, {"pseudolabels": targets})
