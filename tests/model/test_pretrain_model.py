@@ -52,13 +52,19 @@ def test_latent_of_a_subset_equals_rows_of_the_full_run(encoder):
     np.testing.assert_allclose(full, brute, atol=1e-5)
 
 
-def test_save_load_round_trip(tmp_path):
+def _trained_entries_model():
+    """A small GAT model trained one epoch with entry masking, and its table."""
     adata = tissue()
     SpatialPretrainModel.setup_anndata(adata)
     model = SpatialPretrainModel(
         adata, encoder="gat", objective="mask", objective_kwargs={"strategy": "entries"}, **SMALL
     )
     model.train(max_epochs=1, batch_size=64)
+    return adata, model
+
+
+def test_save_load_round_trip(tmp_path):
+    adata, model = _trained_entries_model()
     z = model.get_latent_representation()
     model.save(tmp_path / "m", overwrite=True)
     loaded = SpatialPretrainModel.load(tmp_path / "m", adata=adata)
@@ -201,12 +207,7 @@ def test_epoch_logging_gives_the_history_of_scvi_per_step_logging():
 
 def test_a_second_train_call_after_inference_trains_in_training_mode(monkeypatch):
     """Lightning keeps the mode it finds: after an embedding (eval mode), training again must still train in train mode."""
-    adata = tissue()
-    SpatialPretrainModel.setup_anndata(adata)
-    model = SpatialPretrainModel(
-        adata, encoder="gat", objective="mask", objective_kwargs={"strategy": "entries"}, **SMALL
-    )
-    model.train(max_epochs=1, batch_size=64)
+    adata, model = _trained_entries_model()
     model.get_latent_representation()
     assert not model.module.training  # inference left it in eval mode
     modes = []

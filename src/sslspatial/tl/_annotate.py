@@ -163,10 +163,7 @@ def annotate(
         )
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}.")
-    if not isinstance(ensemble, int | np.integer) or isinstance(ensemble, bool) or ensemble < 0:
-        raise ValueError(
-            f"ensemble must be a non-negative integer (candidates averaged; 0 turns it off), got {ensemble!r}."
-        )
+    select.check_ensemble(ensemble)
     if expression_pcs < 0 or (expression_pcs and method == "finetune"):
         raise ValueError(
             f"expression_pcs={expression_pcs} applies to the probes only: use method='linear' or 'knn' with "

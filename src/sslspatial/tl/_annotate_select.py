@@ -176,6 +176,15 @@ def ensemble_name(size: int) -> str:
     return f"ensemble(top {size})"
 
 
+def check_ensemble(ensemble) -> int:
+    """``ensemble`` as an int, or a ``ValueError`` unless it is a non-negative integer (0 turns the ensemble off)."""
+    if not isinstance(ensemble, int | np.integer) or isinstance(ensemble, bool) or ensemble < 0:
+        raise ValueError(
+            f"ensemble must be a non-negative integer (candidates averaged; 0 turns it off), got {ensemble!r}."
+        )
+    return int(ensemble)
+
+
 def cross_validate(fit_predict, candidates, codes, labelled, folds, ensemble: int = 0) -> Selection:
     """Score ``candidates`` by the macro-F1 of their pooled out-of-fold predictions.
 

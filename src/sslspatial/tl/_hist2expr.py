@@ -175,6 +175,11 @@ def _spot_size(sdata, table, region: str, cs: str) -> float:
     raise ValueError(f"Cannot infer the spot size of region {region!r}: pass spot_size=<diameter in coordinate units>.")
 
 
+def _patch_side(opts: _Options, sdata, table, region: str, cs: str) -> float:
+    """``spot_size`` when given, else ``patch_scale`` spot diameters of ``region``."""
+    return opts.spot_size if opts.spot_size is not None else opts.patch_scale * _spot_size(sdata, table, region, cs)
+
+
 def _backbone(features, weights, kwargs, model) -> LoadedBackbone | None:
     """Build a backbone ``features`` once (None for ``"stats"`` / None); a reloaded model checks the weights file."""
     if features is None or features == "stats":
@@ -338,12 +343,7 @@ def _sections(opts: _Options, plan: _Plan, patches: _Patches, trained: bool) -> 
         rows = np.flatnonzero(plan.unit_of_obs == name)
         region = str(plan.regions_of_obs[rows[0]])
         key, cs = _image_for(sdata, opts, name, region)
-        size = (
-            opts.spot_size
-            if opts.spot_size is not None
-            else opts.patch_scale * _spot_size(sdata, plan.table, region, cs)
-        )
-        sizes[name] = size
+        sizes[name] = size = _patch_side(opts, sdata, plan.table, region, cs)
         coords = get_coordinates(sdata, opts.table_key, "spatial", cs, rows=rows)
         out.measured[name] = patches.section(name, key, cs, coords, rows, size)
         if opts.baseline and not trained:  # the yardstick's inputs: the stats features when the model has them
@@ -358,11 +358,7 @@ def _sections(opts: _Options, plan: _Plan, patches: _Patches, trained: bool) -> 
         if name in sdata.shapes:  # spot shapes without measurements
             key, cs = _image_for(sdata, opts, name, name)
             coords, index = _shape_centres(sdata, name, cs)
-            size = (
-                opts.spot_size
-                if opts.spot_size is not None
-                else opts.patch_scale * _spot_size(sdata, plan.table, name, cs)
-            )
+            size = _patch_side(opts, sdata, plan.table, name, cs)
             out.extra[name] = (patches.section(name, key, cs, coords, np.full(len(coords), -1), size), name, index)
             continue
         cs = sorted(get_transformation(sdata.images[name], get_all=True))[0]  # an image: a pseudo-spot grid

@@ -138,10 +138,7 @@ def map_query(
         check_choice(kind, MAP_QUERY_KINDS, "candidates")
     if not len(candidates):
         raise ValueError(f"candidates is empty: pass at least one of {MAP_QUERY_KINDS}.")
-    if not isinstance(ensemble, int | np.integer) or isinstance(ensemble, bool) or ensemble < 0:
-        raise ValueError(
-            f"ensemble must be a non-negative integer (candidates averaged; 0 turns it off), got {ensemble!r}."
-        )
+    select.check_ensemble(ensemble)
     adapt_options = _adapt_options(model, adapt, adapt_epochs, adapt_kwargs)
     query = _io.get_table(data, table_key)
     key = check_key(key_added, "key_added")
