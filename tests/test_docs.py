@@ -44,22 +44,44 @@ def test_api_page_lists_every_public_name(module_name):
     assert not missing, f"add to docs/api.md under sslspatial.{module_name}: {missing}"
 
 
-def test_benchmarks_page_is_generated_from_result_files(tmp_path):
+def test_benchmarks_page_is_generated_from_markdown_results_only(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    (results / "alpha.md").write_text("# Alpha bench\n\n| method | r |\n|---|---|\n| ours | 0.31 |\n")
+    (results / "alpha.md").write_text(
+        "# Alpha bench (issue 12)\n\n| method | ('osmfish', 'a->b', 0.1) | ('starmap', 'c->d', 1.0) |\n|---|---|---|\n"
+        "| ours | 0.3123456789 | nan |\n| tuning: x | nan | nan |\n\n```\n{\"fit\": 1.23456789}\n```\n"
+    )
     (results / "alpha.json").write_text(json.dumps({"r": 0.31}))
-    (results / "beta.json").write_text(json.dumps({"mean": 0.123456, "folds": ["A"]}))
+    (results / "alpha_quick.md").write_text("# Alpha bench (quick)\n")  # a quick run beside a full run: not rendered
+    (results / "beta.json").write_text(json.dumps({"mean": 0.123456, "folds": ["A"]}))  # no Markdown: not rendered
     out = build_benchmarks_page.build(results, tmp_path / "benchmarks.md")
     text = out.read_text()
-    assert text.startswith("# Benchmarks\n")
-    assert "## Alpha bench" in text and "| ours | 0.31 |" in text  # heading demoted, table kept verbatim
-    assert "## beta" in text and "| mean | 0.1235 |" in text and "| folds[0] | A |" in text
-    assert text.index("## Alpha bench") < text.index("## beta")
-    assert "`benchmarks/results/alpha.md`, `benchmarks/results/alpha.json`" in text
+    assert text.startswith("# Benchmarks\n") and "tuning split" in text and "evaluation splits" in text
+    assert "results/beta" not in text and "alpha_quick" not in text and "[Alpha bench](results/alpha.md)" in text
+    assert sorted(p.name for p in (tmp_path / "results").glob("*.md")) == ["alpha.md"]
+    page = (tmp_path / "results" / "alpha.md").read_text()
+    assert page.startswith("# Alpha bench\n")  # no issue number in a heading
+    assert "**osmfish**" in page and "| method | a->b, 10% labels |" in page  # readable columns, not tuples
+    assert "| ours | 0.3123 |" in page and "nan" not in page and "tuning: x" not in page
+    assert "| fit | 1.235 |" in page and "{" not in page  # a JSON block becomes a table
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "No benchmark results" in build_benchmarks_page.build(empty, tmp_path / "b2.md").read_text()
+
+
+def test_benchmarks_page_summarises_every_capability(tmp_path):
+    """On the committed results: one summary table per capability with a margin column, and no key/value dumps."""
+    out = build_benchmarks_page.build(ROOT / "benchmarks" / "results", tmp_path / "benchmarks.md")
+    text = out.read_text()
+    for title, _ in build_benchmarks_page.SUMMARIES.values():
+        section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+        assert "no table this summary can read" not in section, f"the {title} summary could not read its results"
+        assert "|---|" in section and ("margin" in section.lower() or "Speed" in title), title
+    for page in [out, *(tmp_path / "results").glob("*.md")]:
+        body = page.read_text()
+        assert "| key | value |" not in body and not re.search(r"\|\s*\('", body), page.name  # no dumps, no tuples
+        assert not re.search(r"\|\s*nan\s*\|", body) and not re.search(r"\d\.\d{6,}", body), page.name
+    assert not (tmp_path / "results" / "celltyping_previous_run.md").exists()
 
 
 def test_demote_headings_leaves_code_alone():
