@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from .. import _logging as logg
 from .._constants import Key, check_key
-from .._validate import check_absent, check_choice
+from .._validate import check_absent, check_choice, storable_key
 from .._warnings import quiet_call
 from ..io import _access as _io
 
@@ -175,7 +175,7 @@ def degree_statistics(connectivities: sp.spmatrix, sections: pd.Categorical) -> 
         "median_degree": float(np.median(degree)),
         "max_degree": int(degree.max()) if degree.size else 0,
         "n_isolated": int((degree == 0).sum()),
-        "mean_degree_per_section": {str(k): float(v) for k, v in per_section.items()},
+        "mean_degree_per_section": {storable_key(k): float(v) for k, v in per_section.items()},
     }
 
 

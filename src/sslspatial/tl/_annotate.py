@@ -131,9 +131,10 @@ def annotate(
         Fine-tuning only: initialise the classification head from a class-balanced logistic regression on the frozen
         embedding of the training cells, then fine-tune (the LP-FT recipe).
     key_added
-        Writes ``obs[f"{key_added}_prediction"]``, ``obsm[f"{key_added}_probabilities"]`` (DataFrame, one column per
-        class), ``obs[f"{key_added}_train"]`` (cells whose labels were used) and ``uns[key_added]`` (method, and for
-        ``"auto"`` the cross-validation scores).
+        Writes ``obs[f"{key_added}_prediction"]``, ``obsm[f"{key_added}_probabilities"]`` (a float array, one
+        column per class in the order of ``uns[key_added]["classes"]``, so that any class name, ``"eL2/3"``
+        included, survives zarr and h5ad), ``obs[f"{key_added}_train"]`` (cells whose labels were used) and
+        ``uns[key_added]`` (method, classes, and for ``"auto"`` the cross-validation scores).
     overwrite
         Replace existing outputs (else :class:`~sslspatial.OutputExistsError`).
     seed
@@ -152,6 +153,9 @@ def annotate(
     >>> model = ss.tl.pretrain_pseudolabel(adata)  # doctest: +SKIP
     >>> ss.tl.annotate(adata, model, "cell_type")  # doctest: +SKIP
     >>> adata.uns["annotate"]["chosen"], adata.obs["annotate_prediction"].head()  # doctest: +SKIP
+    >>> proba = pd.DataFrame(
+    ...     adata.obsm["annotate_probabilities"], index=adata.obs_names, columns=adata.uns["annotate"]["classes"]
+    ... )  # doctest: +SKIP
     """
     params = {k: v for k, v in locals().items() if k not in ("data", "model", "train_indices")}
     check_choice(method, METHODS, "method")
@@ -224,7 +228,8 @@ def annotate(
             proba = select.fit_logreg(features, codes, train_idx, classes.size, C=1.0, self_training=False)
         result = model
     table.obs[pred_key] = pd.Categorical(classes[proba.argmax(1)], categories=classes)
-    table.obsm[proba_key] = pd.DataFrame(proba, index=table.obs_names, columns=classes)
+    # an array, not a DataFrame with class-named columns: a label such as STARmap's "eL2/3" cannot be a zarr key
+    table.obsm[proba_key] = np.asarray(proba, dtype=np.float64)
     table.obs[f"{key_added}_train"] = usable
     table.uns[key_added] = {
         **run_record("annotate", params),

@@ -109,7 +109,8 @@ def map_query(
         adapter's squared distance from the identity).
     key_added
         Writes to the query ``obs[f"{key_added}_prediction"]``, ``obs[f"{key_added}_uncertainty"]`` (1 - the
-        highest class probability: filter mapped cells on it), ``obsm[f"{key_added}_probabilities"]``,
+        highest class probability: filter mapped cells on it), ``obsm[f"{key_added}_probabilities"]`` (a float array,
+        columns in the order of ``uns[key_added]["classes"]``),
         ``obsm[f"X_{key_added}"]`` (the query embedding) and ``uns[key_added]`` (choice, CV scores, gene overlap,
         and with ``adapt=True`` the query loss before and after adaptation).
     overwrite
@@ -208,7 +209,8 @@ def map_query(
 
     query.obs[f"{key}_prediction"] = pd.Categorical(classes[proba.argmax(1)], categories=classes)
     query.obs[f"{key}_uncertainty"] = 1.0 - proba.max(1)
-    query.obsm[f"{key}_probabilities"] = pd.DataFrame(proba, index=query.obs_names, columns=classes)
+    # an array with the class order in uns[key]["classes"]: class names such as "eL2/3" cannot be zarr keys
+    query.obsm[f"{key}_probabilities"] = np.asarray(proba, dtype=np.float64)
     query.obsm[Key.embedding(key)] = z_query
     query.uns[key] = {
         **run_record("map_query", params),
