@@ -25,7 +25,14 @@ import pandas as pd
 #: -0.010 (10%, sd 0.05) and 0.000 (100%): see ``benchmarks/celltyping.py``. osmFISH thereby chose a default and is no
 #: longer an evaluation split for cell typing (the evaluation split is STARmap BZ9 -> BZ5).
 DEFAULT_CANDIDATES = ("linear", "expression", "residuals", "pca")
-CANDIDATE_KINDS = ("linear", "expression", "residuals", "pca", "finetune")
+#: The default pool when the model reads already-normalised values (``likelihood="gaussian"``: protein intensities,
+#: scaled data): no residuals (no counts), and the safety net is the obvious baseline for such data, every input feature
+#: standardised + class-balanced logistic regression (``"scaled"``), instead of the PCA baseline without class weights,
+#: which lost to it on a multiplexed protein image (issue 31; ``benchmarks/annotate_protein.py``).
+GAUSSIAN_CANDIDATES = ("linear", "expression", "scaled")
+CANDIDATE_KINDS = ("linear", "expression", "residuals", "pca", "scaled", "finetune")
+#: Display name of the ``"scaled"`` candidate.
+SCALED_NAME = "scaled features + balanced logreg"
 #: Display name of the ``"pca"`` candidate (also ``uns["annotate"]["baseline"]["name"]``).
 BASELINE_NAME = "PCA + logreg"
 DEFAULT_C_GRID = (0.1, 1.0)
@@ -58,6 +65,8 @@ class Candidate:
             return "finetune"
         if self.kind == "pca":
             return BASELINE_NAME
+        if self.kind == "scaled":
+            return SCALED_NAME
         return f"{self.kind}(C={self.C:g}{', self-training' if self.self_training else ''})"
 
 
@@ -71,7 +80,7 @@ def candidate_grid(kinds, c_grid=DEFAULT_C_GRID, self_training=(False, True)) ->
     """
     grid = []
     for kind in kinds:
-        if kind in ("finetune", "pca"):  # one configuration each (the baseline is the plain C=1 fit)
+        if kind in ("finetune", "pca", "scaled"):  # one configuration each (the baselines are plain C=1 fits)
             grid.append(Candidate(kind))
             continue
         grid += [Candidate(kind, float(c), bool(st)) for st in self_training for c in c_grid]
