@@ -12,8 +12,10 @@ components, ridge) on frozen features of the same patches, fitted on the four tr
 one: the colour / texture statistics and the self-supervised encoder of ``ss.tl.pretrain_image`` (Barlow Twins on tiles
 of all five images, no expression; pretrained once, cached under ``benchmarks/_scratch``). ``hist2expr_ssl_frozen`` /
 ``hist2expr_ssl_finetune``: the default model with its ConvMixer initialised from that encoder, frozen or fine-tuned at
-a tenth of the learning rate. The headline is the mean over C2, C3 and C4 (no choice was made on them), reported apart
-from the 5-fold mean; choices were made on B4 and C5.
+a tenth of the learning rate. The headline is the mean over C2, C3 and C4, reported apart from the 5-fold mean.
+Issue 17's choices were made on B4 and C5; two later decisions also read C2, C3 and C4 (per-section colour
+normalisation, run on C2, C3 and C5, and section centring, run on all five folds; both kept the option off), so the
+headline folds are untouched except for those two options.
 The default model also trains with seeds 1 and 2 (initialisation and minibatch windows), to show how much of a
 difference is training noise, and the average of the three seeds' predictions is scored as a 3-model ensemble.
 
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _stamp import is_current, stamp, stamp_text
 
 import sslspatial as ss
 from sslspatial._io import get_image
@@ -80,7 +83,8 @@ ABLATIONS = {
 SSL = {"max_epochs": 20, "tiles_per_image": 3000, "patch_px": 32, "batch_size": 256, "lr": 2e-3}
 SSL_VARIANTS = {"frozen": 0.0, "finetune": 0.1}  # encoder_lr_scale
 SSL_CACHE = ROOT / "benchmarks" / "_scratch" / "her2st_image_encoder"
-#: folds that entered no choice since issue 17: the headline mean
+#: the headline folds: no choice of issue 17 used them; the colour-normalisation and section-centring decisions (both
+#: kept off) did read them
 HEADLINE = ("C2", "C3", "C4")
 #: reference rows that train nothing and bound what any image model can reach (``noise_ceiling``, ``oracle_folds``)
 REFERENCES = ("noise_ceiling", "oracle_projection10", "oracle_neighbour_mean")
@@ -282,14 +286,18 @@ def markdown(results: dict) -> str:
         f"Model configuration: `{json.dumps(results['meta']['config'])}`; every other argument is the package "
         "default (`spot_scale` is the package's `patch_scale`, no validation section).",
         "",
-        "| fold | method | mean PCC | median PCC | mean PCC top-50 | median PCC top-50 | train s |",
-        "|---|---|---|---|---|---|---|",
+        "`commit`: the commit whose code computed the row (`+dirty`: with uncommitted changes; `not recorded`: "
+        "computed before the rows were stamped). `--resume` recomputes a row of the methods it runs when `src/` or this "
+        "script changed since its commit.",
+        "",
+        "| fold | method | mean PCC | median PCC | mean PCC top-50 | median PCC top-50 | train s | commit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for fold, methods in results["folds"].items():
         for name, r in methods.items():
             lines.append(
                 f"| {fold} | {name} | {r['mean_pcc']:.3f} | {r['median_pcc']:.3f} | {r['mean_pcc_top50']:.3f} | "
-                f"{r['median_pcc_top50']:.3f} | {r['train_seconds']:.0f} |"
+                f"{r['median_pcc_top50']:.3f} | {r['train_seconds']:.0f} | {stamp_text(r.get('stamp'))} |"
             )
     lines += ["", "## Averages over the folds each method ran on", "",
               "| method | folds | mean PCC | mean PCC top-50 | hist2expr (default) on the same folds: mean PCC |",
@@ -334,7 +342,7 @@ def markdown(results: dict) -> str:
 
 
 def headline_table(results: dict) -> list[str]:
-    """Mean over the untouched folds C2, C3, C4 (the headline) next to the mean over B4 and C5 (where choices were made)."""
+    """Mean over the headline folds C2, C3, C4 next to the mean over B4 and C5 (where issue 17's choices were made)."""
     rows = []
     names = sorted({n for r in results["folds"].values() for n in r})
     for name in names:
@@ -347,8 +355,11 @@ def headline_table(results: dict) -> list[str]:
                         f"| {name} | | | {np.mean(tune):.3f} ({len(tune)}) |")  # fmt: skip
     if not rows:
         return []
-    return ["", f"## Headline: mean over the untouched folds {', '.join(HEADLINE)}", "",
-            "Issue 17's protocol: choices on B4 and C5 only; C2, C3 and C4 entered no choice. (n) = folds run.", "",
+    return ["", f"## Headline: mean over the folds {', '.join(HEADLINE)}", "",
+            "Issue 17's protocol made its choices on B4 and C5. Two later decisions also read C2, C3 and C4: per-section "
+            "colour normalisation (`colour_normalize`, run on C2, C3 and C5) and section centring (`section_centring`, "
+            "run on all five folds); both kept the option off. Every other choice left C2, C3 and C4 untouched. "
+            "(n) = folds run.", "",
             f"| method | mean PCC {'/'.join(HEADLINE)} | mean PCC top-50 {'/'.join(HEADLINE)} | mean PCC B4/C5 |",
             "|---|---|---|---|", *rows]  # fmt: skip
 
@@ -359,22 +370,26 @@ def seed_table(results: dict) -> list[str]:
     if not seeded:
         return []
     lines = ["", "## Training noise: the default model over seeds", "",
+             "`commits`: the distinct commits of the fold's seed-0, seed-1, seed-2 and ensemble rows (one when all four "
+             "were computed by the same code).", "",
              "| fold | " + " | ".join(f"seed {s}" for s in (0, *SEEDS)) + " | mean (sd) over seeds | ensemble of the "
-             f"{len(SEEDS) + 1} |", "|---|" + "---|" * (len(SEEDS) + 3)]  # fmt: skip
+             f"{len(SEEDS) + 1} | commits |", "|---|" + "---|" * (len(SEEDS) + 4)]  # fmt: skip
     per_seed = []
     for fold, r in seeded.items():
         values = [r["hist2expr"]["mean_pcc"], *(r[f"hist2expr_seed{s}"]["mean_pcc"] for s in SEEDS)]
         per_seed.append(values)
         lines.append(
             f"| {fold} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {np.mean(values):.3f} ({np.std(values):.3f})"
-            f" | {r['hist2expr_ensemble']['mean_pcc']:.3f} |"
+            f" | {r['hist2expr_ensemble']['mean_pcc']:.3f} | "
+            + " / ".join(dict.fromkeys(stamp_text(r[m].get("stamp")) for m in ("hist2expr", *SEED_METHODS)))
+            + " |"
         )
     fold_means = np.mean(per_seed, axis=0)  # the 5-fold average of each seed
     ensemble = np.mean([r["hist2expr_ensemble"]["mean_pcc"] for r in seeded.values()])
     lines.append(
         f"| mean of {len(seeded)} folds | "
         + " | ".join(f"{v:.3f}" for v in fold_means)
-        + f" | {np.mean(fold_means):.3f} ({np.std(fold_means):.3f}) | {ensemble:.3f} |"
+        + f" | {np.mean(fold_means):.3f} ({np.std(fold_means):.3f}) | {ensemble:.3f} | |"
     )
     return lines
 
@@ -458,6 +473,27 @@ def write_full_res_timing(timing: dict) -> None:
         path.with_suffix(".md").write_text(markdown(results))
 
 
+def stamp_rows(res: dict) -> dict:
+    """Stamp every row of one fold's ``res`` computed in this run (no ``stamp`` yet) with the code running now."""
+    for row in res.values():
+        row.setdefault("stamp", stamp(__file__))
+    return res
+
+
+def keep_current(folds: dict, methods: set[str]) -> tuple[dict, list[str]]:
+    """``--resume``: drop the rows of ``methods`` whose code changed since their commit (they are recomputed).
+
+    Rows of other methods (not asked for in this run) are kept as they are; the Markdown prints each row's commit, so
+    a row computed by older code shows it. Returns the folds and the dropped ``fold/method`` names.
+    """
+    dropped = []
+    for fold, res in folds.items():
+        for name in [n for n in res if n in methods and not is_current(res[n].get("stamp"), __file__)]:
+            del res[name]
+            dropped.append(f"{fold}/{name}")
+    return folds, dropped
+
+
 def write(results: dict, epochs, quick: bool, own_folds: list[str] | None = None) -> None:
     """Averages, metadata, then ``results/hist2expr_her2st[_quick].{json,md}`` (called after every fold).
 
@@ -474,6 +510,8 @@ def write(results: dict, epochs, quick: bool, own_folds: list[str] | None = None
         merged = {f: results["folds"].get(f) if f in own_folds else on_disk.get(f, results["folds"].get(f))
                   for f in SECTIONS}  # fmt: skip
         results["folds"] = {f: r for f, r in merged.items() if r is not None}
+    for fold in own_folds if own_folds is not None else list(results["folds"]):
+        stamp_rows(results["folds"].get(fold, {}))
     names = sorted({n for r in results["folds"].values() for n in r})
     results["average"] = {}
     for name in names:
@@ -538,12 +576,21 @@ def main() -> None:
         folds, ablation_folds, epochs = folds[-2:], [], 10
     results = {"folds": {}, "meta": {}}
     previous = OUT / ("hist2expr_her2st" + ("_quick" if args.quick else "") + ".json")
+    ssl_variants = [v for v in args.ssl.split(",") if v]
+    ablations = ABLATIONS if args.ablations == "all" else {k: ABLATIONS[k] for k in args.ablations.split(",") if k}
     if args.resume and previous.exists():
         old = json.loads(previous.read_text())
+        asked = {"ridge_stats", "hist2expr", "hest_stats", *REFERENCES}
+        asked |= {"hest_ssl", *(f"hist2expr_ssl_{v}" for v in ssl_variants)} if ssl_variants else set()
+        asked |= set() if args.no_seeds else set(SEED_METHODS)
+        own = {f: old["folds"][f] for f in folds if f in old["folds"]}
+        on_ablation = {f: r for f, r in own.items() if f in ablation_folds}
+        _, dropped = keep_current(own, asked)
+        dropped += keep_current(on_ablation, {f"hist2expr_{a}" for a in ablations})[1]
+        print("--resume: recomputing rows whose code changed since their commit:", ", ".join(dropped) or "none")
         results["folds"] = old["folds"]
         if "ssl" in old.get("meta", {}):
             results["meta"]["ssl"] = old["meta"]["ssl"]
-    ssl_variants = [v for v in args.ssl.split(",") if v]
     encoder, feats = None, {}
     if not args.quick and (ssl_variants or any("hest_ssl" not in results["folds"].get(f, {}) for f in folds)):
         t0 = time.perf_counter()
@@ -554,7 +601,6 @@ def main() -> None:
                                   "seconds_here": time.perf_counter() - t0}  # fmt: skip
         feats["ssl"] = encoder_features(sdata, encoder)
     feats["stats"] = stats_features(sdata, CONFIG["spot_scale"])
-    ablations = ABLATIONS if args.ablations == "all" else {k: ABLATIONS[k] for k in args.ablations.split(",")}
     for fold in folds:
         res = results["folds"].get(fold, {})
         for name, f in feats.items():  # HEST-style rows: no training beyond PCA + ridge, always filled in

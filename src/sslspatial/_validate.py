@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._types import is_backed_sparse
+
 
 def check_choice(value: Any, choices: Iterable[str], name: str) -> str:
     """Raise a ``ValueError`` naming the valid options if ``value`` is not one of ``choices``.
@@ -44,8 +46,6 @@ def _values(x: Any) -> np.ndarray:
 
 def _value_blocks(x: Any, block: int = 1 << 24):
     """The stored values of ``x``; of a backed sparse dataset (counts on disk), ``block`` values at a time."""
-    from .data._tiles import is_backed_sparse
-
     if is_backed_sparse(x):
         data = x.group["data"]
         for start in range(0, data.shape[0], block):

@@ -112,7 +112,7 @@ def _plot_tissue(sdata, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .._io import get_image
+    from ..io._access import get_image
     from ..pl._spatial import category_map, coordinate_unit
 
     table = sdata.tables["table"]

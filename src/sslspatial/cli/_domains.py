@@ -113,7 +113,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run ``ss.tl.domains`` on a zarr store and persist the table."""
-    from .. import _io
+    from .. import io
     from ..tl import domains
     from ._common import check_new_key, names, read_store
 
@@ -141,7 +141,7 @@ def run(args) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
     )
-    _io.persist(sdata, args.table_key)
+    io.persist(sdata, args.table_key)
     counts = sdata.tables[args.table_key].obs[args.key_added].value_counts()
     print(f"{len(counts)} domains written to {args.zarr} (table {args.table_key!r}, obs[{args.key_added!r}])")
     return 0

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run ``ss.pp.build_graph`` on a zarr store and persist the table."""
-    from .. import _io
+    from .. import io
     from .._constants import Key
     from ..pp import build_graph
     from ._common import check_new_key, read_store
@@ -57,7 +57,7 @@ def run(args) -> int:
         key_added=args.key_added,
         overwrite=args.overwrite,
     )
-    _io.persist(sdata, args.table_key)
+    io.persist(sdata, args.table_key)
     stats = sdata.tables[args.table_key].uns[uns_key]["degree"]
     print(f"graph written to {args.zarr} (table {args.table_key!r}): mean degree {stats['mean_degree']:.2f}")
     return 0

@@ -64,7 +64,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run ``ss.tl.hist2expr`` on a zarr store and persist the new elements."""
-    from .. import _io
+    from .. import io
     from ..tl import hist2expr
     from ._common import CLIError, check_new_key, check_output_folder, read_store
 
@@ -101,7 +101,7 @@ def run(args) -> int:
         overwrite=args.overwrite,
     )
     new_shapes = sorted(set(sdata.shapes) - shapes_before)
-    _io.persist(sdata, [*new_shapes, args.key_added, *([args.table_key] if args.table_key in sdata.tables else [])])
+    io.persist(sdata, [*new_shapes, args.key_added, *([args.table_key] if args.table_key in sdata.tables else [])])
     if args.model_out:
         model.save(args.model_out, overwrite=True, save_anndata=True)
     record = sdata.tables[args.key_added].uns[args.key_added]

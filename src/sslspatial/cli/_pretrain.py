@@ -114,7 +114,7 @@ ANNOTATE_METHODS = ("auto", "knn", "linear", "finetune", "expression")
 
 
 def _pretrain_run(args) -> int:
-    from .. import _io, tl
+    from .. import io, tl
     from ._common import check_new_key, check_output_folder, devices, read_store
 
     key = args.key_added or f"pretrain_{args.objective}"
@@ -143,7 +143,7 @@ def _pretrain_run(args) -> int:
         model = tl.pretrain_contrastive(sdata, method=args.objective, key_added=key, **common)
     else:
         model = tl.pretrain_pseudolabel(sdata, key_added=key, **common)
-    _io.persist(sdata, args.table_key)
+    io.persist(sdata, args.table_key)
     if args.model_out:  # with its AnnData, so that `sslspatial transfer` can load it without the reference store
         model.save(args.model_out, overwrite=True, save_anndata=True)
     print(f"embedding written to {args.zarr} (table {args.table_key!r}, obsm['X_{key}'])")
@@ -167,7 +167,7 @@ def _load_model(path: str, table):
 
 
 def _annotate_run(args) -> int:
-    from .. import _io, tl
+    from .. import io, tl
     from ._common import check_new_key, read_store
 
     sdata = read_store(args.zarr, args.table_key)
@@ -189,13 +189,13 @@ def _annotate_run(args) -> int:
         key_added=args.key_added,
         overwrite=args.overwrite,
     )
-    _io.persist(sdata, args.table_key)
+    io.persist(sdata, args.table_key)
     print(f"predictions written to {args.zarr} (obs['{args.key_added}_prediction'])")
     return 0
 
 
 def _transfer_run(args) -> int:
-    from .. import _io, tl
+    from .. import io, tl
     from ..model import SpatialPretrainModel
     from ._common import CLIError, check_new_key, read_store
 
@@ -211,7 +211,7 @@ def _transfer_run(args) -> int:
     reference = SpatialPretrainModel.load(args.model)
     tl.transfer(sdata, reference, layer=args.layer, table_key=args.table_key, key_added=args.key_added,
                 overwrite=args.overwrite)  # fmt: skip
-    _io.persist(sdata, args.table_key)
+    io.persist(sdata, args.table_key)
     print(f"query embedding written to {args.zarr} (table {args.table_key!r}, obsm['X_{args.key_added}'])")
     return 0
 

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run ``ss.tl.superres`` on a zarr store and persist the new elements."""
-    from .. import _io
+    from .. import io
     from ..tl import superres
     from ._common import CLIError, check_new_key, check_output_folder, read_store
 
@@ -81,7 +81,7 @@ def run(args) -> int:
         table_key_added=table_key_added,
         overwrite=args.overwrite,
     )
-    _io.persist(sdata, [key_added, table_key_added])
+    io.persist(sdata, [key_added, table_key_added])
     if args.model_out:
         model.save(args.model_out, overwrite=True)
     print(f"sub-spots written to {args.zarr}: shapes {key_added!r}, table {table_key_added!r}")

@@ -17,21 +17,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .._types import is_backed_sparse
 from ._subgraph import _ranges
 
-
-def is_backed_sparse(x: Any) -> bool:
-    """Whether ``x`` is an anndata backed sparse dataset (zarr or HDF5), i.e. counts that stay on disk.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> is_backed_sparse(np.zeros((2, 2)))
-    False
-    """
-    from anndata.abc import CSCDataset, CSRDataset
-
-    return isinstance(x, CSRDataset | CSCDataset)
+__all__ = ["TileReader", "is_backed_sparse"]
 
 
 class TileReader:

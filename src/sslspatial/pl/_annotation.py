@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._io import is_spatialdata
 from .._validate import check_choice
+from ..io._access import is_spatialdata
 from ._common import PathLike, as_table, check_save, finish, labels_from, new_figure
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._io import get_table, is_spatialdata
+from ..io._access import get_table, is_spatialdata
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -241,7 +241,12 @@ def spatial_panel(
         ax.set_xticks([])
         ax.set_yticks([])
     else:
-        from ._spatial import label_axes
-
         label_axes(ax, unit)
     return artist
+
+
+def label_axes(ax: Axes, unit: str) -> None:
+    """Label a spatial panel's axes ``x (<unit>)`` / ``y (<unit>)`` with small tick labels."""
+    ax.set_xlabel(f"x ({unit})", fontsize="small")
+    ax.set_ylabel(f"y ({unit})", fontsize="small")
+    ax.tick_params(labelsize="x-small", length=2)

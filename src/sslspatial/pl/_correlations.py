@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._io import is_spatialdata
+from ..io._access import is_spatialdata
 from ._common import PathLike, as_table, check_save, finish, new_figure
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._io import get_coordinates
 from .._validate import check_choice
+from ..io._access import get_coordinates
 from ._common import (
     PathLike,
     as_list,

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._io import get_coordinates, get_image, get_sections, is_spatialdata
 from .._validate import check_choice
+from ..io._access import get_coordinates, get_image, get_sections, is_spatialdata
 from ._common import (
     PathLike,
     as_list,

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._io import get_image, is_spatialdata
+from ..io._access import get_image, is_spatialdata
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .._io import SectionImage
+    from ..io._access import SectionImage
 
 
 def resolve_per_section(value: str | Mapping[str, str] | None, section: str, what: str) -> str | None:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._io import annotated_regions, is_spatialdata
+from ..io._access import annotated_regions, is_spatialdata
+from ._common import category_colours, spatial_panel
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -60,13 +61,6 @@ def coordinate_unit(data: Any = None, table: AnnData | None = None, unit: str | 
     return "coordinate units"
 
 
-def label_axes(ax: Axes, unit: str) -> None:
-    """Label a spatial panel's axes ``x (<unit>)`` / ``y (<unit>)`` with small tick labels."""
-    ax.set_xlabel(f"x ({unit})", fontsize="small")
-    ax.set_ylabel(f"y ({unit})", fontsize="small")
-    ax.tick_params(labelsize="x-small", length=2)
-
-
 def _systems(element: Any) -> list[str]:
     from spatialdata.transformations import get_transformation
 
@@ -100,8 +94,6 @@ def default_image(data: Any, table: AnnData, sections: Sequence[str]) -> dict[st
 
 def categorical_colours(values: Any, table: AnnData | None, key: str) -> tuple[list[str], list[Any], np.ndarray]:
     """Return ``(categories, colours, codes)`` of categorical values (missing values get code -1)."""
-    from ._common import category_colours
-
     cats = pd.Series(values).astype("category")
     categories = [str(c) for c in cats.cat.categories]
     return categories, category_colours(table, key, categories), cats.cat.codes.to_numpy()
@@ -146,7 +138,6 @@ def category_map(
     ``categories`` / ``colours`` fix the colour of each category (e.g. to colour predicted labels like the true
     ones); by default scanpy's ``uns[f"{key}_colors"]`` of ``table`` or a palette. Returns the legend.
     """
-    from ._common import spatial_panel
     from ._image import draw_image_under
 
     if categories is None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from anndata import AnnData
 
-from .._io import table_attrs
+from ..io._access import table_attrs
 from ._common import (
     PathLike,
     as_list,

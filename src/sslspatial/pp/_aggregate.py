@@ -13,10 +13,10 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .. import _io
 from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
 from .._validate import check_absent, check_finite
+from ..io import _access as _io
 from ._normalize import log_normalize
 
 AGGREGATIONS = ("mean", "var", "std", "sum")

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .. import _io
 from .. import _logging as logg
 from .._constants import Key, check_key
 from .._validate import check_absent, check_choice
 from .._warnings import quiet_call
+from ..io import _access as _io
 
 GRAPH_METHODS = ("radius", "knn", "delaunay", "grid")
 _MAX_PLAUSIBLE_DEGREE = 50

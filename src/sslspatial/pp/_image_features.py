@@ -12,8 +12,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .._constants import check_key
-from .._io import SectionImage, get_coordinates, get_image, get_table, is_spatialdata
 from .._validate import check_absent
+from ..io._access import SectionImage, get_coordinates, get_image, get_table, is_spatialdata
 from ._backbones import Backbone, LoadedBackbone, backbone_features, load_backbone
 from ._patches import section_patches, size_in_pixels
 from ._patches_sdata import obs_regions, resolve_region_images
@@ -200,7 +200,7 @@ def channel_patches(
 
     Examples
     --------
-    >>> from sslspatial._io import SectionImage
+    >>> from sslspatial.io._access import SectionImage
     >>> img = SectionImage(np.ones((2, 20, 20), np.uint16), np.eye(3))
     >>> channel_patches(img, np.array([[10.0, 10.0]]), 4, np.array([[0.0, 2.0], [0.0, 1.0]]))[0, :, 0, 0].tolist()
     [0.5, 1.0]

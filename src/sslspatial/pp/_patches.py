@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._io import SectionImage
+from ..io._access import SectionImage
 
 _MAX_BOX_PIXELS = 2**24  # largest bounding box loaded at once from a lazy image (per channel)
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._io import get_coordinates, get_image, get_table, is_spatialdata, table_attrs
+from ..io._access import get_coordinates, get_image, get_table, is_spatialdata, table_attrs
 from ._patches import ColourStats, colour_normalize, section_patches
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .._io import SectionImage, map_points
+from ..io._access import SectionImage, map_points
 from ._patches import _as_array, _load
 
 
@@ -65,7 +65,7 @@ def tissue_grid(image: SectionImage, spacing: float, *, min_tissue: float = 0.5,
 
     Examples
     --------
-    >>> from sslspatial._io import SectionImage
+    >>> from sslspatial.io._access import SectionImage
     >>> img = np.full((3, 40, 40), 240, np.uint8); img[:, 10:30, 10:30] = [[[200]], [[80]], [[180]]]
     >>> tissue_grid(SectionImage(img, np.eye(3)), 5.0).shape[0] > 0
     True

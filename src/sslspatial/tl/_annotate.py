@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import _io
 from .._constants import Key, check_key
-from .._io import DataLike
 from .._provenance import run_record
+from .._types import DataLike
 from .._validate import check_absent, check_choice, check_obs_column, trainer_options
+from ..io import _access as _io
 from ..model import SpatialPretrainModel
 from ..objectives import balanced_class_weights
 from . import _annotate_select as select

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .. import _io
 from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
 from .._provenance import run_record
 from .._validate import check_absent, check_choice
+from ..io import _access as _io
 from ..pp._aggregate import _aggregate, hop_matrices, representation
 
 DOMAIN_METHODS = ("leiden", "gmm")

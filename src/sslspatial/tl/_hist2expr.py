@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from .._constants import check_key
-from .._io import get_coordinates, get_image, get_table, linear_scale, require_spatialdata, table_attrs
 from .._logging import info
 from .._provenance import run_record, seed_everything
 from .._validate import check_absent, trainer_options
 from ..data._patch_cache import pyramid_levels
 from ..data._patch_loader import PatchSection, PatchSource
+from ..io._access import get_coordinates, get_image, get_table, linear_scale, require_spatialdata, table_attrs
 from ..metrics import pearson_per_gene
 from ..model._hist2expr import Hist2Expr
 from ..pp._backbones import LoadedBackbone, load_backbone

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .. import _io, _logging
+from .. import _logging
 from .._constants import Key, check_key
 from .._provenance import run_record
 from .._validate import check_absent, check_choice, check_obs_column
+from ..io import _access as _io
 from ..model import SpatialPretrainModel
 from ..model._reference import check_query_panel
 from . import _annotate_select as select

@@ -12,11 +12,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .. import _io
 from .._constants import Key, check_key
-from .._io import DataLike
 from .._provenance import run_record, seed_everything
+from .._types import DataLike
 from .._validate import check_absent, check_choice, check_obs_column, trainer_options
+from ..io import _access as _io
 from ..model import SpatialPretrainModel
 from ..objectives import kmeans_pseudolabels
 from ..pp._normalize import expression_pcs

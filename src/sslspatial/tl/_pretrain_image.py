@@ -8,10 +8,10 @@ from typing import Any, Literal
 import numpy as np
 
 from .._constants import check_key
-from .._io import get_coordinates, get_image, get_table, require_spatialdata
 from .._logging import info
 from .._provenance import run_record, seed_everything
 from .._validate import check_absent
+from ..io._access import get_coordinates, get_image, get_table, require_spatialdata
 from ..model._image_encoder import ImageEncoder
 from ..module._image_ssl import CONTEXT
 from ..pp._patches import check_image_values, crop_patches, resize_patches, size_in_pixels, to_unit_range

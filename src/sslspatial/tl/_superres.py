@@ -11,10 +11,11 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .. import _io, _logging
+from .. import _logging
 from .._constants import Key, check_key
 from .._provenance import run_record, seed_everything
 from .._validate import check_absent, check_counts, check_finite, check_graph, trainer_options
+from ..io import _access as _io
 from ..model._superres import SUPERRES, RelativeEarlyStopping
 from ..nn._likelihoods import LIKELIHOODS
 from ..pp._normalize import log_normalize, standardize
