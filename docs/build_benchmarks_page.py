@@ -101,7 +101,8 @@ def _tuple(cell: str) -> tuple | None:
 
 def _words(parts: tuple) -> str:
     """``('lower->upper', 0.01)`` -> ``lower->upper, 1% labels``."""
-    return ", ".join(f"{100 * p:g}% labels" if isinstance(p, float) and 0 < p <= 1 else str(p) for p in parts)
+    words = (f"{100 * p:g}% labels" if isinstance(p, float) and 0 < p <= 1 else str(p) for p in parts)
+    return ", ".join(words).replace("->", "\u2192")  # an arrow that does not break across lines
 
 
 def _table_lines(columns: list[str], rows: list[list[str]]) -> list[str]:
@@ -118,7 +119,9 @@ def _table_lines(columns: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for cells in rows:
         if not all(_empty(c) for c in cells[1:]):
-            out.append("| " + " | ".join("" if _empty(c) else _round(c) for c in cells) + " |")
+            out.append(
+                "| " + " | ".join("" if _empty(c) else _round(c).replace(" ± ", "\u00a0±\u00a0") for c in cells) + " |"
+            )
     return out
 
 

@@ -251,8 +251,8 @@ def _undocumented(target: str) -> bool:
     head = target.split(".")[0]
     for name, module in list(sys.modules.items()):
         obj = getattr(module, head, None) if name.startswith("sslspatial.") and module is not None else None
-        if obj is not None and getattr(obj, "__module__", "").startswith("sslspatial"):
-            return True
+        if obj is not None and (getattr(obj, "__module__", None) or "sslspatial").startswith("sslspatial"):
+            return True  # a class or function of sslspatial, or a constant (no __module__) of one of its modules
     return False
 
 

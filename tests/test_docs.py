@@ -61,7 +61,7 @@ def test_benchmarks_page_is_generated_from_markdown_results_only(tmp_path):
     assert sorted(p.name for p in (tmp_path / "results").glob("*.md")) == ["alpha.md"]
     page = (tmp_path / "results" / "alpha.md").read_text()
     assert page.startswith("# Alpha bench\n")  # no issue number in a heading
-    assert "**osmfish**" in page and "| method | a->b, 10% labels |" in page  # readable columns, not tuples
+    assert "**osmfish**" in page and "| method | a\u2192b, 10% labels |" in page  # readable columns, not tuples
     assert "| ours | 0.3123 |" in page and "nan" not in page and "tuning: x" not in page
     assert "| fit | 1.235 |" in page and "{" not in page  # a JSON block becomes a table
     empty = tmp_path / "empty"
