@@ -101,7 +101,8 @@ def _tuple(cell: str) -> tuple | None:
 
 def _words(parts: tuple) -> str:
     """``('lower->upper', 0.01)`` -> ``lower->upper, 1% labels``."""
-    return ", ".join(f"{100 * p:g}% labels" if isinstance(p, float) and 0 < p <= 1 else str(p) for p in parts)
+    words = (f"{100 * p:g}% labels" if isinstance(p, float) and 0 < p <= 1 else str(p) for p in parts)
+    return ", ".join(words).replace("->", "\u2192")  # an arrow that does not break across lines
 
 
 def _table_lines(columns: list[str], rows: list[list[str]]) -> list[str]:
@@ -118,7 +119,9 @@ def _table_lines(columns: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for cells in rows:
         if not all(_empty(c) for c in cells[1:]):
-            out.append("| " + " | ".join("" if _empty(c) else _round(c) for c in cells) + " |")
+            out.append(
+                "| " + " | ".join("" if _empty(c) else _round(c).replace(" ± ", "\u00a0±\u00a0") for c in cells) + " |"
+            )
     return out
 
 
@@ -216,7 +219,7 @@ def _verdict(margins: list[tuple[str, float]], unit: str, where: str = "On the e
     wins = sum(m > 0 for _, m in margins)
     lo, hi = min(m for _, m in margins), max(m for _, m in margins)
     return (
-        f"{where} the default is ahead in {wins} of {len(margins)} settings; the margin ranges from "
+        f"{where} the default beats the best baseline in {wins} of {len(margins)} settings; the margin ranges from "
         f"{_signed(lo)} to {_signed(hi)} {unit}."
     )
 
@@ -321,11 +324,11 @@ def summary_hist2expr(md: str) -> str | None:
         margin = default - max(b for b in baselines if b is not None) if baselines and default is not None else None
         text = (
             f"Mean Pearson correlation per gene between predicted and measured expression on held-out her2st "
-            f"sections ({columns[1].split()[-1]}: folds that entered no choice), over all genes and over the 50 best "
+            f"sections ({columns[1].split()[-1]}), over all genes and over the 50 best "
             "predicted.\n\n" + _table(["method", "role", columns[1], columns[2]], out)
         )
         if margin is not None:
-            text += f"\n\nMargin of the default over the better baseline: {_signed(margin)} mean Pearson."
+            text += f"\n\nOn the held-out sections the margin of the default over the better baseline is {_signed(margin)} mean Pearson."
         return text
     return None
 
@@ -388,10 +391,30 @@ SUMMARIES: dict[str, tuple[str, Callable[[str], str | None]]] = {
     "celltyping": ("Cell-type annotation", summary_celltyping),
     "reference_mapping": ("Reference mapping", summary_reference_mapping),
     "domains": ("Spatial domains", summary_domains),
-    "hist2expr_her2st": ("Expression from H&E", summary_hist2expr),
+    "hist2expr_her2st": ("Expression from histology", summary_hist2expr),
     "superres": ("Super-resolution", summary_superres),
     "atlas_scale": ("Speed at atlas scale", summary_atlas_scale),
 }
+
+
+def verdicts(results: Path = RESULTS) -> dict[str, str]:
+    """One sentence per capability on its margin (``verdict_<name>``), for the guides (MyST substitutions).
+
+    The sentence is the last paragraph of the capability's summary; a capability whose results are missing or
+    unreadable gets a pointer to the benchmarks page instead, so a guide never shows a stale number.
+    """
+    out = {}
+    for name, (_, summarise) in SUMMARIES.items():
+        path = Path(results) / f"{name}.md"
+        try:
+            body = summarise(path.read_text(encoding="utf-8")) if path.exists() else None
+        except (ValueError, IndexError, KeyError, TypeError):
+            body = None
+        last = body.strip().split("\n\n")[-1] if body else ""
+        out[f"verdict_{name}"] = (
+            last if "margin" in last.lower() else "See the benchmarks page for the measured margin."
+        )
+    return out
 
 
 # -- pages ---------------------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Sphinx configuration for sslspatial.
 
-Build with ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (warnings are errors). At every build this
-file (1) regenerates ``benchmarks.md`` from ``../benchmarks/results`` and (2) copies ``../tutorials/*.ipynb`` into
-``tutorials/`` so that myst-nb renders them with their stored outputs (they are never executed here).
+Build with ``sphinx-build -W -n --keep-going -b html docs docs/_build/html`` (warnings are errors, every internal
+reference must resolve). At every build this file (1) regenerates ``benchmarks.md`` and ``results/`` from
+``../benchmarks/results``, (2) copies ``../tutorials/*.ipynb`` into ``tutorials/`` so that myst-nb renders them with
+their stored outputs (they are never executed here), and sphinx-gallery (3) runs ``examples/plot_*.py`` into
+``gallery/``. The landing page's figure ``_static/landing.png`` is drawn by ``make_landing_figure.py``.
 """
 
 from __future__ import annotations
@@ -60,9 +62,19 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_autodoc_typehints",
+    "sphinx_gallery.gen_gallery",
 ]
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "build_benchmarks_page.py"]
+exclude_patterns = [
+    "_build",
+    "**.ipynb_checkpoints",
+    "build_benchmarks_page.py",
+    "make_landing_figure.py",
+    "examples",
+    "gallery/*.ipynb",
+    "sg_execution_times.rst",
+    "gallery/sg_execution_times.rst",
+]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 
 autosummary_generate = True
@@ -81,7 +93,26 @@ typehints_defaults = "comma"
 typehints_use_signature = False
 always_document_param_types = False
 
-myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist"]
+# -- gallery: docs/examples/plot_*.py, executed at every build (a few seconds each), rendered into docs/gallery/ --------
+sphinx_gallery_conf = {
+    "examples_dirs": "examples",
+    "gallery_dirs": "gallery",
+    "filename_pattern": r"/plot_",
+    "within_subsection_order": "FileNameSortKey",
+    "download_all_examples": False,
+    "show_memory": False,
+    "min_reported_time": 1000,  # no per-example timing lines (they are on CPU shared with the build)
+    "abort_on_example_error": True,
+    "reset_modules": ("matplotlib", "gallery_reset.one_torch_thread"),
+    "capture_repr": (),
+    "matplotlib_animations": False,
+    "image_scrapers": ("matplotlib",),
+    "first_notebook_cell": None,
+    "remove_config_comments": True,
+}
+
+myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist", "substitution"]
+myst_substitutions = build_benchmarks_page.verdicts()  # {{ verdict_<benchmark> }}: the guides' "what to expect"
 myst_heading_anchors = 3
 nb_execution_mode = "off"  # tutorials are executed by tests/test_tutorials.py; the docs render their stored outputs
 nb_merge_streams = True
@@ -109,6 +140,20 @@ intersphinx_mapping = (
     else {}
 )
 intersphinx_timeout = 10
+
+# `sphinx-build -n` (nitpicky, as the tests run it): every reference to an sslspatial object must resolve. References
+# to other packages resolve only with the inventories above (network); without them they are listed here, by package,
+# and render as plain text. Nothing of sslspatial is listed: an unresolved internal reference fails the build.
+_EXTERNAL = (
+    "anndata", "collections", "dask", "geopandas", "gpd", "h5py", "lightning", "matplotlib", "np", "numpy", "os",
+    "pandas", "pathlib", "pd", "PIL", "pooch", "scanpy", "scipy", "scvi", "sklearn", "sp", "spatialdata", "squidpy", "torch",
+    "torch_geometric", "typing", "xarray", "zarr",
+)  # fmt: skip
+nitpick_ignore_regex = [
+    (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..+)?"),
+    # bare names of other packages' types, as type hints and numpydoc type fields write them
+    (r"py:.*", r"AnnData|SpatialData|Figure|Axes|Ellipsis|DataFrame|Series|Tensor|Module|GeoDataFrame|array_like"),
+]
 intersphinx_disabled_reftypes = ["*"]
 suppress_warnings = ["myst.header", "intersphinx", "config.cache"]
 
@@ -120,7 +165,8 @@ html_theme_options = {
     "use_download_button": True,
     "navigation_with_keys": False,
 }
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 
 
 # -- docstring preprocessing --------------------------------------------------------------------------------------
@@ -181,6 +227,73 @@ def _prose_returns(app, what, name, obj, options, lines: list[str]) -> None:
             i = end
 
 
+# -- internal references ------------------------------------------------------------------------------------------
+def _undocumented(target: str) -> bool:
+    """Whether ``target`` names an existing object of sslspatial (private, or internal such as a torch module)."""
+    import importlib
+    import sys
+
+    if target.startswith("sslspatial."):
+        parts = target.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for part in parts[i:]:
+                    obj = getattr(obj, part)
+            except AttributeError:
+                return False
+            return True
+        return False
+
+    head = target.split(".")[0]
+    for name, module in list(sys.modules.items()):
+        obj = getattr(module, head, None) if name.startswith("sslspatial.") and module is not None else None
+        if obj is not None and (getattr(obj, "__module__", None) or "sslspatial").startswith("sslspatial"):
+            return True  # a class or function of sslspatial, or a constant (no __module__) of one of its modules
+    return False
+
+
+def _resolve_internal(app, env, node, contnode):
+    """Resolve a reference to sslspatial written with a private path or a bare name to its public page.
+
+    Type hints name objects by where they are defined (``sslspatial.pp._subspots.subspot_offsets``); the API pages
+    document them where users import them (``sslspatial.pp.subspot_offsets``). A reference to an existing object that
+    is deliberately not on the API pages (a torch module class, a private named tuple) renders as plain code; a
+    reference to a name that does not exist (a typo, a renamed function) stays unresolved and fails the build.
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target, py = node.get("reftarget", ""), env.get_domain("py")
+    if target.startswith("sslspatial."):
+        candidates = [".".join(part for part in target.split(".") if not part.startswith("_"))]
+    else:
+        candidates = [name for name in py.objects if name.startswith("sslspatial.") and name.endswith("." + target)]
+    for candidate in candidates if len(candidates) == 1 else []:
+        if candidate != target and (candidate in py.objects or candidate in py.modules):
+            ref = py.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], candidate, node, contnode)
+            if ref is not None:
+                return ref
+    return contnode if _undocumented(target) else None
+
+
+def _public_bases(app, name, obj, options, bases: list) -> None:
+    """List only public classes under "Bases" (no private mixins such as ``ConsoleMixin``)."""
+    import importlib
+
+    def public(cls) -> bool:
+        if not cls.__module__.startswith("sslspatial"):
+            return True
+        package = ".".join(part for part in cls.__module__.split(".") if not part.startswith("_"))
+        return getattr(importlib.import_module(package), cls.__name__, None) is cls
+
+    bases[:] = [b for b in bases if public(b)]
+
+
 def setup(app) -> None:
     """Register the docstring preprocessing (before napoleon, which connects at the default priority 500)."""
     app.connect("autodoc-process-docstring", _prose_returns, priority=100)
+    app.connect("missing-reference", _resolve_internal)
+    app.connect("autodoc-process-bases", _public_bases)

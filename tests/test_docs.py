@@ -49,7 +49,7 @@ def test_benchmarks_page_is_generated_from_markdown_results_only(tmp_path):
     results.mkdir()
     (results / "alpha.md").write_text(
         "# Alpha bench (issue 12)\n\n| method | ('osmfish', 'a->b', 0.1) | ('starmap', 'c->d', 1.0) |\n|---|---|---|\n"
-        "| ours | 0.3123456789 | nan |\n| tuning: x | nan | nan |\n\n```\n{\"fit\": 1.23456789}\n```\n"
+        '| ours | 0.3123456789 | nan |\n| tuning: x | nan | nan |\n\n```\n{"fit": 1.23456789}\n```\n'
     )
     (results / "alpha.json").write_text(json.dumps({"r": 0.31}))
     (results / "alpha_quick.md").write_text("# Alpha bench (quick)\n")  # a quick run beside a full run: not rendered
@@ -61,7 +61,7 @@ def test_benchmarks_page_is_generated_from_markdown_results_only(tmp_path):
     assert sorted(p.name for p in (tmp_path / "results").glob("*.md")) == ["alpha.md"]
     page = (tmp_path / "results" / "alpha.md").read_text()
     assert page.startswith("# Alpha bench\n")  # no issue number in a heading
-    assert "**osmfish**" in page and "| method | a->b, 10% labels |" in page  # readable columns, not tuples
+    assert "**osmfish**" in page and "| method | a\u2192b, 10% labels |" in page  # readable columns, not tuples
     assert "| ours | 0.3123 |" in page and "nan" not in page and "tuning: x" not in page
     assert "| fit | 1.235 |" in page and "{" not in page  # a JSON block becomes a table
     empty = tmp_path / "empty"
@@ -94,11 +94,41 @@ def test_docs_build_without_warnings(tmp_path):
     pytest.importorskip("sphinx_book_theme")
     pytest.importorskip("sphinx_autodoc_typehints")
     out = tmp_path / "html"
-    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-d", str(tmp_path / "doctrees")]
+    pytest.importorskip("sphinx_gallery")
+    # -n: every internal reference must resolve (docs/conf.py lists the other packages, unresolved without network)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-W",
+        "-n",
+        "--keep-going",
+        "-q",
+        "-b",
+        "html",
+        "-d",
+        str(tmp_path / "doctrees"),
+    ]
     proc = subprocess.run([*cmd, str(DOCS), str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    for page in ("index", "quickstart", "api", "benchmarks", "citations", "tutorials", "guide/pretraining"):
+    for page in (
+        "index",
+        "quickstart",
+        "api",
+        "benchmarks",
+        "citations",
+        "tutorials",
+        "guide/pretraining",
+        "changelog",
+    ):
         assert (out / f"{page}.html").exists(), page
+    assert 'src="_images/landing.png"' in (out / "index.html").read_text()
+    gallery = (out / "gallery" / "index.html").read_text()
+    examples = sorted((DOCS / "examples").glob("plot_*.py"))
+    assert len(examples) >= 6 and gallery.count("sphx-glr-thumbcontainer") == len(examples)  # one thumbnail each
+    for example in examples:
+        assert "<img" in (out / "gallery" / f"{example.stem}.html").read_text(), f"{example.name} drew no figure"
+    assert "| key | value |" not in (out / "benchmarks.html").read_text()
     api = (out / "generated" / "sslspatial.tl.pretrain_mask.html").read_text()
     assert "Examples" in api and "likelihood" in api  # rendered from the docstring
     for notebook in sorted((ROOT / "tutorials").glob("*.ipynb")):

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = (
     "../README.md",
+    "index.md",
     "quickstart.md",
     "guide/graphs.md",
     "guide/pretraining.md",

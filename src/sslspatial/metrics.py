@@ -17,8 +17,10 @@ def pearson_per_gene(truth, prediction) -> np.ndarray:
 
     Parameters
     ----------
-    truth, prediction
-        Arrays (dense or sparse) of shape ``(n_obs, n_genes)``.
+    truth
+        Measured values, dense or sparse, of shape ``(n_obs, n_genes)``.
+    prediction
+        Predicted values of the same shape.
 
     Returns
     -------
@@ -77,10 +79,14 @@ def frozen_feature_probe(
 
     Parameters
     ----------
-    train_features, test_features
-        ``(n_train, d)`` and ``(n_test, d)`` frozen features of the training and held-out spots.
-    train_targets, test_targets
-        ``(n_train, n_genes)`` and ``(n_test, n_genes)`` targets (e.g. ``log1p(x / total * 1e4)``).
+    train_features
+        ``(n_train, d)`` frozen features of the training spots.
+    test_features
+        ``(n_test, d)`` frozen features of the held-out spots.
+    train_targets
+        ``(n_train, n_genes)`` targets of the training spots (e.g. ``log1p(x / total * 1e4)``).
+    test_targets
+        ``(n_test, n_genes)`` targets of the held-out spots, scored against the predictions.
     n_components
         Principal components kept (at most the number of features and of training spots).
     alpha
@@ -170,8 +176,10 @@ def classification_report(y_true, y_pred, probabilities=None, classes=None) -> d
 
     Parameters
     ----------
-    y_true, y_pred
-        Labels.
+    y_true
+        True labels.
+    y_pred
+        Predicted labels.
     probabilities
         Optional ``(n, n_classes)`` class probabilities, columns in the order of ``classes``.
     classes

@@ -56,12 +56,26 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         AnnData set up with :meth:`setup_anndata`.
     encoder
         ``"gat"``, ``"gcn"``, ``"sage"``, ``"transformer"`` or ``"mlp"`` (no graph).
-    n_latent, n_hidden, n_layers, dropout, norm, heads
-        Encoder size (``n_layers`` message-passing layers = hops of context).
+    n_latent
+        Dimension of the embedding.
+    n_hidden
+        Width of the hidden layers (divisible by ``heads`` for ``"gat"`` / ``"transformer"``).
+    n_layers
+        Message-passing layers, i.e. hops of neighbourhood each cell's embedding sees (dense layers for ``"mlp"``).
+    dropout
+        Dropout rate after every encoder block.
+    norm
+        ``"layer"`` (per cell, so the embedding of a subset equals the rows of the full run), ``"batch"`` or
+        ``"none"``.
+    heads
+        Attention heads of the ``"gat"`` and ``"transformer"`` encoders (ignored by the others).
     likelihood
         ``"nb"``, ``"zinb"``, ``"poisson"`` (raw counts) or ``"gaussian"`` (log-normalised values).
-    objective, objective_kwargs
-        Objective name and its keyword arguments (plain values, see :mod:`sslspatial.objectives`).
+    objective
+        ``"mask"``, ``"barlow"``, ``"byol"``, ``"pseudolabel"`` or ``"classify"``.
+    objective_kwargs
+        Keyword arguments of the objective (plain values, e.g. ``{"strategy": "entries", "fraction": 0.5}`` for
+        ``"mask"``).
     gene_present
         Per-gene flags; ``False`` = gene missing from this data (set by :meth:`load_query_data`).
     target_sum
@@ -220,15 +234,21 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
             Seed cells per minibatch (the subgraph adds their neighbours). ``None``: 256, or 1,024 from 100,000
             training cells on (:func:`~sslspatial.data.default_batch_size`: the fastest per cell on 2 CPU threads
             at 1M cells, while small tables keep enough optimiser steps per epoch).
-        lr, weight_decay
-            AdamW settings.
-        train_indices, validation_indices
-            Cells whose losses are scored (seeds) in training / validation; default all cells / none. Use
+        lr
+            Learning rate of AdamW.
+        weight_decay
+            Weight decay of AdamW.
+        train_indices
+            Cells whose losses are scored (seeds) in training; default all cells. Use the
             :mod:`sslspatial.data` splits for honest evaluation.
+        validation_indices
+            Cells whose losses are scored for validation (early stopping); default none.
         targets
             Per-cell arrays the objective needs (``"pseudolabels"``, ``"labels"``, ``"celltype"``).
-        accelerator, devices
-            Lightning device arguments. Multi-GPU training uses Lightning's DDP: ``devices=4, strategy="ddp"``
+        accelerator
+            Lightning accelerator: ``"auto"``, ``"cpu"`` or ``"gpu"``.
+        devices
+            Lightning devices (``"auto"``, a number or a list of GPU indices). Multi-GPU training uses Lightning's DDP: ``devices=4, strategy="ddp"``
             (plus ``num_nodes=M`` across machines); each process gets a shard of the seed cells and cuts subgraphs
             from the same CPU-side graph, so memory per device stays bounded by the batch.
         early_stopping
@@ -481,8 +501,12 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
             Reference ``obs`` column that will be mapped.
         min_shared_genes
             Fewest genes the query must share with the reference.
-        prefix, accelerator, device
-            As in :meth:`scvi.model.base.BaseModelClass.load`.
+        prefix
+            Prefix of the saved file names, as in :meth:`scvi.model.base.BaseModelClass.load`.
+        accelerator
+            Device type to load onto, as in :meth:`scvi.model.base.BaseModelClass.load`.
+        device
+            Device to load onto, as in :meth:`scvi.model.base.BaseModelClass.load`.
 
         Examples
         --------

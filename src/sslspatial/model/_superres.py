@@ -253,7 +253,7 @@ class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
 
     @property
     def n_hops(self) -> int:
-        """Hops of the subgraph each minibatch carries: the encoder's layers (0 without the graph)."""
+        """Number of hops of the subgraph each minibatch carries (the encoder's layers; 0 without the graph)."""
         return self.module.encoder.n_hops if self.module.use_graph else 0
 
     def train(self, *args, datasplitter_kwargs: dict | None = None, **kwargs):

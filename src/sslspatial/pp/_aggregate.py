@@ -155,7 +155,7 @@ def aggregate_neighbors(
     copy: bool = False,
     overwrite: bool = False,
 ) -> np.ndarray | None:
-    """Concatenate each cell's features with their aggregates over the cells exactly 1..``n_hops`` hops away.
+    """Concatenate each cell's features with their aggregates over the cells exactly 1 to ``n_hops`` hops away.
 
     This is the neighbourhood aggregation of CellCharter (Varrone et al., Nat Genet 2024): for hop ``k`` the
     aggregated block is, e.g., the mean of the features of the cells whose shortest path to the cell on the spatial

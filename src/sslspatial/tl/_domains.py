@@ -63,7 +63,7 @@ def domains(
     """Cluster a representation into tissue domains and write them to ``obs[key_added]``.
 
     The features are built in three steps: the representation(s) named by ``use_rep`` (each block centred and scaled
-    to unit mean squared norm when several are concatenated), optionally CellCharter-style means over the rings 1..``n_hops``
+    to unit mean squared norm when several are concatenated), optionally CellCharter-style means over the rings 1 to ``n_hops``
     of the spatial graph (concatenated), then ``smooth`` rounds of averaging over each cell's closed neighbourhood.
     The result is clustered by a Gaussian mixture (default) or Leiden.
 
@@ -267,7 +267,7 @@ def features(
 
     With ``sections`` (one label per cell), each block first has its per-section mean subtracted. A single
     representation is then used as it is; a list concatenates its blocks, each centred and scaled to unit mean
-    squared row norm so that none dominates. ``n_hops`` appends the mean over each ring 1..``n_hops`` of the spatial graph; ``smooth``
+    squared row norm so that none dominates. ``n_hops`` appends the mean over each ring 1 to ``n_hops`` of the spatial graph; ``smooth``
     rounds of :func:`smooth_features` follow.
     """
     reps = [use_rep] if isinstance(use_rep, str) else list(use_rep)

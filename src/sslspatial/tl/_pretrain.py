@@ -140,13 +140,13 @@ def pretrain_mask(
         More :meth:`~sslspatial.model.SpatialPretrainModel.train` arguments (e.g. ``strategy="ddp"``,
         ``num_nodes=2``, ``enable_progress_bar=False``).
 
-    Notes
-    -----
-    ``uns[key_added]`` records the function, its parameters and the package version.
-
     Returns
     -------
     The trained model.
+
+    Notes
+    -----
+    ``uns[key_added]`` records the function, its parameters and the package version.
 
     Examples
     --------
