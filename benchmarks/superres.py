@@ -155,10 +155,11 @@ def run_dataset(name, ps, layout, modalities, epochs, pitch) -> dict:
             mods = modalities["likelihoods"] if len(blocks) > 1 else None
             scvi.settings.seed = seed
             t0 = time.perf_counter()
+            model_kwargs = {"uniform_weight": kw["uniform_weight"]} if "uniform_weight" in kw else None
             ss.tl.superres(
                 sdata, shapes_key="spots", table_key=first, layout=layout, n_subspots=k, modalities=mods,
                 likelihood=modalities["likelihoods"][first], max_epochs=epochs, batch_size=256, n_hidden=64,
-                n_latent=32, **kw,
+                n_latent=32, model_kwargs=model_kwargs, **{key: v for key, v in kw.items() if key != "uniform_weight"},
             )  # fmt: skip
             secs = time.perf_counter() - t0
             pred = sdata.tables[f"{first}_superres"].X
@@ -328,7 +329,7 @@ def early_stopping_check(seeds: tuple[int, ...] = (0, 1)) -> list[dict]:
                 ss.pp.build_graph(sdata, table_key="rna", method="knn", n_neighs=8)
                 t0 = time.perf_counter()
                 model = ss.tl.superres(sdata, shapes_key="spots", table_key="rna", layout="square", n_subspots=4,
-                                       early_stopping=early, seed=seed, train_kwargs={"enable_progress_bar": False},
+                                       seed=seed, train_kwargs={"enable_progress_bar": False, "early_stopping": early},
                                        **extra)  # fmt: skip
                 secs = time.perf_counter() - t0
                 sc = _scores(ps["subspots"], sdata.tables["rna_superres"].X, sub_centres, 2 * r_sub)
