@@ -20,7 +20,7 @@ from .._validate import check_counts, check_finite, check_graph
 from ..nn._likelihoods import is_count
 from ..pp._normalize import log_normalize, standardize
 from ..pp._subspot_elements import SpotGeometry, graph_context_features, spot_geometry, subspot_centres
-from ..pp._subspots import make_subspot_shapes
+from ..pp._subspots import LAYOUTS, make_subspot_shapes
 from ._access import annotated_regions, get_image, get_table, linear_scale, map_points, table_attrs
 
 __all__ = ["SUBSPOT_FEATURES", "Spots", "ImageSpec", "check_layout", "read_spots", "write_subspots"]
@@ -64,7 +64,7 @@ class ImageSpec:
 
 def check_layout(layout: str, n_subspots: int | None) -> tuple[str, int, int]:
     """``(layout, K, sub-spots per side)`` of a sub-spot layout; raises on an unknown layout or a wrong K."""
-    if layout not in ("hexagon", "square"):
+    if layout not in LAYOUTS:
         raise ValueError(f"Unknown layout {layout!r}: use 'hexagon' (K = 7) or 'square' (K = n x n).")
     if layout == "hexagon":
         if n_subspots not in (None, 7):

@@ -27,6 +27,8 @@ from ._plan import TrainingPlan
 
 __all__ = ["SUPERRES", "RelativeEarlyStopping"]
 
+#: The training defaults of :meth:`SUPERRES.train`, which :func:`sslspatial.tl.superres` takes over.
+TRAIN_DEFAULTS = {"batch_size": 128, "lr": 3e-3}
 #: ``SUPERRES.train(early_stopping=None)`` turns early stopping on from this many spots (with ``max_epochs=None``).
 EARLY_STOPPING_MIN_SPOTS = 5000
 #: The ``uniform_weight`` of :func:`sslspatial.tl.superres` (the module's own default, 0, is the plain model).
@@ -237,8 +239,8 @@ class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
     def train(
         self,
         max_epochs: int | None = None,
-        batch_size: int = 128,
-        lr: float = 3e-3,
+        batch_size: int = TRAIN_DEFAULTS["batch_size"],
+        lr: float = TRAIN_DEFAULTS["lr"],
         early_stopping: bool | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,

@@ -9,6 +9,8 @@ a hidden one. Genes missing from a transferred dataset are always masked and nev
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
@@ -17,7 +19,8 @@ from ..nn._likelihoods import LIKELIHOODS as LIKELIHOODS  # re-exported by sslsp
 from ..nn._likelihoods import check_likelihood, likelihood_distribution
 from ._base import ObjectiveOutput, seed_slice
 
-STRATEGIES = ("cells", "entries", "programmes", "celltype")
+Strategy = Literal["cells", "entries", "programmes", "celltype"]
+STRATEGIES = get_args(Strategy)
 DEFAULT_FRACTION = {"cells": 0.2, "entries": 0.5, "programmes": 0.5, "celltype": 1.0}
 
 

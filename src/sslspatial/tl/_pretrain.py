@@ -7,7 +7,7 @@ model.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,10 @@ from ..model import SpatialPretrainModel
 from ..nn._graph_encoders import Encoder
 from ..nn._likelihoods import Likelihood, is_count
 from ..objectives import kmeans_pseudolabels
+from ..objectives._masking import Strategy
 from ..pp._normalize import expression_pcs
+
+ContrastiveMethod = Literal["barlow", "byol"]
 
 #: ``pretrain_pseudolabel``'s share of input entries hidden in training (see its docstring for how it was chosen).
 DEFAULT_GENE_DROPOUT = 0.5
@@ -68,7 +71,7 @@ def _train_and_write(table, model, function, params, targets):
 def pretrain_mask(
     data: DataLike,
     *,
-    mask: Literal["cells", "entries", "programmes", "celltype"] = "cells",
+    mask: Strategy = "cells",
     fraction: float | None = None,
     programmes: dict[str, list[str]] | None = None,
     celltype_key: str | None = None,
@@ -195,7 +198,7 @@ def pretrain_mask(
 def pretrain_contrastive(
     data: DataLike,
     *,
-    method: Literal["barlow", "byol"] = "barlow",
+    method: ContrastiveMethod = "barlow",
     encoder: Encoder = "gat",
     likelihood: Likelihood = "nb",
     layer: str | None = None,
@@ -248,7 +251,7 @@ def pretrain_contrastive(
     >>> model = ss.tl.pretrain_contrastive(adata, method="byol", max_epochs=10)  # doctest: +SKIP
     """
     params = dict(locals())
-    check_choice(method, ("barlow", "byol"), "method")
+    check_choice(method, get_args(ContrastiveMethod), "method")
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
     kwargs = {"noise": noise, "dropout": view_dropout, **(objective_kwargs or {})}
     seed_everything(seed)

@@ -24,12 +24,12 @@ from ..io._superres import (
     read_spots,
     write_subspots,
 )
-from ..model._superres import SUPERRES, UNIFORM_WEIGHT
+from ..model._superres import SUPERRES, TRAIN_DEFAULTS, UNIFORM_WEIGHT
 from ..nn._likelihoods import LIKELIHOODS, Likelihood
+from ..pp._subspots import Layout
 
 __all__ = ["superres"]
 
-Layout = Literal["hexagon", "square"]
 SpotMean = Literal["observed", "fitted"]
 SPOT_MEANS = get_args(SpotMean)
 
@@ -56,8 +56,8 @@ def superres(
     sample: bool = False,
     spot_mean: SpotMean = "observed",
     max_epochs: int | None = None,
-    batch_size: int = 128,
-    lr: float = 3e-3,
+    batch_size: int = TRAIN_DEFAULTS["batch_size"],
+    lr: float = TRAIN_DEFAULTS["lr"],
     n_hidden: int = 128,
     n_latent: int = 128,
     count_aware: bool = True,
