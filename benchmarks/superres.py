@@ -158,10 +158,12 @@ def run_dataset(name, ps, layout, modalities, epochs, pitch) -> dict:
             t0 = time.perf_counter()
             # the package defaults (sizes, batch, epochs, early stopping) unless --quick fixes the epochs; the seed
             # reaches the model through seed= (ss.tl.superres re-seeds before building it)
+            model_kwargs = {"uniform_weight": kw["uniform_weight"]} if "uniform_weight" in kw else None
             model = ss.tl.superres(
                 sdata, shapes_key="spots", table_key=first, layout=layout, n_subspots=k, modalities=mods,
                 likelihood=modalities["likelihoods"][first], max_epochs=epochs, seed=seed,
-                train_kwargs={"enable_progress_bar": False}, **kw,
+                train_kwargs={"enable_progress_bar": False}, model_kwargs=model_kwargs,
+                **{key: v for key, v in kw.items() if key != "uniform_weight"},
             )  # fmt: skip
             secs = time.perf_counter() - t0
             pred = sdata.tables[f"{first}_superres"].X
@@ -334,7 +336,7 @@ def early_stopping_check(seeds: tuple[int, ...] = (0, 1)) -> list[dict]:
                 ss.pp.build_graph(sdata, table_key="rna", method="knn", n_neighs=8)
                 t0 = time.perf_counter()
                 model = ss.tl.superres(sdata, shapes_key="spots", table_key="rna", layout="square", n_subspots=4,
-                                       early_stopping=early, seed=seed, train_kwargs={"enable_progress_bar": False},
+                                       seed=seed, train_kwargs={"enable_progress_bar": False, "early_stopping": early},
                                        **extra)  # fmt: skip
                 secs = time.perf_counter() - t0
                 sc = _scores(ps["subspots"], sdata.tables["rna_superres"].X, sub_centres, 2 * r_sub)

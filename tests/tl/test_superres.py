@@ -481,16 +481,16 @@ def test_relative_early_stopping_stops_when_loss_stalls():
 
 
 def test_superres_early_stopping_holds_out_spots_and_enhances_all(monkeypatch):
+    from sslspatial.model import _superres as model_superres
     from sslspatial.model._superres import RelativeEarlyStopping
-    from sslspatial.tl import _superres as tl_superres
 
     sdata = _grid_sdata(n_side=8)
     kw = {k: v for k, v in FAST.items() if k != "max_epochs"}
     # a stall (no 50 % improvement) after the first validation epoch stops training at epoch 2 of up to 30
-    monkeypatch.setattr(tl_superres, "_early_stopping_options", lambda: {
+    monkeypatch.setattr(model_superres, "_early_stopping_options", lambda: {
         "train_size": 0.9, "validation_size": 0.1, "check_val_every_n_epoch": 1,
         "callbacks": [RelativeEarlyStopping("subspot_sum_nll_validation", rel_delta=0.5, patience=1)]})  # fmt: skip
-    monkeypatch.setattr(tl_superres, "_EARLY_STOPPING_MIN_SPOTS", 10)  # 64 spots: early stopping by default
+    monkeypatch.setattr(model_superres, "EARLY_STOPPING_MIN_SPOTS", 10)  # 64 spots: early stopping by default
     model = ss.tl.superres(sdata, shapes_key="spots", layout="square", n_subspots=4, **kw)
     assert "subspot_sum_nll_validation" in model.history
     assert len(model.history["subspot_sum_nll_validation"]) == 2

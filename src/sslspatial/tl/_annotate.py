@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,8 @@ from ..model import SpatialPretrainModel
 from ..objectives import balanced_class_weights
 from . import _annotate_select as select
 
-METHODS = ("auto", "finetune", "knn", "linear", "expression")
+Method = Literal["auto", "finetune", "knn", "linear", "expression"]
+METHODS = get_args(Method)
 #: Principal components of the cell's own expression used by ``method="auto"`` (and ``"expression"`` by default).
 AUTO_EXPRESSION_PCS = 30
 
@@ -44,7 +45,7 @@ def annotate(
     model: SpatialPretrainModel,
     labels_key: str,
     *,
-    method: Literal["auto", "finetune", "knn", "linear", "expression"] = "auto",
+    method: Method = "auto",
     candidates: Sequence[
         Literal["linear", "expression", "residuals", "pca", "scaled", "finetune"]
     ] = select.DEFAULT_CANDIDATES,
@@ -430,6 +431,7 @@ def transfer(
     >>> query_model = ss.tl.transfer(query, model)  # doctest: +SKIP
     >>> ss.tl.annotate(query, query_model, "cell_type", method="knn")  # doctest: +SKIP
     """
+    arguments = dict(locals())
     table = _io.get_table(data, table_key)
     key = Key.embedding(check_key(key_added, "key_added"))
     check_absent(key in table.obsm and not overwrite, f"obsm[{key!r}]")
@@ -439,7 +441,7 @@ def transfer(
     query._check_data(query.adata, query.init_params_["non_kwargs"]["encoder"], query.module.likelihood)
     table.obsm[key] = query.get_latent_representation()
     table.uns[key_added] = {
-        **run_record("transfer", {"layer": layer, "table_key": table_key, "key_added": key_added}),
+        **run_record("transfer", arguments),
         "n_reference_genes": int(model.adata.n_vars),
         "n_shared_genes": int(query.module.gene_present.sum()),
     }

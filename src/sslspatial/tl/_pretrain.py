@@ -7,25 +7,29 @@ model.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from .._constants import Key, check_key
+from .._docs import inject_docs
 from .._provenance import run_record, seed_everything
 from .._types import DataLike
 from .._validate import check_absent, check_choice, check_obs_column, trainer_options
 from ..io import _access as _io
 from ..model import SpatialPretrainModel
+from ..nn._graph_encoders import Encoder
+from ..nn._likelihoods import Likelihood, is_count
 from ..objectives import kmeans_pseudolabels
+from ..objectives._masking import Strategy
 from ..pp._normalize import expression_pcs
+
+ContrastiveMethod = Literal["barlow", "byol"]
 
 #: ``pretrain_pseudolabel``'s share of input entries hidden in training (see its docstring for how it was chosen).
 DEFAULT_GENE_DROPOUT = 0.5
 
-Encoder = Literal["gat", "gcn", "sage", "transformer", "mlp"]
-Likelihood = Literal["nb", "zinb", "poisson", "gaussian"]
 Devices = int | str | list[int]
 
 
@@ -59,14 +63,15 @@ def _train_and_write(table, model, function, params, targets):
         **trainer_options(function, params["accelerator"], params["devices"], params["train_kwargs"]),
     )
     table.obsm[Key.embedding(key_added)] = model.get_latent_representation()
-    table.uns[key_added] = run_record(function, {k: v for k, v in params.items() if k != "data"})
+    table.uns[key_added] = run_record(function, params)
     return model
 
 
+@inject_docs
 def pretrain_mask(
     data: DataLike,
     *,
-    mask: Literal["cells", "entries", "programmes", "celltype"] = "cells",
+    mask: Strategy = "cells",
     fraction: float | None = None,
     programmes: dict[str, list[str]] | None = None,
     celltype_key: str | None = None,
@@ -114,10 +119,8 @@ def pretrain_mask(
         ``"gat"``, ``"gcn"``, ``"sage"``, ``"transformer"`` or ``"mlp"``.
     likelihood
         ``"nb"``, ``"zinb"``, ``"poisson"`` on raw counts, or ``"gaussian"`` on log-normalised values.
-    layer
-        Layer with the expression (default ``X``).
-    table_key
-        Table of a SpatialData.
+    %(layer)s
+    %(table_key)s
     connectivity_key
         obsp key of the graph.
     n_latent, n_hidden, n_layers, dropout
@@ -129,11 +132,8 @@ def pretrain_mask(
         The embedding goes to ``obsm[f"X_{key_added}"]``.
     overwrite
         Replace an existing embedding (else :class:`~sslspatial.OutputExistsError`).
-    seed
-        Seeds Python, NumPy and torch before the model is built (``None``: leave the random state as it is).
-    accelerator, devices
-        Lightning's hardware options: ``accelerator="gpu"`` (or ``"cpu"``, ``"mps"``, ``"auto"``), ``devices=4`` or
-        ``[0, 1]``.
+    %(seed)s
+    %(accelerator_devices)s
     model_kwargs
         More :class:`~sslspatial.model.SpatialPretrainModel` arguments (``norm``, ``heads``, ``target_sum``).
     train_kwargs
@@ -198,7 +198,7 @@ def pretrain_mask(
 def pretrain_contrastive(
     data: DataLike,
     *,
-    method: Literal["barlow", "byol"] = "barlow",
+    method: ContrastiveMethod = "barlow",
     encoder: Encoder = "gat",
     likelihood: Likelihood = "nb",
     layer: str | None = None,
@@ -251,7 +251,7 @@ def pretrain_contrastive(
     >>> model = ss.tl.pretrain_contrastive(adata, method="byol", max_epochs=10)  # doctest: +SKIP
     """
     params = dict(locals())
-    check_choice(method, ("barlow", "byol"), "method")
+    check_choice(method, get_args(ContrastiveMethod), "method")
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
     kwargs = {"noise": noise, "dropout": view_dropout, **(objective_kwargs or {})}
     seed_everything(seed)
@@ -367,7 +367,7 @@ def pretrain_pseudolabel(
     key = library_key if library_key is not None else (Key.SECTION if Key.SECTION in table.obs else None)
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
     sections = None if key is None else np.asarray(table.obs[key]).astype(str)
-    features = pseudolabel_features(table, layer, n_pcs, log1p=likelihood != "gaussian")
+    features = pseudolabel_features(table, layer, n_pcs, log1p=is_count(likelihood))
     targets, sizes = kmeans_pseudolabels(features, sections)
     seed_everything(seed)
     model = SpatialPretrainModel(
