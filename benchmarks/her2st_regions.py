@@ -59,6 +59,15 @@ NO_EMBEDDING = ("expression", "residuals", "pca")
 #: Configurations compared on the tuning sections: pretraining options, annotate options, domains options.
 CONFIGS: dict[str, dict] = {
     "default": {},
+    "cv=sections": {"annotate": {"cv": "sections"}},
+    "cv=auto": {"annotate": {"cv": "auto"}},
+    "center": {"annotate": {"center_sections": True}},
+    "cv=auto+center": {"annotate": {"cv": "auto", "center_sections": True}},
+    "pretrain_mask": {"pretrain": {"function": "pretrain_mask"}},
+    "joint": {"pretrain": {"cluster_sections": "joint"}},
+    "niche=1": {"pretrain": {"niche": 1}},
+    "niche=2": {"pretrain": {"niche": 2}},
+    "joint+niche=1": {"pretrain": {"cluster_sections": "joint", "niche": 1}},
 }
 
 

@@ -21,6 +21,7 @@ from .._validate import check_absent, check_choice, check_obs_column, trainer_op
 from ..model import SpatialPretrainModel
 from ..objectives import balanced_class_weights
 from . import _annotate_select as select
+from ._domains import center_per_section
 
 METHODS = ("auto", "finetune", "knn", "linear", "expression")
 #: Principal components of the cell's own expression used by ``method="auto"`` (and ``"expression"`` by default).
@@ -60,6 +61,7 @@ def annotate(
     cv: Literal["auto", "sections", "blocks"] = select.DEFAULT_CV,
     ensemble: int = select.DEFAULT_ENSEMBLE,
     library_key: str | None = None,
+    center_sections: bool = select.DEFAULT_CENTER_SECTIONS,
     train_indices: np.ndarray | None = None,
     unlabeled_category: str | None = None,
     table_key: str = Key.DEFAULT_TABLE,
@@ -131,6 +133,10 @@ def annotate(
         the tuning split (STARmap BZ5 -> BZ9) of ``benchmarks/celltyping.py``.
     library_key
         obs column of the sections (spatial blocks never span sections); ``None``: one section.
+    center_sections
+        With ``library_key``: subtract each section's mean from every probe feature (embedding and expression PCs;
+        not from the plain ``"pca"`` baseline candidate), a label-free alignment of sections or patients before the
+        classifier.
     train_indices
         Rows whose labels may be used (default: every labelled cell).
     unlabeled_category
@@ -233,12 +239,15 @@ def annotate(
             finetune,
             ensemble=ensemble,
             cv=cv,
+            center=center_sections,
         )
     elif method == "finetune":
         result, proba = _finetune(model, codes, train_idx, classes, **finetune, warm_start=warm_start)
     else:
         n_pcs = expression_pcs or (AUTO_EXPRESSION_PCS if method == "expression" else 0)
         features = _features(model, "expression" if method == "expression" else "linear", n_pcs, table)
+        if center_sections and library_key is not None:
+            features = center_per_section(features, table.obs[library_key].astype(str).to_numpy())
         if method == "knn":
             proba = _knn(features, codes, train_idx, classes.size, n_neighbors)
         else:
@@ -271,6 +280,7 @@ def _auto(
     finetune,
     ensemble=0,
     cv="blocks",
+    center=False,
 ):
     """Cross-validated choice among the candidates, then the winner refitted on every labelled cell.
 
@@ -280,6 +290,8 @@ def _auto(
     if model is not None and model.module.likelihood == "gaussian":  # values already normalised: no residuals
         candidates = [kind for kind in candidates if kind != "residuals"] or ["pca"]
     features = {kind: _features(model, kind, n_pcs, table) for kind in {*candidates, "pca"} - {"finetune"}}
+    if center and sections is not None:  # the plain baseline stays as a user would write it
+        features = {k: v if k == "pca" else center_per_section(v, sections) for k, v in features.items()}
 
     def fit_predict(cand, fit_idx, predict_idx=None):
         if cand.kind == "finetune":

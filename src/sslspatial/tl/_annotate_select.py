@@ -29,6 +29,8 @@ CANDIDATE_KINDS = ("linear", "expression", "residuals", "pca", "finetune")
 #: labelled cells (see :func:`section_folds`), else spatial blocks (:func:`blocked_folds`).
 DEFAULT_CV = "blocks"
 CV_KINDS = ("auto", "sections", "blocks")
+#: ``annotate(center_sections=...)``: per-section centring of the probe features (with ``library_key``).
+DEFAULT_CENTER_SECTIONS = False
 #: Display name of the ``"pca"`` candidate (also ``uns["annotate"]["baseline"]["name"]``).
 BASELINE_NAME = "PCA + logreg"
 DEFAULT_C_GRID = (0.1, 1.0)
