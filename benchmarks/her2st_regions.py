@@ -32,16 +32,20 @@ Run ``python benchmarks/her2st_regions.py [--quick] [--tuning --configs default,
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import subprocess
-import time
-import warnings
-from pathlib import Path
 
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # BLAS: 1 thread (scikit-learn parts)
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "her2st"
@@ -190,7 +194,7 @@ def annotate(table, model, train_idx, config, embedding=True):
     return table.obs["bench_prediction"].astype(str).to_numpy(), table.uns["bench"].get("chosen")
 
 
-def annotation_rows(cache, config_name, config, splits, quick, curve):
+def annotation_rows(cache, config_name, config, splits, quick, curve, baselines=True):
     """Macro-F1 rows: baseline, default, default without the embedding, and the curve (7 / 15 / 33 sections)."""
     rows: dict[str, dict] = {}
     all_sections = tuple(sorted(cache.table.obs["section"].cat.categories))
@@ -203,7 +207,9 @@ def annotation_rows(cache, config_name, config, splits, quick, curve):
         section = table.obs["section"].astype(str).to_numpy()
         variants = [(f"{config_name} ({model_name})", True)]
         if model_name == "33 sections":
-            variants += [(f"{config_name} without the embedding", False), ("PCA + logreg", None)]
+            if baselines or config.get("annotate"):  # else the same call as the first configuration's
+                variants.append((f"{config_name} without the embedding", False))
+            variants += [("PCA + logreg", None)] if baselines else []
         for train_sections, test_sections in splits:
             for draw_name, train_idx in draws(table, train_sections, quick):
                 for row, embedding in variants:
@@ -223,7 +229,7 @@ def annotation_rows(cache, config_name, config, splits, quick, curve):
     return rows
 
 
-def domain_rows(cache, config_name, config, sections, curve):
+def domain_rows(cache, config_name, config, sections, curve, baselines=True):
     """ARI per labelled section: smoothed PCA, the configuration's default, without the embedding, the embedding."""
     from sklearn.metrics import adjusted_rand_score
 
@@ -241,7 +247,7 @@ def domain_rows(cache, config_name, config, sections, curve):
         if model_name == "33 sections":
             reps |= {
                 f"{config_name} without the embedding": {**options, "use_rep": "X"},
-                "smoothed PCA": {"use_rep": "X"},
+                **({"smoothed PCA": {"use_rep": "X"}} if baselines else {}),
                 "embedding (smoothed)": {"use_rep": EMBEDDING},
                 "embedding + expression (smoothed)": {"use_rep": [EMBEDDING, "X"]},
             }
@@ -444,8 +450,46 @@ def markdown(payloads: list[dict], args) -> str:
         lines.append(f"Configuration run time {payload['seconds']:.0f} s.")
         lines.append("")
     if not args.tuning and not args.quick:
-        lines += ["![H1: pathologist regions and default domains](her2st_regions_H1.png)", ""]
+        lines += ["Figure of H1 (pathologist regions and the default domains, seed 0): `her2st_regions_H1.png`.", ""]
     return "\n".join(lines)
+
+
+def starmap_domains_check(seeds=(0, 1, 2, 3, 4)) -> None:
+    """STARmap BZ5 (the domains tuning section of ``benchmarks/domains.py``): domains on the expression alone and on
+    the pseudo-label embedding plus the expression, per section, K = 4 layers, the same graph as that benchmark."""
+    from sklearn.metrics import adjusted_rand_score
+
+    import sslspatial as ss
+
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
+    adata = ss.datasets.starmap_mpfc(path=DATA.parent / "starmap_mpfc").tables["table"]
+    ss.pp.build_graph(adata, method="knn", n_neighs=10, library_key="section")
+    ss.tl.pretrain_pseudolabel(adata, library_key="section", train_kwargs={"enable_progress_bar": False})
+    out = {}
+    for section in ("BZ5", "BZ9"):
+        sub = subset(adata, [section])
+        for row, use_rep in (("expression (X)", "X"), ("embedding + expression", [EMBEDDING, "X"])):
+            aris = []
+            for seed in seeds:
+                ss.tl.domains(sub, n_domains=4, use_rep=use_rep, seed=seed, key_added="bench", overwrite=True)
+                aris.append(adjusted_rand_score(sub.obs["layer"].astype(str), sub.obs["bench"].astype(str)))
+            out.setdefault(row, {})[section] = [float(np.mean(aris)), float(np.std(aris))]
+    lines = [
+        "# STARmap domains check (issue 29): expression vs embedding + expression",
+        "",
+        f"Commit {git_commit()}; `python benchmarks/her2st_regions.py --starmap-domains-check`; load average at start "
+        f"{load_start:.2f}; {time.perf_counter() - start:.0f} s. Per section, K = 4 layers, 10-NN graph, "
+        "`ss.pretrain_pseudolabel` defaults on both sections; ARI mean ± sd over seeds 0-4. BZ5 is the tuning section "
+        "of `benchmarks/domains.py`; BZ9 is evaluation only.",
+        "",
+        "| use_rep | BZ5 (tuning) | BZ9 (evaluation) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {row} | {_fmt(v['BZ5'])} | {_fmt(v['BZ9'])} |" for row, v in out.items()]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "her2st_regions_starmap_check.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "her2st_regions_starmap_check.json").write_text(json.dumps({"commit": git_commit(), **out}, indent=1))
+    print("\n".join(lines))
 
 
 def main() -> None:
@@ -454,12 +498,19 @@ def main() -> None:
     parser.add_argument("--tuning", action="store_true", help="tuning sections B1, C1, D1 only (for choices)")
     parser.add_argument("--configs", default="default", help=f"comma-separated names of {sorted(CONFIGS)}")
     parser.add_argument("--suffix", default="", help="extra suffix of the results files")
+    parser.add_argument("--starmap-domains-check", action="store_true", help="domains on STARmap BZ5 / BZ9 only")
     args = parser.parse_args()
+    if args.starmap_domains_check:
+        warnings.filterwarnings("ignore")
+        starmap_domains_check()
+        return
     import torch
 
+    torch.set_num_threads(2)  # pretraining: both cores (BLAS of the classifiers: 1 thread, above)
     warnings.filterwarnings("ignore")
     start_all = time.perf_counter()
     load_start = [round(v, 2) for v in os.getloadavg()]
+    commit = git_commit()  # the code this run imported
     table = load()
     log: dict = {
         "n_spots": int(table.n_obs),
@@ -476,12 +527,13 @@ def main() -> None:
         splits = [(TUNING, EVALUATION)]
         dom_sections = LABELLED
     payloads = []
-    for name in args.configs.split(","):
+    for i, name in enumerate(args.configs.split(",")):
         start = time.perf_counter()
         config = CONFIGS[name]
         curve = not args.tuning and not args.quick
-        ann = annotation_rows(cache, name, config, splits, args.quick, curve)
-        dom = domain_rows(cache, name, config, dom_sections, curve)
+        baselines = i == 0 or not args.tuning  # tuning: the baselines once, with the first configuration
+        ann = annotation_rows(cache, name, config, splits, args.quick, curve, baselines)
+        dom = domain_rows(cache, name, config, dom_sections, curve, baselines)
         payload = {
             "config": name,
             "settings": config,
@@ -496,7 +548,7 @@ def main() -> None:
             payload["targets"] = targets(payload)
         payloads.append(payload)
     common = {
-        "commit": git_commit(),
+        "commit": commit,
         "command": "python benchmarks/her2st_regions.py " + " ".join(os.sys.argv[1:]),
         "load_average_start": load_start,
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
