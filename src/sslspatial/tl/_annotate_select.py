@@ -33,6 +33,12 @@ GAUSSIAN_CANDIDATES = ("linear", "expression", "scaled")
 CANDIDATE_KINDS = ("linear", "expression", "residuals", "pca", "scaled", "finetune")
 #: Display name of the ``"scaled"`` candidate.
 SCALED_NAME = "scaled features + balanced logreg"
+#: Cross-validation of ``annotate(method="auto")``: ``"auto"`` holds out whole sections when at least two sections hold
+#: labelled cells (see :func:`section_folds`), else spatial blocks (:func:`blocked_folds`).
+DEFAULT_CV = "blocks"
+CV_KINDS = ("auto", "sections", "blocks")
+#: ``annotate(center_sections=...)``: per-section centring of the probe features (with ``library_key``).
+DEFAULT_CENTER_SECTIONS = False
 #: Display name of the ``"pca"`` candidate (also ``uns["annotate"]["baseline"]["name"]``).
 BASELINE_NAME = "PCA + logreg"
 DEFAULT_C_GRID = (0.1, 1.0)
@@ -148,13 +154,42 @@ def blocked_folds(
         fold_of_block = {b: (i + offset) % n_folds for i, b in enumerate(blocks)}
         folds[idx] = [fold_of_block[b] for b in block]
         offset += blocks.size
-    cls = np.asarray(codes)[labelled]
-    for c in np.unique(cls):
-        members = cls == c
+    return protect_classes(folds, np.asarray(codes)[labelled], n_folds)
+
+
+def protect_classes(folds: np.ndarray, classes: np.ndarray, n_folds: int) -> np.ndarray:
+    """Take out of validation (fold ``-1``) the cells of a class that would have no training cell in their fold."""
+    for c in np.unique(classes):
+        members = classes == c
         for f in range(n_folds):
             if not np.any(members & (folds != f)):  # validating fold f would leave class c without training cells
                 folds[members & (folds == f)] = -1
     return folds
+
+
+def labelled_sections(labelled: np.ndarray, sections: np.ndarray | None) -> list:
+    """Sections holding labelled training cells, in order of appearance (empty without ``sections``)."""
+    return [] if sections is None else list(pd.unique(np.asarray(sections)[np.asarray(labelled)]))
+
+
+def section_folds(codes: np.ndarray, labelled: np.ndarray, sections: np.ndarray) -> np.ndarray:
+    """One validation fold per section holding labelled cells: each fold holds out a whole section.
+
+    With several labelled sections (or patients), this estimates what a new section faces: the shift between
+    sections, which folds of spatial blocks within the training sections cannot see. The cells of a class found in
+    only one section cannot be validated without losing all its training cells: they get fold ``-1`` (they train
+    in every fold), as in :func:`blocked_folds`.
+
+    Examples
+    --------
+    >>> section_folds(np.array([0, 1, 0, 1, 2]), np.arange(5), np.array(["a", "a", "b", "b", "b"])).tolist()
+    [0, 0, 1, 1, -1]
+    """
+    labelled = np.asarray(labelled)
+    order = labelled_sections(labelled, sections)
+    fold_of = {s: i for i, s in enumerate(order)}
+    folds = np.array([fold_of[s] for s in np.asarray(sections)[labelled]], dtype=np.int64)
+    return protect_classes(folds, np.asarray(codes)[labelled], len(order))
 
 
 @dataclass

@@ -24,9 +24,14 @@ from ..nn._likelihoods import Likelihood, is_count
 from ..objectives import kmeans_pseudolabels
 from ..objectives._masking import Strategy
 from ..pp._normalize import expression_pcs
+from ._domains import center_per_section, smooth_features
 
 ContrastiveMethod = Literal["barlow", "byol"]
 
+#: ``pretrain_pseudolabel``'s pseudo-label clustering: per section (``"each"``) or across sections (``"joint"``).
+DEFAULT_CLUSTER_SECTIONS = "each"
+#: ``pretrain_pseudolabel``'s rounds of neighbourhood averaging appended to the clustered PCs.
+DEFAULT_NICHE = 0
 #: ``pretrain_pseudolabel``'s share of input entries hidden in training (see its docstring for how it was chosen).
 DEFAULT_GENE_DROPOUT = 0.5
 
@@ -300,6 +305,8 @@ def pretrain_pseudolabel(
     library_key: str | None = None,
     n_pcs: int = 30,
     gene_dropout: float = DEFAULT_GENE_DROPOUT,
+    cluster_sections: Literal["each", "joint"] = DEFAULT_CLUSTER_SECTIONS,
+    niche: int = DEFAULT_NICHE,
     encoder: Encoder = "gat",
     likelihood: Likelihood = "nb",
     layer: str | None = None,
@@ -338,6 +345,15 @@ def pretrain_pseudolabel(
         obs column of sections / datasets, each clustered separately (default: ``"section"`` when present).
     n_pcs
         PCA components of log1p-normalised expression that are clustered.
+    cluster_sections
+        ``"each"``: k-means within each section (a head's clusters are restricted to the cell's section);
+        ``"joint"``: the PCs are centred per section (a label-free alignment of sections or patients) and all cells
+        are clustered together, so one cluster spans sections and the embedding must place alike cells of different
+        sections alike.
+    niche
+        Rounds of averaging of the PCs over each cell's closed spatial neighbourhood appended to the clustered
+        features (``0``: the cell's own PCs only): pseudo-labels of cell-plus-niche states, so the embedding encodes
+        the tissue context that domains are made of.
     gene_dropout
         During training, hide each input entry (a gene of a cell or of a neighbour) behind the mask token with this
         probability, so that the pseudo-labels, clustered on the full panel, must be predicted from part of it: an
@@ -366,9 +382,20 @@ def pretrain_pseudolabel(
         check_obs_column(table, library_key, "library_key")
     key = library_key if library_key is not None else (Key.SECTION if Key.SECTION in table.obs else None)
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
+    check_choice(cluster_sections, ("each", "joint"), "cluster_sections")
     sections = None if key is None else np.asarray(table.obs[key]).astype(str)
     features = pseudolabel_features(table, layer, n_pcs, log1p=is_count(likelihood))
-    targets, sizes = kmeans_pseudolabels(features, sections)
+    if niche:
+        if connectivity_key not in table.obsp:
+            raise KeyError(f"niche={niche} needs the spatial graph obsp[{connectivity_key!r}] (ss.pp.build_graph).")
+        context = smooth_features(table.obsp[connectivity_key], features, int(niche))
+        features = np.hstack([features, context])
+    if cluster_sections == "joint":
+        if sections is not None:
+            features = center_per_section(features, sections)
+        targets, sizes = kmeans_pseudolabels(features, None)
+    else:
+        targets, sizes = kmeans_pseudolabels(features, sections)
     seed_everything(seed)
     model = SpatialPretrainModel(
         table,
