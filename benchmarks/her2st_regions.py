@@ -547,6 +547,12 @@ def main() -> None:
         if not args.tuning and not args.quick:
             payload["targets"] = targets(payload)
         payloads.append(payload)
+        write(payloads, args, commit, load_start, start_all)  # after every configuration: a killed run keeps them
+
+
+def write(payloads, args, commit, load_start, start_all) -> None:
+    import torch
+
     common = {
         "commit": commit,
         "command": "python benchmarks/her2st_regions.py " + " ".join(os.sys.argv[1:]),
@@ -561,7 +567,7 @@ def main() -> None:
     stem = "her2st_regions" + ("_tuning" if args.tuning else "") + ("_quick" if args.quick else "") + args.suffix
     (RESULTS / f"{stem}.json").write_text(json.dumps({"runs": payloads, **common}, indent=1, default=str) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(payloads, args))
-    print(f"wrote {RESULTS / stem}.md in {common['seconds_total'] / 60:.1f} min")
+    print(f"wrote {RESULTS / stem}.md in {common['seconds_total'] / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ DEFAULT_CANDIDATES = ("linear", "expression", "residuals", "pca")
 CANDIDATE_KINDS = ("linear", "expression", "residuals", "pca", "finetune")
 #: Cross-validation of ``annotate(method="auto")``: ``"auto"`` holds out whole sections when at least two sections hold
 #: labelled cells (see :func:`section_folds`), else spatial blocks (:func:`blocked_folds`).
-DEFAULT_CV = "blocks"
+DEFAULT_CV = "auto"
 CV_KINDS = ("auto", "sections", "blocks")
 #: ``annotate(center_sections=...)``: per-section centring of the probe features (with ``library_key``).
 DEFAULT_CENTER_SECTIONS = False
