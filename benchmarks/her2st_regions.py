@@ -530,10 +530,11 @@ def main() -> None:
     for i, name in enumerate(args.configs.split(",")):
         start = time.perf_counter()
         config = CONFIGS[name]
-        curve = not args.tuning and not args.quick
+        curve = not args.tuning and not args.quick and i == 0  # the curve: the first configuration only
         baselines = i == 0 or not args.tuning  # tuning: the baselines once, with the first configuration
         ann = annotation_rows(cache, name, config, splits, args.quick, curve, baselines)
         dom = domain_rows(cache, name, config, dom_sections, curve, baselines)
+        log.pop("figure", None)  # the figure shows the first configuration
         payload = {
             "config": name,
             "settings": config,

@@ -24,9 +24,9 @@ from ._domains import center_per_section, smooth_features
 
 #: ``pretrain_pseudolabel``'s pseudo-label clustering: per section (``"each"``) or across sections (``"joint"``).
 DEFAULT_CLUSTER_SECTIONS = "each"
-#: ``pretrain_pseudolabel``'s rounds of neighbourhood averaging appended to the clustered PCs (1: chosen on the her2st
-#: tuning sections B1, C1, D1 of ``benchmarks/her2st_regions.py``; see the ``niche`` parameter).
-DEFAULT_NICHE = 1
+#: ``pretrain_pseudolabel``'s rounds of neighbourhood averaging appended to the clustered PCs (0: ``niche=1`` won on
+#: the her2st tuning sections but lowered the STARmap cell-typing tuning split; see the ``niche`` parameter).
+DEFAULT_NICHE = 0
 #: ``pretrain_pseudolabel``'s share of input entries hidden in training (see its docstring for how it was chosen).
 DEFAULT_GENE_DROPOUT = 0.5
 
@@ -354,10 +354,12 @@ def pretrain_pseudolabel(
     niche
         Rounds of averaging of the PCs over each cell's closed spatial neighbourhood appended to the clustered
         features (``0``: the cell's own PCs only): pseudo-labels of cell-plus-niche states, so the embedding encodes
-        the tissue context that domains are made of. Default ``1``, chosen on the tuning sections of
-        ``benchmarks/her2st_regions.py`` (her2st B1, C1, D1, leave one tuning section out, 33 sections pretrained):
-        region annotation mean macro-F1 0.292 / 0.335 (10% / all labels) against 0.283 / 0.283 with ``0``; see
-        ``benchmarks/results/her2st_regions_tuning_*.md`` for every direction tried. Ignored when the table has no
+        the tissue context that domains are made of. Default ``0``. On the her2st tuning sections of
+        ``benchmarks/her2st_regions.py`` (B1, C1, D1, leave one tuning section out, 33 sections pretrained) ``1``
+        raised region annotation mean macro-F1 to 0.292 / 0.335 (10% / all labels) from 0.283 / 0.283, but on the
+        STARmap cell-typing tuning split (``benchmarks/celltyping.py --quick``, BZ5 -> BZ9, 10% labels) it lowered
+        the default pipeline from 0.561 to 0.512 (every label draw lower): use ``niche=1`` for spot data annotated
+        with tissue regions, not for cell types. Ignored when the table has no
         spatial graph (``encoder="mlp"`` without one).
     gene_dropout
         During training, hide each input entry (a gene of a cell or of a neighbour) behind the mask token with this
