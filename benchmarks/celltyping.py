@@ -34,6 +34,8 @@ Rows, in one run:
   ``"residuals"`` candidate (its candidates before this was added);
 - ``tuning: gene_dropout=0``: on the tuning split only, the default pipeline with ``pretrain_pseudolabel`` trained on
   the whole panel (``gene_dropout=0``, its behaviour before the default 0.5);
+- ``tuning: niche=0``: on the tuning split only, the default pipeline with ``pretrain_pseudolabel(niche=0)``
+  (pseudo-labels of the cell's own PCs, its behaviour before issue 29);
 - ``pretrain_mask + auto``: ``ss.tl.pretrain_mask`` defaults, then the default ``annotate``;
 - ``pseudolabel + linear [z, PCs]``: the earlier recommended probe (no CV, no self-training).
 
@@ -177,6 +179,7 @@ def main() -> None:
         timings[f"{name}/pretrain_pseudolabel"] = round(time.perf_counter() - t0, 1)
         tuned = any(split == TUNING for split, _, _ in splits)  # the default gene_dropout's comparison
         no_dropout = ss.tl.pretrain_pseudolabel(adata, gene_dropout=0.0, key_added="no_dropout") if tuned else None
+        no_niche = ss.tl.pretrain_pseudolabel(adata, niche=0, key_added="no_niche") if tuned else None
         t0 = time.perf_counter()
         mask_model = ss.tl.pretrain_mask(adata)
         timings[f"{name}/pretrain_mask"] = round(time.perf_counter() - t0, 1)
@@ -227,6 +230,7 @@ def main() -> None:
                             record(f"tuning: ensemble={size}", annotated(default_model, ensemble=size))
                         record("tuning: no residuals candidate", annotated(default_model, candidates=NO_RESIDUALS))
                         record("tuning: gene_dropout=0", annotated(no_dropout))
+                        record("tuning: niche=0", annotated(no_niche))
                     record("pretrain_mask + auto", annotated(mask_model))
                     record(
                         "pseudolabel + linear [z, PCs]", annotated(default_model, method="linear", expression_pcs=30)

@@ -530,10 +530,11 @@ def main() -> None:
     for i, name in enumerate(args.configs.split(",")):
         start = time.perf_counter()
         config = CONFIGS[name]
-        curve = not args.tuning and not args.quick
+        curve = not args.tuning and not args.quick and i == 0  # the curve: the first configuration only
         baselines = i == 0 or not args.tuning  # tuning: the baselines once, with the first configuration
         ann = annotation_rows(cache, name, config, splits, args.quick, curve, baselines)
         dom = domain_rows(cache, name, config, dom_sections, curve, baselines)
+        log.pop("figure", None)  # the figure shows the first configuration
         payload = {
             "config": name,
             "settings": config,
@@ -547,6 +548,12 @@ def main() -> None:
         if not args.tuning and not args.quick:
             payload["targets"] = targets(payload)
         payloads.append(payload)
+        write(payloads, args, commit, load_start, start_all)  # after every configuration: a killed run keeps them
+
+
+def write(payloads, args, commit, load_start, start_all) -> None:
+    import torch
+
     common = {
         "commit": commit,
         "command": "python benchmarks/her2st_regions.py " + " ".join(os.sys.argv[1:]),
@@ -561,7 +568,7 @@ def main() -> None:
     stem = "her2st_regions" + ("_tuning" if args.tuning else "") + ("_quick" if args.quick else "") + args.suffix
     (RESULTS / f"{stem}.json").write_text(json.dumps({"runs": payloads, **common}, indent=1, default=str) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(payloads, args))
-    print(f"wrote {RESULTS / stem}.md in {common['seconds_total'] / 60:.1f} min")
+    print(f"wrote {RESULTS / stem}.md in {common['seconds_total'] / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

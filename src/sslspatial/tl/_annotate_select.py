@@ -35,7 +35,7 @@ CANDIDATE_KINDS = ("linear", "expression", "residuals", "pca", "scaled", "finetu
 SCALED_NAME = "scaled features + balanced logreg"
 #: Cross-validation of ``annotate(method="auto")``: ``"auto"`` holds out whole sections when at least two sections hold
 #: labelled cells (see :func:`section_folds`), else spatial blocks (:func:`blocked_folds`).
-DEFAULT_CV = "blocks"
+DEFAULT_CV = "auto"
 CV_KINDS = ("auto", "sections", "blocks")
 #: ``annotate(center_sections=...)``: per-section centring of the probe features (with ``library_key``).
 DEFAULT_CENTER_SECTIONS = False
