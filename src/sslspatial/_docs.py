@@ -19,8 +19,8 @@ F = TypeVar("F", bound=Callable)
 
 #: Each shared parameter's entry of a numpydoc ``Parameters`` section: the name line, then its description.
 DOCS = {
-    "data_table": """data
-    AnnData or SpatialData (table ``table_key``).""",
+    "data": """data
+    AnnData or SpatialData (the table ``table_key`` of a SpatialData).""",
     "table_key": """table_key
     Table of a SpatialData (``data.tables[table_key]``); with an AnnData, anything but the default warns that it is
     ignored.""",

@@ -15,6 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import Key, check_key
+from .._docs import inject_docs
 from .._types import DataLike
 from .._validate import check_coordinates
 
@@ -109,6 +110,7 @@ def annotated_regions(table: AnnData) -> list[str]:
     return [region] if isinstance(region, str) else list(region)
 
 
+@inject_docs
 def get_coordinates(
     data: DataLike,
     table_key: str = Key.DEFAULT_TABLE,
@@ -130,10 +132,8 @@ def get_coordinates(
 
     Parameters
     ----------
-    data
-        AnnData or SpatialData.
-    table_key
-        Table of a SpatialData.
+    %(data)s
+    %(table_key)s
     spatial_key
         Key in ``obsm`` holding (or receiving) the coordinates.
     coordinate_system
@@ -207,6 +207,7 @@ def _centroids_of_annotated_elements(
     return coords
 
 
+@inject_docs
 def get_sections(data: DataLike, table_key: str = Key.DEFAULT_TABLE, library_key: str | None = None) -> pd.Categorical:
     """Return the section (library) of each observation.
 
@@ -215,10 +216,8 @@ def get_sections(data: DataLike, table_key: str = Key.DEFAULT_TABLE, library_key
 
     Parameters
     ----------
-    data
-        AnnData or SpatialData.
-    table_key
-        Table of a SpatialData.
+    %(data)s
+    %(table_key)s
     library_key
         Column of ``obs`` naming the section of each observation.
 
