@@ -50,7 +50,7 @@ def _osmfish_cells(path):
 
 
 @pytest.mark.slow
-def test_osmfish_pseudospots_do_not_lose_to_uniform_or_kernel(shared_data):
+def test_osmfish_pseudospots_beat_uniform_and_kernel(shared_data):
     import torch
 
     torch.set_num_threads(1)  # small graph batches: one thread is fastest on a shared 2-core machine
