@@ -481,18 +481,19 @@ def stamp_rows(res: dict) -> dict:
     return res
 
 
-def keep_current(folds: dict, methods: set[str]) -> tuple[dict, list[str]]:
-    """``--resume``: drop the rows of ``methods`` whose code changed since their commit (they are recomputed).
+def stale_rows(folds: dict, methods: set[str]) -> dict[str, list[str]]:
+    """``--resume``: per fold, the rows of ``methods`` whose code changed since their commit (to be recomputed).
 
-    Rows of other methods (not asked for in this run) are kept as they are; the Markdown prints each row's commit, so
-    a row computed by older code shows it. Returns the folds and the dropped ``fold/method`` names.
+    They stay in the file until their fold is recomputed (an interrupted run leaves them, with their old stamp). Rows
+    of other methods (not asked for in this run) are kept as they are; the Markdown prints each row's commit, so a row
+    computed by older code shows it. Rows read without a stamp get ``"stamp": None`` (``not recorded``).
     """
-    dropped = []
+    stale = {}
     for fold, res in folds.items():
-        for name in [n for n in res if n in methods and not is_current(res[n].get("stamp"), __file__)]:
-            del res[name]
-            dropped.append(f"{fold}/{name}")
-    return folds, dropped
+        for row in res.values():
+            row.setdefault("stamp", None)
+        stale[fold] = [n for n in res if n in methods and not is_current(res[n]["stamp"], __file__)]
+    return stale
 
 
 def write(results: dict, epochs, quick: bool, own_folds: list[str] | None = None) -> None:
@@ -575,7 +576,7 @@ def main() -> None:
     epochs = None
     if args.quick:
         folds, ablation_folds, epochs = folds[-2:], [], 10
-    results = {"folds": {}, "meta": {}}
+    results, stale = {"folds": {}, "meta": {}}, {}
     previous = OUT / ("hist2expr_her2st" + ("_quick" if args.quick else "") + ".json")
     ssl_variants = [v for v in args.ssl.split(",") if v]
     ablations = ABLATIONS if args.ablations == "all" else {k: ABLATIONS[k] for k in args.ablations.split(",") if k}
@@ -585,10 +586,12 @@ def main() -> None:
         asked |= {"hest_ssl", *(f"hist2expr_ssl_{v}" for v in ssl_variants)} if ssl_variants else set()
         asked |= set() if args.no_seeds else set(SEED_METHODS)
         own = {f: old["folds"][f] for f in folds if f in old["folds"]}
-        on_ablation = {f: r for f, r in own.items() if f in ablation_folds}
-        _, dropped = keep_current(own, asked)
-        dropped += keep_current(on_ablation, {f"hist2expr_{a}" for a in ablations})[1]
-        print("--resume: recomputing rows whose code changed since their commit:", ", ".join(dropped) or "none")
+        stale = stale_rows(own, asked)
+        for f, names in stale_rows({f: r for f, r in own.items() if f in ablation_folds},
+                                   {f"hist2expr_{a}" for a in ablations}).items():  # fmt: skip
+            stale[f] += names
+        print("--resume: recomputing rows whose code changed since their commit:",
+              ", ".join(f"{f}/{n}" for f, names in stale.items() for n in names) or "none")  # fmt: skip
         results["folds"] = old["folds"]
         if "ssl" in old.get("meta", {}):
             results["meta"]["ssl"] = old["meta"]["ssl"]
@@ -604,6 +607,8 @@ def main() -> None:
     feats["stats"] = stats_features(sdata, CONFIG["spot_scale"])
     for fold in folds:
         res = results["folds"].get(fold, {})
+        for name in stale.get(fold, []):  # computed by older code: recomputed now
+            res.pop(name, None)
         for name, f in feats.items():  # HEST-style rows: no training beyond PCA + ridge, always filled in
             if f"hest_{name}" not in res:
                 res[f"hest_{name}"] = hest_fold(f, sdata, target, fold, top50)

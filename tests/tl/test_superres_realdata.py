@@ -50,7 +50,7 @@ def _osmfish_cells(path):
 
 
 @pytest.mark.slow
-def test_osmfish_pseudospots_do_not_lose_to_uniform_or_kernel(shared_data):
+def test_osmfish_pseudospots_beat_uniform_and_kernel(shared_data):
     import torch
 
     torch.set_num_threads(1)  # small graph batches: one thread is fastest on a shared 2-core machine
@@ -76,9 +76,10 @@ def test_osmfish_pseudospots_do_not_lose_to_uniform_or_kernel(shared_data):
         for bw in (0.25, 0.5, 1.0)
     )
     assert n > 1000
-    # graph only, osmFISH is at the baselines' level (benchmark: +0.004 over uniform, run-to-run spread about 0.005);
-    # the honest check is that the model does not lose to them
-    assert model > max(uniform, kernel) - 0.01, (model, uniform, kernel)
+    # graph only, osmFISH is a hard case: measured once with these settings (benchmarks/results/superres.md, row
+    # superres_count_aware, seeds 0 / 1 / 2: 0.5903 / 0.5909 / 0.5914) against 0.5845 uniform and 0.5847 kernel, i.e.
+    # +0.0056 or more; the test asks for half of that margin, so a model that ties or loses fails
+    assert model > max(uniform, kernel) + 0.003, (model, uniform, kernel)
 
 
 def _cosmx_pseudo_spots(path, size=10.0):
