@@ -7,5 +7,11 @@ on disk and write tables in spatial order for out-of-core training.
 from .. import _attach
 
 __getattr__, __dir__, __all__ = _attach(
-    __name__, attributes={"persist": "_persist", "read_backed": "_backed", "sort_spatially": "_backed"}
+    __name__,
+    attributes={
+        "persist": "_persist",
+        "read_backed": "_backed",
+        "sort_spatially": "_backed",
+        "write_backed": "_backed",
+    },
 )
