@@ -55,14 +55,77 @@ def _value_blocks(x: Any, block: int = 1 << 24):
 
 
 def check_finite(x: Any, where: str = "X") -> None:
-    """Raise if a dense or sparse matrix (in memory or backed on disk) holds NaN or infinite values."""
+    """Raise if a dense or sparse matrix (in memory or backed on disk) holds NaN or infinite values.
+
+    A matrix on disk is checked once per store (:mod:`sslspatial.io._checked`).
+    """
+    _check_store(x, where, "gaussian")
+
+
+def _finite_error(x: Any, where: str) -> ValueError:
     n_bad = sum(int((~np.isfinite(values)).sum()) for values in _value_blocks(x))
-    if n_bad:
-        raise ValueError(f"{where} contains {n_bad} NaN or infinite values; remove or impute them before training.")
+    return ValueError(f"{where} contains {n_bad} NaN or infinite values; remove or impute them before training.")
+
+
+def check_values(values: np.ndarray, where: str = "X", likelihood: str = "nb") -> None:
+    """Raise the error of :func:`check_counts` (``likelihood="gaussian"``: of :func:`check_finite`) on ``values``.
+
+    One block of values, e.g. the counts of a minibatch read from disk (:class:`sslspatial.data.TileReader`).
+
+    Examples
+    --------
+    >>> check_values(np.array([0.0, 3.0]))
+    >>> check_values(np.array([-1.0]), "X", "poisson")
+    Traceback (most recent call last):
+    ...
+    ValueError: X holds negative values (min -1) but likelihood='poisson' models counts. ...
+    """
+    if not np.isfinite(values).all():
+        raise _finite_error(values, where)
+    if likelihood == "gaussian" or values.size == 0:
+        return
+    if values.min() < 0:
+        raise ValueError(
+            f"{where} holds negative values (min {values.min():.3g}) but likelihood={likelihood!r} models counts. "
+            "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian'."
+        )
+    frac = values[np.abs(values - np.round(values)) > 1e-6]
+    if frac.size:
+        raise ValueError(
+            f"{where} holds non-integer values (e.g. {frac[0]:.3g}) but likelihood={likelihood!r} models counts. "
+            "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian' for log-normalised data."
+        )
+
+
+def _check_store(x: Any, where: str, likelihood: str) -> None:
+    """One pass over the stored values of ``x``; for counts on disk, skipped when this store passed it before."""
+    from .data._tiles import is_backed_sparse
+
+    kind = "finite" if likelihood == "gaussian" else "counts"
+    key = None
+    if is_backed_sparse(x):
+        from .io._checked import passed_before, record_pass
+
+        done, key = passed_before(x, kind)
+        if done:
+            return
+    try:
+        for values in _value_blocks(x):  # one block in memory; a backed matrix is read piece by piece
+            check_values(values, where, likelihood)
+    except ValueError as error:
+        if "NaN or infinite" in str(error):  # count them over the whole matrix, as the message says
+            raise _finite_error(x, where) from None
+        raise
+    if key is not None:
+        record_pass(x, kind, key)
 
 
 def check_counts(x: Any, where: str = "X", likelihood: str = "nb") -> None:
     """Raise if a matrix is not non-negative integer counts, as a count likelihood requires.
+
+    A matrix on disk (a table opened with :func:`sslspatial.io.read_backed`) is read in one streamed pass, once per
+    store: the result is kept in the store and the next call skips the pass (:mod:`sslspatial.io._checked` says what
+    guarantees that); every minibatch's values are still checked as training reads them.
 
     Examples
     --------
@@ -72,21 +135,7 @@ def check_counts(x: Any, where: str = "X", likelihood: str = "nb") -> None:
     ...
     ValueError: X holds non-integer values (e.g. 0.5) but likelihood='nb' models counts. ...
     """
-    check_finite(x, where)
-    for values in _value_blocks(x):  # one block in memory; a backed matrix is read piece by piece
-        if values.size == 0:
-            continue
-        if values.min() < 0:
-            raise ValueError(
-                f"{where} holds negative values (min {values.min():.3g}) but likelihood={likelihood!r} models counts. "
-                "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian'."
-            )
-        frac = values[np.abs(values - np.round(values)) > 1e-6]
-        if frac.size:
-            raise ValueError(
-                f"{where} holds non-integer values (e.g. {frac[0]:.3g}) but likelihood={likelihood!r} models counts. "
-                "Pass raw counts (e.g. `layer='counts'`) or use likelihood='gaussian' for log-normalised data."
-            )
+    _check_store(x, where, likelihood)
 
 
 def check_obs_column(table: Any, key: str, what: str = "column") -> None:

@@ -18,6 +18,7 @@ from scvi.dataloaders import AnnDataLoader, DataSplitter
 from torch.utils.data import DistributedSampler
 
 from .._constants import REGISTRY_KEYS as KEYS
+from ._prefetch import Prefetcher
 from ._subgraph import _ranges
 from ._tiles import TileReader, is_backed_sparse
 
@@ -41,6 +42,10 @@ class SubgraphCollate:
     targets
         Optional per-observation arrays (first axis ``n_obs``); each is gathered for every node of the subgraph and
         returned as ``"target_<name>"`` (seeds first), e.g. labels or pseudo-labels.
+    value_check
+        ``(where, likelihood)``: counts on disk are checked as each minibatch reads them (non-negative integers for a
+        count likelihood, finite values for ``"gaussian"``), raising the error of the up-front check
+        (:func:`sslspatial._validate.check_counts`), which a store checked once before may skip.
 
     Examples
     --------
@@ -58,9 +63,10 @@ class SubgraphCollate:
         adjacency: sp.spmatrix | None = None,
         n_hops: int = 0,
         targets: dict[str, np.ndarray] | None = None,
+        value_check: tuple[str, str] | None = None,
     ):
         if is_backed_sparse(x):
-            x = TileReader(x)
+            x = TileReader(x, check=value_check)
         elif sp.issparse(x) and not isinstance(x, sp.csr_matrix | sp.csr_array):
             x = x.tocsr()
         self.x = x
@@ -316,7 +322,12 @@ class ShardedLocalityBatchSampler(LocalityBatchSampler, DistributedSampler):
             yield batches[b].tolist()
 
 
-def make_collate(adata_manager, n_hops: int = 0, targets: dict[str, np.ndarray] | None = None) -> SubgraphCollate:
+def make_collate(
+    adata_manager,
+    n_hops: int = 0,
+    targets: dict[str, np.ndarray] | None = None,
+    value_check: tuple[str, str] | None = None,
+) -> SubgraphCollate:
     """Build the collate of a model's data.
 
     Features from the registry, graph from ``obsp[connectivity_key]`` (a setup
@@ -326,7 +337,12 @@ def make_collate(adata_manager, n_hops: int = 0, targets: dict[str, np.ndarray] 
     x = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
     key = setup.get("connectivity_key")
     adjacency = adata_manager.adata.obsp[key] if (n_hops > 0 and key is not None) else None
-    return SubgraphCollate(x, adjacency, n_hops, targets)
+    return SubgraphCollate(x, adjacency, n_hops, targets, value_check)
+
+
+def default_prefetch(collate: Any) -> int:
+    """Minibatches to build ahead: 2 when the collate reads counts from disk (:class:`TileReader`), else 0."""
+    return 2 if isinstance(getattr(collate, "x", None), TileReader) else 0
 
 
 class SubgraphDataLoader(AnnDataLoader):
@@ -345,6 +361,12 @@ class SubgraphDataLoader(AnnDataLoader):
     locality
         Locality rank of every observation (:func:`locality_order`); with ``shuffle=True`` the training batches are
         consecutive runs of it (:class:`LocalityBatchSampler`) instead of uniformly random seeds.
+    prefetch
+        Minibatches built ahead in a background thread (:class:`~sslspatial.data._prefetch.Prefetcher`) while the
+        model trains on the current one; ``None``: 2 when the counts stay on disk (reading and decompressing them
+        then overlaps with training), else 0. The batches are the same either way. Ignored with ``num_workers > 0``.
+    value_check
+        ``(where, likelihood)``: check the values of counts on disk as they are read (see :class:`SubgraphCollate`).
     **kwargs
         Passed to :class:`~scvi.dataloaders.AnnDataLoader` (``indices``, ``batch_size``, ``shuffle``, ...).
 
@@ -359,6 +381,8 @@ class SubgraphDataLoader(AnnDataLoader):
         n_hops: int = 0,
         targets: dict[str, np.ndarray] | None = None,
         locality: np.ndarray | None = None,
+        prefetch: int | None = None,
+        value_check: tuple[str, str] | None = None,
         **kwargs,
     ):
         if locality is not None and kwargs.get("shuffle"):
@@ -369,9 +393,17 @@ class SubgraphDataLoader(AnnDataLoader):
                 np.asarray(locality)[indices], kwargs.get("batch_size", 128), kwargs.get("drop_last", False)
             )
             kwargs["shuffle"] = False
-        kwargs.setdefault("collate_fn", make_collate(adata_manager, n_hops, targets))
+        kwargs.setdefault("collate_fn", make_collate(adata_manager, n_hops, targets, value_check))
         kwargs.setdefault("data_and_attributes", {SEEDS_KEY: np.int64})
         super().__init__(adata_manager, **kwargs)
+        self.prefetch = int(default_prefetch(self.collate_fn) if prefetch is None else prefetch)
+
+    def __iter__(self):
+        """The batches, built ``prefetch`` ahead in a background thread when ``prefetch > 0`` (same batches)."""
+        iterator = super().__iter__()
+        if self.prefetch > 0 and self.num_workers == 0:
+            return Prefetcher(iterator, self.prefetch)
+        return iterator
 
 
 class SubgraphDataSplitter(DataSplitter):

@@ -34,6 +34,11 @@ class TileReader:
     gap
         Requested rows closer than this are read in one range (the rows in between are read and dropped): fewer,
         larger reads.
+    check
+        ``(where, likelihood)``: check every value read (non-negative integers for a count likelihood, finite values
+        for ``"gaussian"``) and raise the error of :func:`sslspatial._validate.check_counts`, so that values the
+        up-front check skipped (a store checked once before, :func:`sslspatial._validate.check_counts`) are still
+        caught when training meets them. ``None``: no check.
 
     Attributes
     ----------
@@ -54,13 +59,15 @@ class TileReader:
     ([[9.0, 10.0, 11.0], [0.0, 1.0, 2.0]], 1)
     """
 
-    def __init__(self, dataset: Any, gap: int = 32):
+    def __init__(self, dataset: Any, gap: int = 32, check: tuple[str, str] | None = None):
         if getattr(dataset, "format", "csr") != "csr":
             raise ValueError(
                 "Counts stored column-major (CSC) cannot be read by rows without reading the whole matrix: rewrite "
-                "the table with a CSR X (`adata.X = adata.X.tocsr()` before `write_zarr`)."
+                "the store with rows in spatial order and a CSR X: `ss.io.write_backed(table, path)` (it sorts with "
+                "`ss.io.sort_spatially` and chunks by spatial tiles)."
             )
         self.dataset = dataset
+        self.check = check
         self.shape = tuple(dataset.shape)
         self.gap = int(gap)
         self.n_reads = self.rows_read = self.max_rows_per_read = 0
@@ -94,13 +101,13 @@ class TileReader:
             if positions.size == 0:
                 return sp.csr_matrix((rows.size, self.shape[1]), dtype=self._data.dtype)
             indptr = np.concatenate([[0], np.cumsum(ends - starts)])
-            block = sp.csr_matrix(
-                (self._data.vindex[positions], self._indices.vindex[positions], indptr),
-                shape=(unique.size, self.shape[1]),
-            )
+            values = self._checked(self._data.vindex[positions])
+            block = sp.csr_matrix((values, self._indices.vindex[positions], indptr), shape=(unique.size, self.shape[1]))
             return block[inverse]
         starts, ends = self.ranges(unique)
         blocks = [self.dataset[int(a) : int(b)] for a, b in zip(starts, ends, strict=True)]
+        for block in blocks:
+            self._checked(block.data)
         self.n_reads += len(blocks)
         self.rows_read += int((ends - starts).sum())
         self.max_rows_per_read = max([self.max_rows_per_read, *(int(b - a) for a, b in zip(starts, ends, strict=True))])
@@ -110,3 +117,11 @@ class TileReader:
         run = np.searchsorted(starts, unique, side="right") - 1
         offsets = np.concatenate([[0], np.cumsum(ends - starts)[:-1]])
         return stacked[(unique - starts[run] + offsets[run])[inverse]]
+
+    def _checked(self, values: np.ndarray) -> np.ndarray:
+        """``values``, after the check asked for (the up-front check's error on a bad value)."""
+        if self.check is not None and values.size:
+            from .._validate import check_values
+
+            check_values(values, *self.check)
+        return values

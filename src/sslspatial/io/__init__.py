@@ -13,5 +13,6 @@ __getattr__, __dir__, __all__ = _attach(
         "read_backed": "_backed",
         "sort_spatially": "_backed",
         "write": "_write",
+        "write_backed": "_backed",
     },
 )

@@ -10,8 +10,11 @@ the rows are stored in spatial order: :func:`sort_spatially` before writing the 
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 from os import PathLike
+from typing import Literal
 
 import numpy as np
 from anndata import AnnData
@@ -68,10 +71,14 @@ def read_backed(
     where = "X" if layer is None else f"layers/{layer}"
     if where not in group:
         raise KeyError(f"{where} is not stored in the table of {store}.")
-    if group[where].attrs.get("encoding-type") != "csr_matrix":
+    encoding = group[where].attrs.get("encoding-type", "array")
+    if encoding != "csr_matrix":
+        layout = "a dense array" if encoding == "array" else repr(encoding)
         raise ValueError(
-            f"{where} of {store} is stored as {group[where].attrs.get('encoding-type', 'a dense array')!r}; reading "
-            "by cells needs a CSR matrix: write the table with `adata.X = scipy.sparse.csr_matrix(adata.X)`."
+            f"{where} of {store} is stored as {layout}; training from disk reads the counts cell by cell and "
+            "needs a CSR matrix (cells as rows) whose rows are in spatial order. Rewrite the store once: "
+            f"`ss.io.write_backed(anndata.read_zarr({str(store)!r}), new_path)` (it sorts the cells with "
+            "`ss.io.sort_spatially` and writes X as CSR, chunked by spatial tiles)."
         )
 
     def read(name):
@@ -81,8 +88,74 @@ def read_backed(
     obsp = {}
     if "obsp" in group:
         obsp = {k: ad.io.read_elem(group["obsp"][k]) for k in obsp_keys if k in group["obsp"]}
+    for graph in obsp.values():
+        warn_if_unsorted(graph, str(store))
+        break
     return AnnData(
         X=ad.io.sparse_dataset(group[where]), obs=read("obs"), var=read("var"), obsm=obsm, obsp=obsp, uns=read("uns")
+    )
+
+
+_WARNED: set[str] = set()  # stores warned about in this session
+#: Measured read slowdown of an unsorted store (``benchmarks/results/atlas_scale_store.md``, shuffled vs sorted row).
+UNSORTED_SLOWDOWN = "several times"
+#: Graph neighbours closer than this many rows (or a sixteenth of the table, if less) count as stored together.
+NEAR_ROWS = 4096
+#: A store whose sampled neighbour pairs are stored together less often than this gets the unsorted warning.
+MIN_NEAR_FRACTION = 0.5
+
+
+def near_fraction(graph, n_samples: int = 20_000, seed: int = 0) -> float:
+    """Share of sampled edges of ``graph`` whose two cells are stored near each other (:func:`near_rows` rows).
+
+    Most of them for a table in spatial order (:func:`sort_spatially`), about ``2 * near_rows / n_obs`` for one in
+    random order. Reads only ``n_samples`` rows of the graph.
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> near_fraction(sp.diags([1.0, 1.0], [-1, 1], shape=(50, 50), format="csr"))
+    1.0
+    """
+    import scipy.sparse as sp
+
+    graph = sp.csr_matrix(graph)
+    n = graph.shape[0]
+    if graph.nnz == 0 or n < 64:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(n, size=min(n_samples, n), replace=False)
+    starts, ends = graph.indptr[rows], graph.indptr[rows + 1]
+    from ..data._subgraph import _ranges
+
+    neighbours = graph.indices[_ranges(starts, ends)]
+    if neighbours.size == 0:
+        return 1.0
+    return float(np.mean(np.abs(neighbours - np.repeat(rows, ends - starts)) < near_rows(n)))
+
+
+def near_rows(n_obs: int) -> int:
+    """Row distance within which two cells count as stored together: 4,096 rows, or a sixteenth of a smaller table."""
+    return min(NEAR_ROWS, max(4, n_obs // 16))
+
+
+def warn_if_unsorted(graph, store: str) -> None:
+    """Warn (once per store) when the cells of a store are not in spatial order, saying what it costs and the fix."""
+    fraction = near_fraction(graph)
+    if fraction >= MIN_NEAR_FRACTION:
+        return
+    if store in _WARNED:
+        return
+    _WARNED.add(store)
+    warnings.warn(
+        f"The cells of {store} are not stored in spatial order: only {fraction:.0%} of the sampled neighbour pairs "
+        f"lie within {near_rows(graph.shape[0]):,} rows of each other (over 90% in a sorted store). Every minibatch then reads its "
+        "cells from all over the store: training and embedding from it read and decompress many times more data "
+        f"(on the synthetic atlas of `benchmarks/atlas_scale.py`, {UNSORTED_SLOWDOWN} slower per minibatch read, "
+        "`benchmarks/results/atlas_scale_store.md`). Rewrite it once in spatial order: "
+        f"`ss.io.write_backed(ss.io.read_backed({store!r}), new_path)`.",
+        UserWarning,
+        stacklevel=3,
     )
 
 
@@ -90,7 +163,8 @@ def sort_spatially(adata: AnnData, *, library_key: str | None = None) -> AnnData
     """A copy of ``adata`` with its cells in Z-order of ``obsm["spatial"]`` (per section), to write before training.
 
     Cells that are neighbours in space are then neighbours on disk, so a minibatch's k-hop subgraph is read from the
-    store in a few contiguous ranges (see :func:`read_backed`).
+    store in a few contiguous ranges (see :func:`read_backed`). :func:`write_backed` sorts and writes in one call,
+    with the store's chunking and compressor chosen for training from disk.
 
     Parameters
     ----------
@@ -110,15 +184,134 @@ def sort_spatially(adata: AnnData, *, library_key: str | None = None) -> AnnData
     >>> sort_spatially(adata).obs_names.tolist()
     ['1', '2', '0']
     """
+    return adata[_spatial_order(adata, library_key)].copy()
+
+
+#: Default rows per stored chunk of ``write_backed`` (see its docstring for the measurement).
+DEFAULT_ROWS_PER_CHUNK = 1024
+_COMPRESSORS = ("lz4", "zstd", "none")
+
+
+def _codec(compressor: str, zarr_format: int):
+    """The compressor of the stored counts for ``zarr_format`` (blosc with byte shuffle, or none)."""
+    if compressor == "none":
+        return None
+    level = 5 if compressor == "lz4" else 3
+    if zarr_format == 2:
+        import numcodecs
+
+        return numcodecs.Blosc(cname=compressor, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname=compressor, clevel=level, shuffle="shuffle")
+
+
+def write_backed(
+    adata: AnnData,
+    store: str | PathLike,
+    *,
+    layer: str | None = None,
+    library_key: str | None = None,
+    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK,
+    compressor: Literal["lz4", "zstd", "none"] = "lz4",
+    block_rows: int = 100_000,
+) -> None:
+    """Write a table to an AnnData zarr store laid out for training from disk (:func:`read_backed`).
+
+    The cells are put in spatial order (:func:`sort_spatially`), the counts (``layer`` or ``X``) become the store's
+    ``X`` as a CSR matrix whose stored values are chunked by spatial tiles of about ``rows_per_chunk`` cells, compressed
+    with ``compressor``; ``obs``, ``var``, ``obsm``, ``obsp`` (permuted with the cells) and ``uns`` are written too
+    (other layers are not: the store holds what training reads). The counts are written ``block_rows`` cells at a
+    time, so a table opened with :func:`read_backed` (counts on disk) is rewritten without being read whole.
+
+    Parameters
+    ----------
+    adata
+        The table: counts in memory (dense or sparse) or on disk (opened with :func:`read_backed`), coordinates in
+        ``obsm["spatial"]``.
+    store
+        Path of the new zarr store (must not exist).
+    layer
+        Layer holding the counts (default ``X``).
+    library_key
+        obs column of sections: sections stay contiguous (see :func:`sort_spatially`).
+    rows_per_chunk
+        Cells per stored chunk (the chunk length is this times the mean number of stored values per cell). A
+        minibatch of 1,024 seeds and its 2-hop halo touches a few chunks of its own tile plus the halo's chunks.
+    compressor
+        ``"lz4"`` (blosc lz4 with byte shuffle, zarr's default for zarr v2 stores), ``"zstd"`` (blosc zstd: smaller,
+        slower to decompress) or ``"none"``. ``python benchmarks/atlas_scale.py --store-options`` measures them
+        (``benchmarks/results/atlas_scale_store.md``).
+    block_rows
+        Cells read and written at a time (bounds the memory of the rewrite).
+
+    Returns
+    -------
+    Nothing; the store is written.
+
+    Notes
+    -----
+    A store written by ``adata.write_zarr`` or by another tool trains from disk as it is when its cells are in
+    spatial order and ``X`` is CSR; :func:`read_backed` warns when the order is not spatial and refuses a dense or
+    CSC ``X``. Either way, rewrite it once with ``ss.io.write_backed(ss.io.read_backed(old), new)`` (CSR) or
+    ``ss.io.write_backed(anndata.read_zarr(old), new)`` (dense or CSC ``X``, read into memory) and train from the
+    new store. Rewriting a sorted CSR store only to change its chunking or compressor buys little: see the
+    measurement above.
+
+    Examples
+    --------
+    >>> ss.io.write_backed(adata, "atlas.zarr")  # doctest: +SKIP
+    >>> model = ss.tl.pretrain_mask(ss.io.read_backed("atlas.zarr"), max_epochs=1)  # doctest: +SKIP
+    >>> ss.io.write_backed(ss.io.read_backed("old.zarr"), "sorted.zarr")  # an existing store  # doctest: +SKIP
+    """
+    import anndata as ad
+    import scipy.sparse as sp
+    import zarr
+
+    from .._validate import check_choice
+    from ..data._tiles import TileReader, is_backed_sparse
+
+    check_choice(compressor, _COMPRESSORS, "compressor")
+    if rows_per_chunk < 1 or block_rows < 1:
+        raise ValueError("rows_per_chunk and block_rows must be positive.")
+    if os.path.exists(store):
+        raise FileExistsError(f"{store} exists already: write to a new path (the old store stays as it is).")
+    x = adata.X if layer is None else adata.layers[layer]
+    order = _spatial_order(adata, library_key)
+    if is_backed_sparse(x):
+        x = TileReader(x)  # rows in any order, read block by block
+    elif not sp.issparse(x):
+        x = sp.csr_matrix(np.asarray(x))
+    else:
+        x = sp.csr_matrix(x)
+
+    def block(start: int) -> sp.csr_matrix:
+        return sp.csr_matrix(x[order[start : start + block_rows]])
+
+    meta = AnnData(obs=adata.obs, var=adata.var, obsm=dict(adata.obsm), obsp=dict(adata.obsp), uns=dict(adata.uns))
+    meta[order].copy().write_zarr(store)
+    zarr_format = int(ad.settings.zarr_write_format)
+    group = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+    first = block(0)
+    per_row = max(first.nnz / max(first.shape[0], 1), 1.0)
+    kwargs = {"chunks": (max(1024, int(rows_per_chunk * per_row)),), "compressors": _codec(compressor, zarr_format)}
+    ad.io.write_elem(group, "X", first, dataset_kwargs=kwargs)
+    stored = ad.io.sparse_dataset(group["X"])
+    for start in range(block_rows, order.size, block_rows):
+        stored.append(block(start))
+    zarr.consolidate_metadata(str(store), zarr_format=zarr_format)
+
+
+def _spatial_order(adata: AnnData, library_key: str | None) -> np.ndarray:
+    """Row order of :func:`sort_spatially`: Z-order of ``obsm["spatial"]``, sections contiguous."""
     from ..data._loaders import locality_order
 
     if Key.SPATIAL not in adata.obsm:
         raise KeyError(f"obsm[{Key.SPATIAL!r}] (cell coordinates) is needed to sort cells in space.")
-    xy = np.asarray(adata.obsm[Key.SPATIAL])
-    order = np.argsort(locality_order(xy), kind="stable")
+    order = np.argsort(locality_order(np.asarray(adata.obsm[Key.SPATIAL])), kind="stable")
     if library_key is not None:
         codes = np.unique(np.asarray(adata.obs[library_key]).astype(str), return_inverse=True)[1]
         first = np.full(codes.max() + 1, codes.size)
         np.minimum.at(first, codes, np.arange(codes.size))
         order = order[np.argsort(first[codes][order], kind="stable")]  # sections by first appearance
-    return adata[order].copy()
+    return order

@@ -294,6 +294,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
             "n_hops": self.module.n_hops,
             "targets": targets,
             "locality": self._locality() if batch_order == "spatial" and self.module.n_hops > 0 else None,
+            "value_check": (self._layer_name(self.adata_manager), self.module.likelihood),  # counts read from disk
         }
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
@@ -336,7 +337,12 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
 
             order = np.argsort(locality_order(np.asarray(adata.obsm[Key.SPATIAL])[indices]), kind="stable")
         loader = SubgraphDataLoader(
-            manager, n_hops=self.module.n_hops, indices=indices[order], batch_size=batch_size, shuffle=False
+            manager,
+            n_hops=self.module.n_hops,
+            indices=indices[order],
+            batch_size=batch_size,
+            shuffle=False,
+            value_check=(self._layer_name(manager), self.module.likelihood),
         )
         self.module.eval()
         out, done = None, 0

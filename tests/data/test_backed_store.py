@@ -1,0 +1,169 @@
+"""Training from disk: prefetched minibatches, the value check done once per store, the store writer, bad stores."""
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import zarr
+
+import sslspatial as ss
+from sslspatial import _validate
+from sslspatial.data import _loaders
+from sslspatial.data._prefetch import Prefetcher
+from sslspatial.io._checked import CHECK_ATTR, fingerprint, record_pass
+
+QUIET = {"enable_progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def table():
+    """A small tissue with a kNN graph and float32 CSR counts, in spatial order."""
+    sdata = ss.datasets.synthetic_tissue(n_cells=400, n_genes=24, image=False, spot_layouts=(), seed=0)
+    table = sdata.tables["table"]
+    ss.pp.build_graph(table, method="knn", n_neighs=6)
+    table = ss.io.sort_spatially(table)
+    table.X = sp.csr_matrix(table.X, dtype=np.float32)
+    return table
+
+
+def _model(adata):
+    ss.model.SpatialPretrainModel.setup_anndata(adata)
+    return ss.model.SpatialPretrainModel(adata, n_hidden=16, n_latent=8)
+
+
+def test_prefetcher_keeps_order_bounds_memory_and_reraises():
+    made = []
+
+    def source():
+        for i in range(6):
+            made.append(i)
+            yield i
+
+    prefetcher = Prefetcher(source(), depth=2)
+    assert next(prefetcher) == 0
+    import time
+
+    time.sleep(0.3)
+    assert len(made) <= 1 + 2 + 1  # the first, two waiting in the queue, one being handed over
+    assert list(prefetcher) == [1, 2, 3, 4, 5]
+
+    def failing():
+        yield 1
+        raise ValueError("X holds negative values")
+
+    prefetcher = Prefetcher(failing())
+    assert next(prefetcher) == 1
+    with pytest.raises(ValueError, match="negative"):
+        next(prefetcher)
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_prefetching_gives_the_same_training_and_embedding(table, tmp_path, monkeypatch, prefetch):
+    """Disk with and without prefetching and memory give the same loss and embedding for the same seed."""
+    path = tmp_path / "t.zarr"
+    table.write_zarr(path)
+    runs = []
+    started = []
+    real_init = Prefetcher.__init__
+
+    def spy(self, *args, **kwargs):
+        started.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Prefetcher, "__init__", spy)
+    for data, depth in ((ad.read_zarr(path), 0), (ss.io.read_backed(path), prefetch)):
+        monkeypatch.setattr(_loaders, "default_prefetch", lambda collate, depth=depth: depth)
+        started.clear()
+        model = ss.tl.pretrain_mask(data, max_epochs=2, batch_size=100, n_hidden=16, n_latent=8, train_kwargs=QUIET)
+        assert bool(started) == (depth > 0)  # the prefetching path really ran (training and embedding)
+        runs.append((np.asarray(model.history["train_loss"], dtype=float).ravel(), data.obsm["X_pretrain_mask"]))
+    (loss_memory, z_memory), (loss_disk, z_disk) = runs
+    np.testing.assert_allclose(loss_disk, loss_memory, rtol=1e-6)
+    np.testing.assert_allclose(z_disk, z_memory, rtol=1e-5, atol=1e-6)
+
+
+def test_count_check_runs_once_per_store(table, tmp_path, monkeypatch):
+    path = tmp_path / "t.zarr"
+    table.write_zarr(path)
+    _model(ss.io.read_backed(path))  # first model: one pass over the store, result kept in its attrs
+    record = dict(zarr.open_group(path, mode="r")["X"].attrs)[CHECK_ATTR]  # consolidated metadata is current
+    assert record["kind"] == "counts"
+
+    def no_pass(x, *args):
+        raise AssertionError("the store was read whole again")
+
+    monkeypatch.setattr(_validate, "_value_blocks", no_pass)
+    backed = ss.io.read_backed(path)
+    model = _model(backed)  # second model: no pass
+    with pytest.raises(AssertionError, match="read whole"):
+        _validate.check_finite(ad.read_zarr(path).X)  # the spy does catch a pass over a matrix
+    assert fingerprint(backed.X) == record["fingerprint"]
+    model.train(max_epochs=1, batch_size=100, **QUIET)
+
+
+@pytest.mark.parametrize("bad, message", [(0.5, "non-integer values"), (-3.0, "negative values")])
+def test_bad_value_skipped_by_the_cached_check_is_caught_in_training(table, tmp_path, bad, message):
+    """A store whose cached check no longer holds still raises the up-front check's error when training reads it."""
+    path = tmp_path / "t.zarr"
+    table.write_zarr(path)
+    with pytest.raises(ValueError, match=message):  # the up-front check, for reference
+        corrupted = ad.read_zarr(path)
+        corrupted.X.data[1234] = bad
+        _model(corrupted)
+    data = zarr.open_group(path, mode="r+", use_consolidated=False)["X"]["data"]
+    data[1234] = bad
+    backed = ss.io.read_backed(path)
+    record_pass(backed.X, "counts", fingerprint(backed.X))  # as if the store had been checked before the change
+    backed = ss.io.read_backed(path)
+    model = _model(backed)  # the cached check is trusted
+    with pytest.raises(ValueError, match=f"X holds {message}.*likelihood='nb' models counts"):
+        model.train(max_epochs=1, batch_size=100, **QUIET)
+
+
+def test_write_backed_sorts_chunks_and_reads_back(table, tmp_path):
+    shuffled = table[np.random.default_rng(0).permutation(table.n_obs)].copy()
+    shuffled.layers["counts"] = shuffled.X.copy()
+    shuffled.X = sp.csr_matrix(np.log1p(shuffled.X.toarray()))
+    path = tmp_path / "w.zarr"
+    ss.io.write_backed(shuffled, path, layer="counts", rows_per_chunk=50, compressor="zstd", block_rows=64)
+    back = ss.io.read_backed(path)
+    expected = ss.io.sort_spatially(shuffled)
+    assert back.obs_names.tolist() == expected.obs_names.tolist()
+    np.testing.assert_array_equal(back.X.to_memory().toarray(), expected.layers["counts"].toarray())
+    diff = back.obsp["spatial_connectivities"] - expected.obsp["spatial_connectivities"]
+    assert diff.nnz == 0
+    data = zarr.open_group(path, mode="r")["X"]["data"]
+    per_row = table.X.nnz / table.n_obs
+    assert data.chunks[0] == max(1024, int(50 * per_row))
+    assert "zstd" in str(data.compressors)
+    again = tmp_path / "again.zarr"  # an existing store rewritten from disk, block by block
+    ss.io.write_backed(ss.io.read_backed(path), again, compressor="none", block_rows=37)
+    np.testing.assert_array_equal(ss.io.read_backed(again).X.to_memory().toarray(), back.X.to_memory().toarray())
+    with pytest.raises(FileExistsError):
+        ss.io.write_backed(table, path)
+
+
+def test_unsorted_store_warns_once_and_dense_or_csc_x_is_refused(table, tmp_path):
+    shuffled = table[np.random.default_rng(1).permutation(table.n_obs)].copy()
+    path = tmp_path / "shuffled.zarr"
+    shuffled.write_zarr(path)
+    with pytest.warns(UserWarning, match="not stored in spatial order.*slower.*ss.io.write_backed"):
+        ss.io.read_backed(path)
+    import warnings
+
+    sorted_path = _write(table, tmp_path / "sorted.zarr")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ss.io.read_backed(path)  # once per store
+        ss.io.read_backed(sorted_path)  # a sorted store: no warning
+    assert not [w for w in caught if "spatial order" in str(w.message)]
+    for layout, x in (("'csc_matrix'", sp.csc_matrix(table.X)), ("a dense array", table.X.toarray())):
+        other = table.copy()
+        other.X = x
+        with pytest.raises(ValueError, match=f"stored as {layout}; .*CSR.*spatial order.*sort_spatially"):
+            ss.io.read_backed(_write(other, tmp_path / f"{layout[1:5]}.zarr"))
+
+
+def _write(adata, path):
+    adata.write_zarr(path)
+    return path
