@@ -19,7 +19,7 @@ from .._constants import check_key
 from .._io import get_coordinates, get_image, get_table, linear_scale, require_spatialdata, table_attrs
 from .._logging import info
 from .._provenance import run_record, seed_everything
-from .._validate import check_absent, trainer_options
+from .._validate import check_absent, check_numbers, trainer_options
 from ..data._patch_cache import pyramid_levels
 from ..data._patch_loader import PatchSection, PatchSource
 from ..metrics import pearson_per_gene
@@ -583,6 +583,7 @@ def hist2expr(
     >>> loaded = ss.model.Hist2Expr.load("her2st_model")  # doctest: +SKIP
     >>> ss.tl.hist2expr(other_sdata, model=loaded, predict_regions=["he_image"])  # doctest: +SKIP
     """
+    check_numbers(dict(locals()))  # sizes, rates, lr, seed: before any work (shared checks)
     params = {k: v for k, v in locals().items() if k not in ("data", "model")}
     require_spatialdata(data, "hist2expr", "the table, the spot shapes and the image(s)")
     check_key(key_added, "key_added")

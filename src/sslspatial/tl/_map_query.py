@@ -22,7 +22,14 @@ import scipy.sparse as sp
 from .. import _io, _logging
 from .._constants import Key, check_key
 from .._provenance import run_record
-from .._validate import check_absent, check_choice, check_obs_column
+from .._validate import (
+    check_absent,
+    check_choice,
+    check_numbers,
+    check_obs_column,
+    check_unique_var_names,
+    resolve_seed,
+)
 from ..model import SpatialPretrainModel
 from ..model._reference import check_query_panel
 from . import _annotate_select as select
@@ -56,7 +63,7 @@ def map_query(
     adapt_kwargs: dict | None = None,
     key_added: str = "map_query",
     overwrite: bool = False,
-    seed: int = 0,
+    seed: int | None = 0,
 ) -> SpatialPretrainModel:
     """Map the reference's labels onto a query section or panel, with per-cell probabilities and uncertainty.
 
@@ -115,7 +122,8 @@ def map_query(
     overwrite
         Replace existing outputs (else :class:`~sslspatial.OutputExistsError`).
     seed
-        Random state of the cross-validation blocks.
+        Random state of the cross-validation blocks (``None``: a fresh one, recorded in
+        ``uns[key_added]["params"]["seed"]``).
 
     Returns
     -------
@@ -133,6 +141,8 @@ def map_query(
     >>> query.uns["map_query"]["adaptation"]  # doctest: +SKIP
     """
     params = {k: v for k, v in locals().items() if k not in ("data", "model")}
+    check_numbers(params)  # folds, PCs, epochs, seed: before any work
+    seed = params["seed"] = resolve_seed(seed)  # None: a fresh seed, recorded in uns[key_added]["params"]
     if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
         raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
     for kind in candidates:
@@ -147,6 +157,7 @@ def map_query(
     for where, name, out_key in (*outputs, (query.obsm, "obsm", Key.embedding(key))):
         check_absent(out_key in where and not overwrite, f"{name}[{out_key!r}]")
     reference = model.adata
+    check_unique_var_names(query, "the query table")
     if labels_key not in reference.obs:
         raise KeyError(
             f"The reference table of the model has no obs[{labels_key!r}] (columns: {list(reference.obs.columns)}): "

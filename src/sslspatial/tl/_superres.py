@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .. import _io, _logging
+from .. import _io, _logging, _validate
 from .._constants import Key, check_key
 from .._provenance import run_record, seed_everything
 from .._validate import check_absent, check_counts, check_finite, check_graph, trainer_options
@@ -132,6 +132,7 @@ def _image_block(sdata, spec: _ImageSpec, spots: _Spots) -> tuple[np.ndarray, in
     size = spec.patch_size if spec.patch_size is not None else 2 * geom.radius / np.sqrt(k)
     size = size * _io.linear_scale(geom.transformations[cs])
     array = _as_array(img.image)
+    _validate.check_float_image_range(array, value_range, name=f"image {image_key!r}")  # as hist2expr
     rgb = array.shape[0] == 3 and (np.dtype(array.dtype) == np.uint8 or value_range is not None)
     if rgb:
         feats = np.asarray(image_features(img, pts, size, method=method, value_range=value_range), dtype=np.float64)
@@ -325,6 +326,7 @@ def superres(
     >>> sdata.tables["table_visium_superres"].n_obs == 7 * sdata.tables["table_visium"].n_obs
     True
     """
+    _validate.check_numbers(dict(locals()))  # sizes, rates, lr, seed: before any work (shared checks)
     params = {k: v for k, v in locals().items() if k != "data"}
     _io.require_spatialdata(data, "superres", "spot shapes and the table(s) annotating them")
     sdata = data
