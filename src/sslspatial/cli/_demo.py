@@ -107,13 +107,18 @@ def run_demo(out_dir: Path, n_cells: int = 3000, seed: int = 0, only: list[str] 
     scvi.settings.seed = seed
     print(f"Generating a synthetic tissue of {n_cells} cells ...")
     sdata = datasets.synthetic_tissue(n_cells=n_cells, seed=seed)
-    pp.build_graph(sdata, method="radius", radius=30.0)
+    from ..pp._graph import radius_hint
+
+    # a radius for about six neighbours per cell at this density (a fixed one isolates cells in a small tissue)
+    radius = radius_hint(sdata.tables["table"].obsm["spatial"], None, "µm")["radius"]
+    pp.build_graph(sdata, method="radius", radius=radius)
     table = sdata.tables["table"]
     stats = table.uns["spatial_neighbors"]["degree"]
     report = {
         "capabilities": {
             "graph": {
                 "n_cells": int(table.n_obs),
+                "radius_um": radius,
                 "mean_degree": stats["mean_degree"],
                 "n_isolated": stats["n_isolated"],
             }
