@@ -68,7 +68,7 @@ N_INITS = (1, 2, 5, 10)  # mixture initialisations tried at the chosen pipeline
 def load(name: str):
     """Return (adata, truth column) for a dataset of ../shared/data."""
     if name == "osmfish":
-        return ss.datasets.osmfish(path=DATA / "osmfish").tables["table"], "region"
+        return ss.datasets.osmfish(path=DATA / "osmfish").tables["table"], "anatomical_region"
     return ss.datasets.starmap_mpfc(sections=("BZ5", "BZ9"), path=DATA / "starmap_mpfc").tables["table"], "layer"
 
 

@@ -8,6 +8,17 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._arguments import (  # noqa: F401 - the numeric checks are part of the shared checks
+    RULES,
+    ArgumentError,
+    check_indices,
+    check_int,
+    check_number,
+    check_numbers,
+    check_probability,
+    resolve_seed,
+)
+from ._devices import check_devices, is_main_process  # noqa: F401
 from ._types import is_backed_sparse
 
 
@@ -190,6 +201,51 @@ def check_graph_connected(table: Any, connectivity_key: str) -> None:
         )
 
 
+def check_unique_var_names(table: Any, where: str = "the table") -> None:
+    """Raise if gene names repeat: genes are matched by name, so a duplicate would be ambiguous.
+
+    Examples
+    --------
+    >>> from anndata import AnnData
+    >>> import pandas as pd
+    >>> check_unique_var_names(AnnData(np.ones((1, 2)), var=pd.DataFrame(index=["a", "a"])))
+    Traceback (most recent call last):
+    ...
+    ValueError: the table has 1 duplicated gene name(s) in var_names (e.g. 'a'): make them unique first with `adata.var_names_make_unique()`.
+    """
+    names = table.var_names
+    if not names.is_unique:
+        dup = names[names.duplicated()].unique()
+        raise ValueError(
+            f"{where} has {len(dup)} duplicated gene name(s) in var_names (e.g. {str(dup[0])!r}): make them unique "
+            "first with `adata.var_names_make_unique()`."
+        )
+
+
+def check_float_image_range(array: Any, value_range: Any, name: str = "image") -> None:
+    """Refuse a floating-point image with values outside ``[0, 1]`` when no ``value_range`` says what they mean.
+
+    The same rule as the histology models (:func:`sslspatial.pp._patches.check_image_values`): a float image in, for
+    example, 0-765 cannot be told apart from a normalised one without ``value_range=(low, high)``.
+
+    Examples
+    --------
+    >>> check_float_image_range(np.full((3, 2, 2), 700.0), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: image has float values in [700, 700], outside [0, 1], so their range is unknown: pass value_range=(low, high), e.g. value_range=(0, 700).
+    """
+    arr = np.asarray(array)
+    if value_range is not None or not np.issubdtype(arr.dtype, np.floating) or arr.size == 0:
+        return
+    low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"{name} has float values in [{low:g}, {high:g}], outside [0, 1], so their range is unknown: pass "
+            f"value_range=(low, high), e.g. value_range=({min(0, int(np.floor(low)))}, {int(np.ceil(high))})."
+        )
+
+
 def unstorable_keys(table: Any) -> list[str]:
     """Where a name of ``table`` contains ``"/"``, which zarr refuses and h5ad silently turns into nested groups.
 
@@ -303,6 +359,7 @@ def trainer_options(function: str, accelerator: Any, devices: Any, train_kwargs:
     twice = sorted({"accelerator", "devices"} & set(extra))
     if twice:
         raise TypeError(f"Pass {', '.join(twice)} as argument(s) of {function}, not inside train_kwargs.")
+    check_devices(accelerator, devices, extra.get("strategy"))
     return {"accelerator": accelerator, "devices": devices, **extra}
 
 

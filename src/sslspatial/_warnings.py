@@ -34,6 +34,7 @@ _NOISY_LOGGERS = (  # parents and the children that log the noise (a child's own
     "scvi.data._download",  # "File .../model.pt already downloaded" on every load of a local model
     "scvi.data.fields._arraylike_field",
     "scvi.model.base._save_load",
+    "lightning.fabric.utilities.seed",  # "Seed set to 0" whenever scvi.settings.seed is set
     "squidpy",
     "lightning.pytorch",
     "lightning.pytorch.utilities.rank_zero",  # "GPU available: ...", "TPU available: ...", the litlogger tip
@@ -53,6 +54,29 @@ _NOISY_MESSAGES = (  # Lightning / torch warnings raised on every small training
     ".*Last batch will have.*",
 )
 _F = TypeVar("_F", bound=Callable)
+_VERBOSE = False  # set by `sslspatial --debug` (or set_verbose): every warning and log line is shown
+
+
+def set_verbose(verbose: bool = True) -> None:
+    """Show every dependency warning and log line (``sslspatial --debug`` does this); ``False`` restores the filters.
+
+    Also on while ``scanpy.settings.verbosity`` is 3 (debug) or more.
+    """
+    global _VERBOSE
+    _VERBOSE = bool(verbose)
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.NOTSET if verbose else logging.WARNING)
+
+
+def _verbose() -> bool:
+    if _VERBOSE:
+        return True
+    scanpy = sys.modules.get("scanpy")  # only when the user imported it: never import it here
+    try:
+        return scanpy is not None and int(scanpy.settings.verbosity) >= 3
+    except Exception:  # noqa: BLE001 - an odd verbosity value: stay quiet
+        return False
+
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _FOREIGN_REGISTRY: dict = {}  # "once per location" bookkeeping of re-shown dependency warnings
 
@@ -71,6 +95,8 @@ def quiet_dependencies() -> None:
 
     Library code uses :func:`quiet` instead, which restores every filter and logger level it touched.
     """
+    if _verbose():
+        return
     _install_filters()
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -100,6 +126,9 @@ def quiet() -> Iterator[None]:
     interval" and scvi's "File ... already downloaded" on loading a local model. Warning filters and the level of
     every logger it touches are restored on exit, also when the block raises.
     """
+    if _verbose():
+        yield
+        return
     with warnings.catch_warnings(), _quiet_loggers():
         _install_filters()
         yield
@@ -161,6 +190,8 @@ def quiet_call(func: _F) -> _F:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        if _verbose():
+            return func(*args, **kwargs)
         caller = _outside_caller(sys._getframe(1))
         caught: list[warnings.WarningMessage] = []
         try:

@@ -178,9 +178,9 @@ def test_osmfish_matches_loom(shared_data):
     adata = sdata.tables["table"]
     assert adata.shape == (4839, 33)
     # a SpatialData: the table annotates one point per cell, in micrometres (coordinate system "global")
-    assert list(sdata.points) == ["cells"] and set(adata.obs["element"]) == {"cells"}
+    assert list(sdata.points) == ["cells"] and set(adata.obs["region"]) == {"cells"}
     np.testing.assert_allclose(_io.get_coordinates(sdata, coordinate_system="global"), adata.obsm["spatial"])
-    assert adata.obs["cell_type"].nunique() == 31 and adata.obs["region"].nunique() == 11
+    assert adata.obs["cell_type"].nunique() == 31 and adata.obs["anatomical_region"].nunique() == 11
     assert list(adata.obs["section"].cat.categories) == ["osmFISH_SScortex"]
     with h5py.File(shared_data / "osmfish/osmFISH_SScortex_mouse_all_cells.loom", "r") as f:
         genes = [g.decode() for g in f["row_attrs/Gene"][:]]

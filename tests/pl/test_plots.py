@@ -170,7 +170,9 @@ def test_expression_maps_layer_per_section(tmp_path):
     assert len(axes) == 8  # 2 genes x (measured | predicted) x 2 sections
     assert len(fig.axes) == 10  # plus one shared colour bar per gene
     titles = [a.get_title() for a in axes]
-    assert titles[:4] == ["g0 · measured · s1", "g0 · predicted · s1", "g0 · measured · s2", "g0 · predicted · s2"]
+    r = np.corrcoef(adata.X[:, 0], adata.layers["pred"][:, 0])[0, 1]  # over both drawn sections
+    predicted = f"g0 · predicted, r = {r:.2f}"
+    assert titles[:4] == ["g0 · measured · s1", f"{predicted} · s1", "g0 · measured · s2", f"{predicted} · s2"]
     assert titles[4].startswith("g2 · measured")
     s2 = (adata.obs["section"] == "s2").to_numpy()
     np.testing.assert_allclose(offsets_of(axes[6]), adata.obsm["spatial"][s2])
@@ -185,20 +187,41 @@ def test_expression_maps_layer_per_section(tmp_path):
     assert axes[0].get_xlabel() == "x (coordinate units)"
 
 
-def test_expression_maps_separate_scales_by_default_with_labelled_colour_bars():
+def test_expression_maps_separate_scales_on_request_with_labelled_colour_bars():
     adata = _two_section_table()
     adata.layers["pred"] = 0.1 * adata.X + 5.0  # right pattern, compressed and shifted range
     adata.uns["coordinate_unit"] = "um"
-    fig = ss.pl.expression_maps(adata, "g1", prediction="pred")
+    fig = ss.pl.expression_maps(adata, "g1", prediction="pred", scale="separate")
     axes = panels(fig)
     assert len(axes) == 2 and len(fig.axes) == 4  # one colour bar per panel
     bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
-    assert [b.get_ylabel() for b in bars] == ["measured", "predicted (pred)"]
+    assert [b.get_ylabel() for b in bars] == ["measured: expression", "predicted (pred): expression"]
+    assert axes[1].get_title() == "g1 · predicted, r = 1.00"
     meas, pred = (a.collections[0].norm for a in axes)
     assert (meas.vmin, pred.vmin) == pytest.approx((adata.X[:, 1].min(), 5.0 + 0.1 * adata.X[:, 1].min()))
     assert all(a.collections[0].colorbar is not None for a in axes)
     assert [a.get_xlabel() for a in axes] == ["x (µm)", "x (µm)"] and axes[0].get_ylabel() == "y (µm)"
     assert len(axes[0].images) == 0  # an AnnData has no image
+
+
+def test_expression_maps_share_one_scale_on_the_predictions_transform_by_default(tmp_path):
+    """Raw counts beside hist2expr-style log-normalised predictions: measured is log-normalised, one colour bar."""
+    adata = _two_section_table()
+    counts = adata.X.copy()
+    logged = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    pred = ad.AnnData(logged + 0.05, obs=adata.obs.copy(), var=adata.var.copy())
+    pred.obsm["spatial"] = adata.obsm["spatial"]
+    pred.uns["hist2expr"] = {"function": "hist2expr", "target": "log1p(x / total * 1e4)"}
+    fig = ss.pl.expression_maps(adata, "g2", prediction=pred, percentile=100, save=tmp_path / "m.png")
+    assert_png(tmp_path / "m.png")
+    axes = panels(fig)
+    np.testing.assert_allclose(colour_values(axes[0]), logged[:, 2], rtol=1e-5)  # measured on the same transform
+    assert axes[0].collections[0].norm is axes[1].collections[0].norm  # one scale
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "log1p(counts / total × 10⁴)"
+    assert axes[1].get_title() == "g2 · predicted, r = 1.00"
+    raw = ss.pl.expression_maps(adata, "g2", prediction=pred, transform="none")
+    np.testing.assert_allclose(colour_values(panels(raw)[0]), counts[:, 2])
 
 
 def test_expression_maps_quantile_scale_shares_one_bar():
@@ -210,7 +233,7 @@ def test_expression_maps_quantile_scale_shares_one_bar():
     order = np.argsort(adata.layers["pred"][:, 0], kind="stable")
     assert np.all(np.diff(q[order]) >= 0)  # quantiles keep the order of the values
     bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
-    assert len(bars) == 1 and bars[0].get_ylabel() == "quantile within kind"
+    assert len(bars) == 1 and bars[0].get_ylabel() == "quantile within kind (expression)"
     with pytest.raises(ValueError, match="scale"):
         ss.pl.expression_maps(adata, "g0", prediction="pred", scale="log")
 
@@ -231,11 +254,12 @@ def test_expression_maps_prediction_table_with_image_only_section(tmp_path):
     fig = ss.pl.expression_maps(measured, "g1", prediction=pred, library_key="section", save=tmp_path / "p.png")
     assert_png(tmp_path / "p.png")
     axes = panels(fig)
+    r = np.corrcoef(measured.X[:, 1], pred.X[:40, 1])[0, 1]  # the cells measured and predicted
     assert [a.get_title() for a in axes] == [
         "g1 · measured · s1",
-        "g1 · predicted · s1",
+        f"g1 · predicted, r = {r:.2f} · s1",
         "g1 · measured · s3",
-        "g1 · predicted · s3",
+        f"g1 · predicted, r = {r:.2f} · s3",
     ]
     assert [t.get_text() for t in axes[2].texts] == ["not measured"]
     np.testing.assert_allclose(colour_values(axes[3]), pred.X[40:, 1], rtol=1e-6)
@@ -247,7 +271,7 @@ def test_expression_maps_prediction_without_coordinates_takes_measured_ones():
     pred.var_names = measured.var_names
     fig = ss.pl.expression_maps(measured, "g0", prediction=pred, library_key="section", sections="s2")
     axes = panels(fig)
-    assert len(axes) == 2 and axes[1].get_title() == "g0 · predicted"
+    assert len(axes) == 2 and axes[1].get_title().startswith("g0 · predicted, r = ")
     # predicted rows (reversed order) are drawn at the coordinates of the measured cell with the same name
     s2_rev = pred.obs_names.isin(measured.obs_names[measured.obs["section"] == "s2"])
     expected = measured[pred.obs_names[s2_rev]].obsm["spatial"]
@@ -279,7 +303,7 @@ def test_expression_maps_over_image(tmp_path):
     fig = ss.pl.expression_maps(sdata, "b", prediction="pred", image_key="he", spot_radius=3.0, save=tmp_path / "i.png")
     assert_png(tmp_path / "i.png")
     axes = panels(fig)
-    assert [a.get_title() for a in axes] == ["b · measured", "b · predicted"]
+    assert [a.get_title() for a in axes] == ["b · measured", "b · predicted, r = 1.00"]
     assert len(axes[0].images) == 1 and len(axes[1].images) == 1
     # an axis-aligned image is placed in the coordinate system: spots stay in µm, the image spans 2 µm per pixel
     np.testing.assert_allclose(offsets_of(axes[0]), coords)

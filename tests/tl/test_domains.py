@@ -260,7 +260,7 @@ def test_autok_per_section_records_one_curve_per_section():
 def test_osmfish_neighbourhood_aggregation_beats_pca(shared_data):
     """Real data: on osmFISH, Leiden domains of CellCharter-style aggregates match the 11 regions better than PCA."""
     adata = ss.datasets.osmfish(path=shared_data / "osmfish").tables["table"]
-    regions = adata.obs["region"]
+    regions = adata.obs["anatomical_region"]
     ss.pp.build_graph(adata, method="knn", n_neighs=10)
     ss.pp.aggregate_neighbors(adata, n_hops=2, use_rep="X")
     ss.tl.domains(adata, use_rep="X", method="leiden", n_domains=11, smooth=0, key_added="pca_domains")

@@ -97,7 +97,7 @@ def test_pseudolabel_gene_dropout_hides_that_share_of_the_inputs_in_training_onl
     seen.clear()
     model.get_latent_representation()
     assert seen and all(m is None for m in seen)  # embeddings use the whole panel
-    with pytest.raises(ValueError, match="gene_dropout must be in"):
+    with pytest.raises(ValueError, match="gene_dropout=1.0: gene_dropout must be a number >= 0 and < 1"):
         ss.tl.pretrain_pseudolabel(tissue(), gene_dropout=1.0, **SMALL)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 import warnings
 from types import ModuleType
@@ -114,23 +115,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def as_options(message: str, command_parser: argparse.ArgumentParser) -> str:
+    """Rewrite the Python spelling of the command's own options in a library message.
+
+    ``n_neighs=6`` becomes ``--n-neighs 6`` and ``overwrite=True`` ``--overwrite``, so a hint reads as something to
+    type.
+
+    Examples
+    --------
+    >>> p = argparse.ArgumentParser()
+    >>> _ = p.add_argument("--n-neighs"), p.add_argument("--overwrite", action="store_true")
+    >>> as_options("pass n_neighs=6, or overwrite=True.", p)
+    'pass --n-neighs 6, or --overwrite.'
+    """
+    import re
+
+    for action in command_parser._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if not long or action.dest in ("help", "debug"):
+            continue
+        option = long[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            message = re.sub(rf"(?<![\w.-]){re.escape(action.dest)}=True\b", option, message)
+        else:
+            message = re.sub(rf"(?<![\w.'\"-]){re.escape(action.dest)}=", f"{option} ", message)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sslspatial`` command; returns the exit code (argparse exits with 2 on usage errors)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    command_parser = next(a for a in parser._actions if isinstance(a, _Commands)).choices[args.command]
     if extra:  # report unknown options against the subcommand, whose --help lists the right ones
-        command_parser = next(a for a in parser._actions if isinstance(a, _Commands)).choices[args.command]
         command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = bool(getattr(args, "debug", False))
     prog = f"sslspatial {args.command}"
-    from .._warnings import quiet_dependencies
+    from .._devices import is_main_process
 
+    if not is_main_process():  # an extra process of distributed training: the main one reports and writes
+        sys.stdout = open(os.devnull, "w")
+    from .._warnings import quiet_dependencies, set_verbose
+
+    set_verbose(debug)  # --debug: every warning and log line of the dependencies too
     quiet_dependencies()
-    format_before = warnings.formatwarning
-    if not debug:  # warnings as one line each, like the errors
-        warnings.formatwarning = lambda message, category, *_args, **_kwargs: (
-            f"{prog}: warning: {' '.join(str(message).split())}\n"
-        )
+    format_before, show_before = warnings.formatwarning, warnings.showwarning
+
+    def one_line_warning(message, category, *_args, **_kwargs) -> str:
+        return f"{prog}: warning: {as_options(' '.join(str(message).split()), command_parser)}\n"
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(one_line_warning(message, category), end="", file=sys.stderr)
+
+    if not debug:  # warnings as one line each, like the errors, on stderr (also where warnings are recorded)
+        warnings.formatwarning = one_line_warning
+        warnings.showwarning = show
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -141,12 +180,18 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        from .._arguments import ArgumentError
+
+        if isinstance(error, ArgumentError):  # a value out of range: a usage error, named as an option
+            print(f"{prog}: error: {as_options(error.cli_message(), command_parser)}", file=sys.stderr)
+            return 2
         code = error.exit_code if isinstance(error, CLIError) else 1
         hint = "" if debug or isinstance(error, CLIError) else " (run with --debug for the traceback)"
-        print(f"{prog}: error: {one_line(error)}{hint}", file=sys.stderr)
+        message = one_line(error) if isinstance(error, CLIError) else as_options(one_line(error), command_parser)
+        print(f"{prog}: error: {message}{hint}", file=sys.stderr)
         return code
     finally:
-        warnings.formatwarning = format_before
+        warnings.formatwarning, warnings.showwarning = format_before, show_before
 
 
 if __name__ == "__main__":  # pragma: no cover

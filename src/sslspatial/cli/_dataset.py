@@ -100,13 +100,24 @@ def run(args: argparse.Namespace) -> int:
             old.unlink()
     else:
         tmp.rename(out)
-    parts = [f"{len(sdata.tables)} table(s)"] + [
-        f"{len(getattr(sdata, kind))} {kind}"
-        for kind in ("images", "labels", "shapes", "points")
-        if getattr(sdata, kind)
-    ]
-    print(f"{args.name} written to {args.out}: {', '.join(parts)}")
+    print(summary(args.name, args.out, sdata))
     return 0
+
+
+def summary(name: str, out: str, sdata) -> str:
+    """What was written, with the columns and units a user passes to the next commands."""
+    from ..pl._spatial import coordinate_unit
+    from ._store_info import obs_columns
+
+    parts = [f"{kind}: {', '.join(getattr(sdata, kind))}" for kind in ("images", "labels", "shapes", "points")
+             if getattr(sdata, kind)]  # fmt: skip
+    lines = [f"{name} written to {out}" + (f" ({'; '.join(parts)})" if parts else "")]
+    for key, table in sdata.tables.items():
+        unit = coordinate_unit(sdata, table)
+        lines.append(f"table {key!r}: {table.n_obs:,} observations x {table.n_vars:,} variables; coordinates "
+                     f"obsm['spatial'] in {unit}")  # fmt: skip
+        lines.append("  obs columns: " + ("; ".join(obs_columns(table)) or "none"))
+    return "\n".join(lines)
 
 
 def _as_spatialdata(data, table_key: str):

@@ -142,6 +142,19 @@ def run(args) -> int:
         overwrite=args.overwrite,
     )
     io.persist(sdata, args.table_key)
-    counts = sdata.tables[args.table_key].obs[args.key_added].value_counts()
-    print(f"{len(counts)} domains written to {args.zarr} (table {args.table_key!r}, obs[{args.key_added!r}])")
+    table = sdata.tables[args.table_key]
+    print(domains_summary(table.obs[args.key_added], table.uns[args.key_added], args.key_added, args.zarr))
     return 0
+
+
+def domains_summary(labels, record: dict, key: str, store: str) -> str:
+    """One line: how many domains, how the number was chosen, the sizes, and where they went."""
+    counts = labels.value_counts()
+    how = f"{record['params']['method']}"
+    if "autok" in record:
+        chosen = ", ".join(f"{int(c['n_domains'])}" for c in record["autok"].values())
+        how += f", number chosen by AutoK stability over {tuple(record['params']['autok_range'])}: {chosen}"
+    elif "resolution" in record:
+        how += ", resolution " + ", ".join(f"{r:.2f}" for r in record["resolution"].values())
+    sizes = f"{counts.min()}-{counts.max()} cells each"
+    return f"domains: {len(counts)} domains ({how}; {sizes}) in obs[{key!r}] of {store}"

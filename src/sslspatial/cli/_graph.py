@@ -18,8 +18,8 @@ def register(subparsers) -> None:
         "--radius",
         type=float,
         default=None,
-        help="neighbour radius in the units of the coordinates (method radius; delaunay: prune longer edges; "
-        "default: none for delaunay, required for radius)",
+        help="neighbour radius in the units of the coordinates (pixels or µm: `sslspatial info STORE` says which; "
+        "method radius; delaunay: prune longer edges; default: none for delaunay, required for radius)",
     )
     p.add_argument("--n-neighs", type=int, default=6, help="neighbours per observation (methods knn and grid)")
     p.add_argument("--n-rings", type=int, default=1, help="rings of neighbouring spots (method grid)")
@@ -59,5 +59,9 @@ def run(args) -> int:
     )
     io.persist(sdata, args.table_key)
     stats = sdata.tables[args.table_key].uns[uns_key]["degree"]
-    print(f"graph written to {args.zarr} (table {args.table_key!r}): mean degree {stats['mean_degree']:.2f}")
+    n_obs = sdata.tables[args.table_key].n_obs
+    print(
+        f"graph written to {args.zarr} (table {args.table_key!r}): mean degree {stats['mean_degree']:.2f}, "
+        f"{stats['n_isolated']} of {n_obs} cells without a neighbour"
+    )
     return 0

@@ -1,4 +1,4 @@
-"""``sslspatial info``: versions and the compute device."""
+"""``sslspatial info``: versions and the compute device; ``sslspatial info STORE``: what a zarr store holds."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ PACKAGES = (
 
 def register(subparsers) -> None:
     """Add the ``info`` subcommand."""
-    p = subparsers.add_parser("info", help="Print package versions and the compute device.")
+    p = subparsers.add_parser(
+        "info",
+        help="Print package versions and the compute device, or with STORE what a SpatialData zarr store holds: "
+        "tables and their obs columns, embeddings, graphs (mean degree, isolated cells) and the run record of "
+        "each result.",
+    )
+    p.add_argument("store", nargs="?", default=None, metavar="STORE", help="a SpatialData zarr store to describe")
     p.set_defaults(func=run)
 
 
@@ -37,7 +43,12 @@ def device_description() -> str:
 
 
 def run(args=None) -> int:
-    """Print versions and the device."""
+    """Print versions and the device, or describe ``args.store``."""
+    if args is not None and getattr(args, "store", None):
+        from ._store_info import describe
+
+        print(describe(args.store))
+        return 0
     print(f"python           {platform.python_version()}")
     for name in PACKAGES:
         try:

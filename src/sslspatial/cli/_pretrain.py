@@ -190,8 +190,30 @@ def _annotate_run(args) -> int:
         overwrite=args.overwrite,
     )
     io.persist(sdata, args.table_key)
-    print(f"predictions written to {args.zarr} (obs['{args.key_added}_prediction'])")
+    print(annotate_summary(sdata.tables[args.table_key].uns[args.key_added], args.key_added, args.zarr))
     return 0
+
+
+def annotate_summary(record: dict, key: str, store: str) -> str:
+    """One line: what was chosen, its cross-validated macro-F1 against the baseline's, and where the output went.
+
+    Examples
+    --------
+    >>> record = {"method": "auto", "chosen": "expression(C=0.1)", "scores": {"expression(C=0.1)": 0.78},
+    ...           "baseline": {"name": "pca", "cv_macro_f1": 0.6}}
+    >>> annotate_summary(record, "annotate", "s.zarr")  # doctest: +NORMALIZE_WHITESPACE
+    "annotate: chose expression(C=0.1), cross-validated macro-F1 0.780 vs 0.600 for the baseline (pca);
+    predictions in obs['annotate_prediction'] of s.zarr"
+    """
+    where = f"predictions in obs['{key}_prediction'] of {store}"
+    if record.get("method") != "auto" or "chosen" not in record:
+        return f"annotate: method {record.get('method')}; {where}"
+    score = record.get("scores", {}).get(record["chosen"])
+    baseline = record.get("baseline", {})
+    cv = "" if score is None else f", cross-validated macro-F1 {score:.3f}"
+    if score is not None and baseline.get("cv_macro_f1") is not None:
+        cv += f" vs {baseline['cv_macro_f1']:.3f} for the baseline ({baseline.get('name', 'pca')})"
+    return f"annotate: chose {record['chosen']}{cv}; {where}"
 
 
 def _transfer_run(args) -> int:
@@ -245,12 +267,13 @@ def demo(sdata, out_dir: Path) -> dict:
     tl.annotate(sdata, model, "demo_labels", method="linear", key_added="pretrain_annotate", overwrite=True)
     pred = table.obs["pretrain_annotate_prediction"].astype(str).to_numpy()
     typing = classification_report(truth[split.test], pred[split.test])
-    from sklearn.cluster import KMeans
-
-    z = table.obsm["X_pretrain_mask"]
+    baseline_pred = _pca_logreg(table, labelled)
+    typing_baseline = classification_report(truth[split.test], baseline_pred[split.test])
     n_domains = table.obs["domain"].nunique()
-    clusters = KMeans(n_domains, n_init=4, random_state=0).fit_predict(z)
-    domains = clustering_report(table.obs["domain"].astype(str), clusters)
+    tl.domains(sdata, use_rep="X_pretrain_mask", n_domains=n_domains, key_added="pretrain_domains", overwrite=True)
+    tl.domains(sdata, use_rep="X", n_domains=n_domains, key_added="expression_domains", overwrite=True)
+    domains = clustering_report(table.obs["domain"].astype(str), table.obs["pretrain_domains"].astype(str))
+    domains_baseline = clustering_report(table.obs["domain"].astype(str), table.obs["expression_domains"].astype(str))
     del table.obs["demo_labels"]
 
     from ..pl._spatial import categorical_colours, category_map, coordinate_unit
@@ -261,14 +284,14 @@ def demo(sdata, out_dir: Path) -> dict:
     panels = [
         ("true cell type", table.obs["cell_type"], types, colours, "cell type"),
         (
-            f"predicted (test half macro-F1 {typing['macro_f1']:.2f})",
+            f"predicted (held-out macro-F1 {typing['macro_f1']:.2f}; PCA + logreg {typing_baseline['macro_f1']:.2f})",
             table.obs["pretrain_annotate_prediction"].astype(str),
             types,
             colours,
             "cell type",
         ),
-        (f"k-means of embedding (domain ARI {domains['ari']:.2f})", [f"cluster {c}" for c in clusters], None, None,
-         "cluster"),
+        (f"ss.tl.domains on the embedding (ARI {domains['ari']:.2f})",
+         [f"domain {c}" for c in table.obs["pretrain_domains"].astype(str)], None, None, "domain"),
     ]  # fmt: skip
     for ax, (title, values, cats, cols, legend_title) in zip(axes, panels, strict=True):
         category_map(
@@ -283,6 +306,39 @@ def demo(sdata, out_dir: Path) -> dict:
         "pretrain_seconds": round(t_pretrain, 1),
         "celltype_macro_f1_10pct_labels": typing["macro_f1"],
         "celltype_balanced_accuracy": typing["balanced_accuracy"],
-        "domain_ari_kmeans_embedding": domains["ari"],
+        "domain_ari": domains["ari"],
+        "metrics": [
+            {
+                "metric": "cell-type macro-F1 (held-out half, 10% of one half labelled)",
+                "value": typing["macro_f1"],
+                "baseline": typing_baseline["macro_f1"],
+                "baseline_name": "PCA + logistic regression on the same labelled cells",
+                "meaning": "Mean over cell types of the F1 score on cells the classifier never saw; 1 is perfect, "
+                "above the baseline means the pretrained embedding helps.",
+            },
+            {
+                "metric": "domain ARI (ss.tl.domains on the embedding)",
+                "value": domains["ari"],
+                "baseline": domains_baseline["ari"],
+                "baseline_name": "ss.tl.domains on expression PCA",
+                "meaning": "Agreement of the found domains with the true ones (adjusted Rand index: 0 is chance, "
+                "1 is perfect).",
+            },
+        ],
         "figures": [path],
     }
+
+
+def _pca_logreg(table, labelled):
+    """The baseline of the demo's cell typing: 30 PCs of log-normalised expression + logistic regression."""
+    import numpy as np
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+
+    from ..pp._normalize import log_normalize
+
+    x = table.X.toarray() if hasattr(table.X, "toarray") else np.asarray(table.X)
+    pcs = PCA(min(30, x.shape[1] - 1), random_state=0).fit_transform(log_normalize(np.asarray(x, dtype=float)))
+    truth = table.obs["cell_type"].astype(str).to_numpy()
+    clf = LogisticRegression(max_iter=2000).fit(pcs[labelled], truth[labelled])
+    return clf.predict(pcs)

@@ -84,16 +84,16 @@ def osmfish(path: str | Path | None = None, valid_only: bool = True) -> SpatialD
     SpatialData in coordinate system ``"global"`` in **micrometres** (pixel coordinates x 0.065 µm):
 
     - ``points["cells"]``: one point per cell (column ``instance_id``);
-    - ``tables["table"]``: cells x 33 genes annotating ``"cells"`` (region key ``"element"``, since obs ``region``
-      is the anatomical region; instance key ``"instance_id"``): X raw molecule counts (float32 integers, dense),
-      obs ``cell_type`` (``ClusterName``, 31 types among valid cells), ``region`` (``Region``, 11 among valid
-      cells), ``section`` (one category), ``cluster_id``, ``total_molecules``, ``size_um2``, ``valid``; obsm
+    - ``tables["table"]``: cells x 33 genes annotating ``"cells"`` (region key ``"region"``, the SpatialData
+      element, as in the other readers; instance key ``"instance_id"``): X raw molecule counts (float32 integers,
+      dense), obs ``cell_type`` (``ClusterName``, 31 types among valid cells), ``anatomical_region`` (``Region``,
+      the cortical region, 11 among valid cells), ``section`` (one category), ``cluster_id``, ``total_molecules``, ``size_um2``, ``valid``; obsm
       ``"spatial"`` (µm, as the points) and ``"X_tsne"`` (the authors' t-SNE).
 
     Examples
     --------
     >>> import sslspatial as ss
-    >>> sdata = ss.datasets.osmfish(path="../shared/data/osmfish")  # doctest: +SKIP
+    >>> sdata = ss.datasets.osmfish(path="data/osmfish")  # doctest: +SKIP
     >>> sdata.tables["table"].shape  # doctest: +SKIP
     (4839, 33)
     """
@@ -111,7 +111,7 @@ def osmfish(path: str | Path | None = None, valid_only: bool = True) -> SpatialD
     obs = pd.DataFrame(
         {
             "cell_type": pd.Categorical(_decode(col["ClusterName"][keep])),
-            "region": pd.Categorical(_decode(col["Region"][keep])),
+            "anatomical_region": pd.Categorical(_decode(col["Region"][keep])),
             "section": pd.Categorical(["osmFISH_SScortex"] * int(keep.sum())),
             "cluster_id": col["ClusterID"][keep].astype(np.int64),
             "total_molecules": col["Total_molecules"][keep].astype(np.int64),
@@ -124,7 +124,7 @@ def osmfish(path: str | Path | None = None, valid_only: bool = True) -> SpatialD
     adata.obsm["spatial"] = np.c_[col["X"][keep], col["Y"][keep]].astype(np.float64) * OSMFISH_UM_PER_PIXEL
     adata.obsm["X_tsne"] = np.c_[col["_tSNE_1"][keep], col["_tSNE_2"][keep]].astype(np.float64)
     adata.uns["osmfish"] = {"coordinate_unit": "um", "um_per_pixel": OSMFISH_UM_PER_PIXEL}
-    return _cells_sdata(adata, {"cells": (np.arange(adata.n_obs), "global")}, region_key="element")
+    return _cells_sdata(adata, {"cells": (np.arange(adata.n_obs), "global")}, region_key="region")
 
 
 def starmap_mpfc(sections: Sequence[str] = ("BZ5", "BZ9"), path: str | Path | None = None) -> SpatialData:
@@ -161,7 +161,7 @@ def starmap_mpfc(sections: Sequence[str] = ("BZ5", "BZ9"), path: str | Path | No
     Examples
     --------
     >>> import sslspatial as ss
-    >>> sdata = ss.datasets.starmap_mpfc(path="../shared/data/starmap_mpfc")  # doctest: +SKIP
+    >>> sdata = ss.datasets.starmap_mpfc(path="data/starmap_mpfc")  # doctest: +SKIP
     >>> sdata.tables["table"].obs["section"].value_counts().to_dict()  # doctest: +SKIP
     {'BZ9': 1053, 'BZ5': 1049}
     """
@@ -258,7 +258,7 @@ def visium_dg_mini(path: str | Path | None = None, load_image: bool = True) -> S
     Examples
     --------
     >>> import sslspatial as ss
-    >>> sdata = ss.datasets.visium_dg_mini(path="../shared/data/visium_dg_mini")  # doctest: +SKIP
+    >>> sdata = ss.datasets.visium_dg_mini(path="data/visium_dg_mini")  # doctest: +SKIP
     >>> sdata.tables["table"].shape  # doctest: +SKIP
     (624, 634)
     """

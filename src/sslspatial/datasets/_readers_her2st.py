@@ -204,7 +204,7 @@ def her2st(
     Examples
     --------
     >>> import sslspatial as ss
-    >>> sdata = ss.datasets.her2st(["C2"], path="../shared/data/her2st", image_downscale=4)  # doctest: +SKIP
+    >>> sdata = ss.datasets.her2st(["C2"], path="data/her2st", image_downscale=4)  # doctest: +SKIP
     >>> sdata["table"].shape  # doctest: +SKIP
     (187, 15706)
     >>> sdata = ss.datasets.her2st()  # downloads the five imaged sections  # doctest: +SKIP

@@ -63,7 +63,7 @@ def cite_seq_skin(path: str | Path | None = None) -> SpatialData:
     Examples
     --------
     >>> import sslspatial as ss
-    >>> sdata = ss.datasets.cite_seq_skin(path="../shared/data/cite_seq_skin")  # doctest: +SKIP
+    >>> sdata = ss.datasets.cite_seq_skin(path="data/cite_seq_skin")  # doctest: +SKIP
     >>> sdata["protein"].shape, sdata["rna"].shape  # doctest: +SKIP
     ((1618, 283), (1618, 10))
     """
@@ -185,7 +185,7 @@ def cosmx_lung_mini(path: str | Path | None = None) -> SpatialData:
     Examples
     --------
     >>> import sslspatial as ss
-    >>> sdata = ss.datasets.cosmx_lung_mini(path="../shared/data/cosmx_lung_mini")  # doctest: +SKIP
+    >>> sdata = ss.datasets.cosmx_lung_mini(path="data/cosmx_lung_mini")  # doctest: +SKIP
     >>> sdata["table"].n_obs  # doctest: +SKIP
     120
     """

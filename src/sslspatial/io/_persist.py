@@ -20,7 +20,8 @@ def persist(sdata: SpatialData, element_names: str | list[str]) -> None:
     temporary name; only then is the old directory moved aside, the new one moved into place (two renames), and the
     old one deleted. If writing fails at any point, the store still reads back with the old element intact (a new
     element that fails half way is removed). Tables are checked first for names that zarr cannot store (a ``"/"`` in
-    a column or ``uns`` key), so such a table is refused before anything is written.
+    a column or ``uns`` key), so such a table is refused before anything is written. Under distributed training
+    only the main process writes.
 
     Parameters
     ----------
@@ -38,13 +39,19 @@ def persist(sdata: SpatialData, element_names: str | list[str]) -> None:
     names = [element_names] if isinstance(element_names, str) else list(element_names)
     if sdata.path is None:
         raise ValueError("This SpatialData is not backed by a zarr store: call `sdata.write(path)` first.")
+    from .._devices import is_main_process
     from .._validate import check_storable
 
+    if not is_main_process():  # the extra processes of distributed training write nothing
+        return
     for name in names:  # every table checked before anything is written
         if name in sdata.tables:
             check_storable(sdata.tables[name], f"table {name!r}")
-    for name in names:
-        _persist_one(sdata, name)
+    from .._warnings import quiet
+
+    with quiet():  # zarr's autosharding notice, once per array, is nothing a user can act on
+        for name in names:
+            _persist_one(sdata, name)
 
 
 def _element_dir(sdata: SpatialData, name: str) -> tuple[str, Path]:

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import Key
-from .._validate import check_counts, check_finite, check_graph
+from .._validate import check_counts, check_finite, check_float_image_range, check_graph
 from ..nn._likelihoods import is_count
 from ..pp._normalize import log_normalize, standardize
 from ..pp._subspot_elements import SpotGeometry, graph_context_features, spot_geometry, subspot_centres
@@ -173,6 +173,7 @@ def _image_block(sdata, spec: ImageSpec, spots: Spots) -> tuple[np.ndarray, int]
     size = spec.patch_size if spec.patch_size is not None else 2 * geom.radius / np.sqrt(k)
     size = size * linear_scale(geom.transformations[cs])
     array = _as_array(img.image)
+    check_float_image_range(array, value_range, name=f"image {image_key!r}")  # as hist2expr
     rgb = array.shape[0] == 3 and (np.dtype(array.dtype) == np.uint8 or value_range is not None)
     if rgb:
         feats = np.asarray(image_features(img, pts, size, method=method, value_range=value_range), dtype=np.float64)

@@ -42,16 +42,22 @@ def write(sdata: Any, path: str | Path, *, overwrite: bool = False) -> None:
     >>> ss.pp.build_graph(sdata, method="knn")  # doctest: +SKIP
     >>> ss.io.persist(sdata, "table")  # doctest: +SKIP
     """
+    from .._devices import is_main_process
     from .._validate import check_storable
 
+    if not is_main_process():  # the extra processes of distributed training write nothing
+        return
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists already: pass overwrite=True, or write to another path.")
     for name, table in sdata.tables.items():
         check_storable(table, f"table {name!r}")
     tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    from .._warnings import quiet
+
     try:
-        sdata.write(tmp, overwrite=False)
+        with quiet():  # zarr's autosharding notice, once per array, is nothing a user can act on
+            sdata.write(tmp, overwrite=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         sdata.path = None

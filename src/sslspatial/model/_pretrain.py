@@ -15,7 +15,15 @@ from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from .._constants import Key
-from .._validate import check_choice, check_counts, check_finite, check_graph, check_graph_connected
+from .._validate import (
+    check_choice,
+    check_counts,
+    check_finite,
+    check_graph,
+    check_graph_connected,
+    check_indices,
+    check_numbers,
+)
 from ..data._loaders import SubgraphDataLoader, SubgraphDataSplitter
 from ..module._pretrain import SpatialPretrainModule
 from ..nn import ENCODERS
@@ -233,7 +241,8 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         batch_size
             Seed cells per minibatch (the subgraph adds their neighbours). ``None``: 256, or 1,024 from 100,000
             training cells on (:func:`~sslspatial.data.default_batch_size`: the fastest per cell on 2 CPU threads
-            at 1M cells, while small tables keep enough optimiser steps per epoch).
+            at 1M cells, while small tables keep enough optimiser steps per epoch), at most the
+            training cells.
         lr
             Learning rate of AdamW.
         weight_decay
@@ -271,13 +280,18 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         >>> model.train(max_epochs=10, accelerator="gpu", devices=4, strategy="ddp")  # doctest: +SKIP
         """
         check_choice(batch_order, ("spatial", "random"), "batch_order")
+        check_numbers({"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr})
         n_obs = self.adata.n_obs
-        train_idx = np.arange(n_obs) if train_indices is None else np.asarray(train_indices, dtype=np.int64)
-        val_idx = np.array([], dtype=np.int64) if validation_indices is None else np.asarray(validation_indices)
-        if batch_size is None:
+        train_idx = np.arange(n_obs) if train_indices is None else check_indices(train_indices, n_obs, "train_indices")
+        val_idx = (
+            np.array([], dtype=np.int64)
+            if validation_indices is None
+            else check_indices(validation_indices, n_obs, "validation_indices")
+        )
+        if batch_size is None:  # the default never exceeds the training cells
             from ..data._loaders import default_batch_size
 
-            batch_size = default_batch_size(train_idx.size)
+            batch_size = min(default_batch_size(train_idx.size), max(train_idx.size, 1))
         if train_idx.size < batch_size:
             raise ValueError(
                 f"Fewer training cells ({train_idx.size}) than batch_size={batch_size}: pass a smaller batch_size "

@@ -29,6 +29,9 @@ from ._spatial import coordinate_unit, default_image
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+#: The transform of ``ss.tl.hist2expr``'s predictions, as its ``uns[key_added]["target"]`` names it.
+LOG_TARGET = "log1p(x / total * 1e4)"
+
 
 def _prediction_source(data: Any, measured: AnnData, prediction: Any) -> tuple[AnnData, str | None]:
     """Return ``(table, layer)`` holding the predictions."""
@@ -98,7 +101,8 @@ def expression_maps(
     image_key: str | Mapping[str, str] | None = "auto",
     coordinate_system: str | Mapping[str, str] | None = None,
     spot_radius: float | None = None,
-    scale: str = "separate",
+    scale: str = "shared",
+    transform: str = "auto",
     shared_scale: bool | None = None,
     percentile: float = 99.0,
     unit: str | None = None,
@@ -142,11 +146,18 @@ def expression_maps(
         Draw spots as circles of this radius (coordinate units); default ``uns["spot_geometry"]["spot_radius"]``
         when present, else scatter dots.
     scale
-        Colour scales of each gene row. ``"separate"`` (default): measured and predicted each get their own scale
-        and colour bar (shared across sections), so a prediction that is right in pattern but compressed in range
-        (the usual case for a regression) is still visible. ``"quantile"``: each kind's values are replaced by their
-        quantile among that kind's drawn values, on one 0-1 colour bar: patterns compare directly, magnitudes are
-        lost. ``"shared"``: one scale for both (absolute values compare, a compressed prediction looks flat).
+        Colour scales of each gene row. ``"shared"`` (default): one scale and one colour bar for measured and
+        predicted, so a colour means the same value in both (a prediction compressed in range looks flatter, as it
+        is). ``"separate"``: each kind its own scale and colour bar (shared across sections), to compare patterns of
+        a compressed prediction. ``"quantile"``: each kind's values are replaced by their quantile among that kind's
+        drawn values, on one 0-1 colour bar: patterns compare directly, magnitudes are lost.
+    transform
+        Put measured and predicted values on the same transform before drawing. ``"auto"`` (default): when the
+        prediction table records log-normalised values (``uns[...]["target"]`` of ``ss.tl.hist2expr``) and the
+        measured values are counts (non-negative integers), the measured values are shown as
+        ``log1p(counts / total * 1e4)``, the predictions' transform (the total is each observation's sum over all
+        genes of the measured table); otherwise both are drawn as they are. ``"log1p"``: transform the measured
+        values that way regardless; ``"none"``: never.
     shared_scale
         Deprecated alias: ``True`` is ``scale="shared"``, ``False`` ``scale="separate"``.
     percentile
@@ -164,8 +175,9 @@ def expression_maps(
 
     Returns
     -------
-    The figure; panel titles read ``"<gene> · measured"`` / ``"<gene> · predicted"`` (plus ``· <section>``), axes
-    ``"x (<unit>)"`` / ``"y (<unit>)"``, each colour bar is labelled by what it measures.
+    The figure; panel titles read ``"<gene> · measured"`` / ``"<gene> · predicted, r = <Pearson r>"`` (plus
+    ``· <section>``; r over the observations measured and predicted in the drawn sections), axes ``"x (<unit>)"``
+    / ``"y (<unit>)"``, each colour bar is labelled with the values' transform.
 
     Examples
     --------
@@ -210,22 +222,34 @@ def expression_maps(
     if shared_scale is not None:
         scale = "shared" if shared_scale else "separate"
     check_choice(scale, ["separate", "quantile", "shared"], "scale")
+    check_choice(transform, ["auto", "log1p", "none"], "transform")
     images = _images(data, measured, image_key, coordinate_system, order)
     unit = coordinate_unit(data, measured, unit)
+    frames = {"measured": meas_frame, "predicted": pred_frame}
+    raw = {
+        g: {"measured": gene_values(measured, g, layer), "predicted": gene_values(pred, g, pred_layer)} for g in genes
+    }
+    log_measured = transform == "log1p" or (transform == "auto" and _log_normalised(pred) and _measured_counts(raw))
+    if log_measured:
+        total = _totals(measured, layer)
+        raw = {g: {**v, "measured": np.log1p(v["measured"] / total * 1e4)} for g, v in raw.items()}
+    value_label = "log1p(counts / total × 10⁴)" if log_measured or _log_normalised(pred) else "expression"
     labels = {
-        k: k if lay in (None, k) else f"{k} ({lay})" for k, lay in (("measured", layer), ("predicted", pred_layer))
+        k: f"{k}: {value_label}" if lay in (None, k) else f"{k} ({lay}): {value_label}"
+        for k, lay in (("measured", layer), ("predicted", pred_layer))
     }
     fig, axes = new_figure(len(genes), 2 * len(order), panel=(3.6, 3.2))
     for row, gene in enumerate(genes):
-        values = {"measured": gene_values(measured, gene, layer), "predicted": gene_values(pred, gene, pred_layer)}
-        frames = {"measured": meas_frame, "predicted": pred_frame}
+        values = raw[gene]
+        r = _pearson(values, frames, order)
         if scale == "quantile":
             values = {k: _quantiles(v, frames[k]["section"].isin(order).to_numpy()) for k, v in values.items()}
         norms = _norms(values, frames, order, scale, percentile)
         for col_pair, section in enumerate(order):
             for k, kind in enumerate(("measured", "predicted")):
                 ax = axes[row, 2 * col_pair + k]
-                title = f"{gene} · {kind}" + (f" · {section}" if len(order) > 1 else "")
+                title = f"{gene} · {kind}" + (f", r = {r:.2f}" if kind == "predicted" and np.isfinite(r) else "")
+                title += f" · {section}" if len(order) > 1 else ""
                 ax.set_title(title, fontsize="medium")
                 mask = (frames[kind]["section"] == section).to_numpy()
                 if not mask.any():
@@ -255,7 +279,7 @@ def expression_maps(
                 if scale == "separate":
                     fig.colorbar(artist, ax=ax, shrink=0.8, label=labels[kind])
                 elif col_pair == len(order) - 1 and k == 1:
-                    label = "quantile within kind" if scale == "quantile" else "expression"
+                    label = f"quantile within kind ({value_label})" if scale == "quantile" else value_label
                     fig.colorbar(artist, ax=list(axes[row]), shrink=0.8, label=label)
     return finish(fig, None, save, show)
 
@@ -296,3 +320,38 @@ def _norms(values: dict, frames: dict, order: list[str], scale: str, percentile:
         norm = Normalize(*robust_limits([drawn("measured"), drawn("predicted")], percentile), clip=True)
         return {"measured": norm, "predicted": norm}
     return {k: Normalize(*robust_limits([drawn(k)], percentile), clip=True) for k in values}
+
+
+def _is_counts(values: np.ndarray) -> bool:
+    finite = values[np.isfinite(values)]
+    return bool(finite.size) and bool((finite >= 0).all()) and bool(np.allclose(finite, np.round(finite)))
+
+
+def _measured_counts(raw: dict) -> bool:
+    return _is_counts(np.concatenate([v["measured"] for v in raw.values()]))
+
+
+def _totals(table: AnnData, layer: str | None) -> np.ndarray:
+    matrix = table.X if layer is None else table.layers[layer]
+    total = np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
+    return np.maximum(total, 1e-8)
+
+
+def _log_normalised(pred: AnnData) -> bool:
+    """Whether the prediction table says its values are ``log1p(x / total * 1e4)`` (``ss.tl.hist2expr``'s output)."""
+    return any(
+        isinstance(v, Mapping) and (v.get("function") == "hist2expr" or v.get("target") == LOG_TARGET)
+        for v in pred.uns.values()
+    )
+
+
+def _pearson(values: dict, frames: dict, order: list[str]) -> float:
+    """Pearson r between measured and predicted values of the observations present in both, in the drawn sections."""
+    measured = pd.Series(values["measured"], index=frames["measured"].index)[frames["measured"]["section"].isin(order)]
+    predicted = pd.Series(values["predicted"], index=frames["predicted"].index)
+    both = measured.index.intersection(predicted.index)
+    a, b = measured.loc[both].to_numpy(float), predicted.loc[both].to_numpy(float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 3 or np.std(a[keep]) == 0 or np.std(b[keep]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[keep], b[keep])[0, 1])

@@ -31,8 +31,10 @@ def coordinate_unit(data: Any = None, table: AnnData | None = None, unit: str | 
     Looked up in this order: ``unit`` (given by the caller); ``table.uns["coordinate_unit"]``; a
     ``"coordinate_unit"`` entry of a dict in ``table.uns`` (as the readers of ``ss.datasets`` write, e.g.
     ``uns["synthetic"]`` or ``uns["osmfish"]``); the same in the other tables of a SpatialData that annotate the
-    same elements (e.g. for the table ``ss.tl.hist2expr`` writes); ``data.attrs["coordinate_unit"]``. Spellings are
-    normalised (``"um"`` -> ``"µm"``, ``"pixel"`` -> ``"pixels"``). When none says, ``"coordinate units"``.
+    same elements (e.g. for the table ``ss.tl.hist2expr`` writes); ``data.attrs["coordinate_unit"]``; ``"pixels"``
+    when the annotated elements share a coordinate system with an image placed there by an identity transformation.
+    Spellings are normalised (``"um"`` -> ``"µm"``, ``"pixel"`` -> ``"pixels"``). When none says,
+    ``"coordinate units"``.
 
     Examples
     --------
@@ -58,7 +60,33 @@ def coordinate_unit(data: Any = None, table: AnnData | None = None, unit: str | 
     attrs = getattr(data, "attrs", None) if is_spatialdata(data) else None
     if isinstance(attrs, Mapping) and "coordinate_unit" in attrs:
         return _normalise_unit(attrs["coordinate_unit"])
+    if table is not None and is_spatialdata(data) and _in_image_pixels(data, table):
+        return "pixels"
     return "coordinate units"
+
+
+def _in_image_pixels(data: Any, table: AnnData) -> bool:
+    """Whether the coordinates are an image's pixels.
+
+    True when every annotated element and an image are both placed unscaled (identity transformations) in one
+    coordinate system.
+    """
+    from spatialdata.transformations import Identity, get_transformation
+
+    regions = [r for r in annotated_regions(table) if r in data]
+    if not regions or not len(data.images):
+        return False
+    pixel_systems = {
+        system
+        for image in data.images.values()
+        for system, transformation in get_transformation(image, get_all=True).items()
+        if isinstance(transformation, Identity)
+    }
+
+    def unscaled(element: Any) -> set[str]:
+        return {s for s, t in get_transformation(element, get_all=True).items() if isinstance(t, Identity)}
+
+    return all(unscaled(data[r]) & pixel_systems for r in regions)
 
 
 def _systems(element: Any) -> list[str]:

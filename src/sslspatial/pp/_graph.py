@@ -12,12 +12,16 @@ import scipy.sparse as sp
 from .. import _logging as logg
 from .._constants import Key, check_key
 from .._types import DataLike
-from .._validate import check_absent, check_choice, storable_key
+from .._validate import ArgumentError, check_absent, check_choice, check_numbers, storable_key
 from .._warnings import quiet_call
 from ..io import _access as _io
 
 GraphMethod = Literal["radius", "knn", "delaunay", "grid"]
 GRAPH_METHODS = get_args(GraphMethod)
+#: ``build_graph`` warns, with a suggested radius, when more than this share of the cells has no neighbour.
+MAX_ISOLATED_SHARE = 0.05
+#: The suggested radius is the median distance to this many nearest neighbours (a mean degree of about 6).
+_HINT_NEIGHBOURS = 6
 _MAX_PLAUSIBLE_DEGREE = 50
 
 
@@ -91,22 +95,34 @@ def build_graph(
     """
     check_choice(method, GRAPH_METHODS, "method")
     check_key(key_added, "key_added")
-    if method == "radius" and radius is None:
-        raise ValueError("method='radius' needs `radius`, in the units of the coordinates (e.g. radius=20.0 µm).")
-    if method in ("knn", "grid") and (not isinstance(n_neighs, int | np.integer) or n_neighs < 1):
-        raise ValueError(f"n_neighs must be a positive integer, got {n_neighs!r}.")
+    check_numbers({"radius": radius, "n_neighs": n_neighs, "n_rings": n_rings})
     table = _io.get_table(data, table_key)
     conn_key, dist_key, uns_key = Key.graph(key_added)
     if not copy and not overwrite:
         check_absent(conn_key in table.obsp, f"obsp[{conn_key!r}]")
     coords = _io.get_coordinates(data, table_key, spatial_key, coordinate_system)
     sections_key = _io.section_key(table, library_key)
+    section_codes = None if sections_key is None else table.obs[sections_key].astype(str).to_numpy()
+    if method == "radius" and radius is None:
+        hint = radius_hint(coords, section_codes, coordinate_unit(data, table))
+        raise ArgumentError("radius", None, "a distance in the units of the coordinates", hint["radius"], hint["text"])
+    if method == "knn":
+        _check_knn_sections(section_codes, table.n_obs, int(n_neighs))
 
     connectivities, distances = _squidpy_graph(table, coords, sections_key, method, radius, n_neighs, n_rings)
     connectivities, distances = _symmetrise(connectivities), _symmetrise(distances)
     sections = _io.get_sections(table, library_key=sections_key)
     stats = degree_statistics(connectivities, sections)
-    _warn_on_degree(stats, method, radius)
+    if stats["n_isolated"] > MAX_ISOLATED_SHARE * table.n_obs and method in ("radius", "delaunay"):
+        hint = radius_hint(coords, section_codes, coordinate_unit(data, table))
+        warnings.warn(
+            f"{stats['n_isolated']} of {table.n_obs} cells ({stats['n_isolated'] / table.n_obs:.0%}) have no "
+            f"neighbour within radius={_format_radius(radius)} (mean degree {stats['mean_degree']:.2f}). {hint['text']}",
+            UserWarning,
+            stacklevel=3,
+        )
+    else:
+        _warn_on_degree(stats, method, radius)
     if copy:
         return connectivities, distances
 
@@ -193,3 +209,74 @@ def _warn_on_degree(stats: dict, method: str, radius) -> None:
         )
     if 0 < stats["n_isolated"]:
         logg.warning(f"{stats['n_isolated']} observations have no neighbour in the {method} graph.")
+
+
+def _format_radius(radius) -> str:
+    values = np.atleast_1d(np.asarray(radius, dtype=float))
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def coordinate_unit(data, table) -> str:
+    """The coordinates' unit for messages (``"pixels"``, ``"µm"``; ``"coordinate units"`` when nothing says)."""
+    from ..pl._spatial import coordinate_unit as unit_of
+
+    return unit_of(data, table)
+
+
+def radius_hint(coords: np.ndarray, sections: np.ndarray | None, unit: str) -> dict:
+    """A radius for about six neighbours per cell, from the nearest-neighbour distances within each section.
+
+    Returns ``{"radius": float, "text": str}``; the text gives the median nearest-neighbour distance, the suggested
+    radius and the unit.
+
+    Examples
+    --------
+    >>> xy = np.c_[np.arange(10.0) * 2, np.zeros(10)]
+    >>> radius_hint(xy, None, "µm")["radius"]
+    8.4
+    """
+    from scipy.spatial import cKDTree
+
+    xy = np.asarray(coords, dtype=float)[:, :2]
+    groups = [np.arange(len(xy))] if sections is None else [np.flatnonzero(sections == s) for s in np.unique(sections)]
+    nearest, kth = [], []
+    for idx in groups:
+        if idx.size < 2:
+            continue
+        k = min(_HINT_NEIGHBOURS, idx.size - 1)
+        dist, _ = cKDTree(xy[idx]).query(xy[idx], k=k + 1)
+        nearest.append(dist[:, 1])
+        kth.append(dist[:, k])
+    if not nearest:
+        return {"radius": None, "text": "No section has two cells, so no radius can connect them."}
+    median_nn = float(np.median(np.concatenate(nearest)))
+    suggested = 1.05 * float(np.median(np.concatenate(kth)))  # a little above, so ties at that distance count
+    scale = 10.0 ** (np.floor(np.log10(suggested)) - 1) if suggested > 0 else 1.0
+    suggested = float(np.ceil(suggested / scale) * scale)  # two significant digits, rounded up
+    text = (
+        f"The coordinates are in {unit}; the median nearest-neighbour distance is {median_nn:.3g} {unit}, and "
+        f"radius={suggested:g} gives about {_HINT_NEIGHBOURS} neighbours per cell."
+    )
+    return {"radius": suggested, "text": text}
+
+
+def _check_knn_sections(sections: np.ndarray | None, n_obs: int, n_neighs: int) -> None:
+    """Refuse a kNN graph over a section with too few cells, naming the section and the fix."""
+    names, counts = (
+        (np.array(["all"]), np.array([n_obs])) if sections is None else np.unique(sections, return_counts=True)
+    )
+    smallest = int(counts.argmin())
+    if counts[smallest] < 2:
+        where = "The table has" if sections is None else f"Section {names[smallest]!r} has"
+        raise ValueError(
+            f"{where} {counts[smallest]} cell: a kNN graph needs at least 2 cells per section. Drop that section "
+            "(e.g. `adata = adata[adata.obs[library_key] != name].copy()`) or pass another library_key."
+        )
+    if counts[smallest] <= n_neighs:
+        where = "the table" if sections is None else f"section {names[smallest]!r}"
+        raise ArgumentError(
+            "n_neighs",
+            n_neighs,
+            f"smaller than the number of cells of every section ({where} has {counts[smallest]})",
+            int(counts[smallest]) - 1,
+        )

@@ -16,7 +16,16 @@ import torch
 from .._constants import Key, check_key
 from .._provenance import run_record
 from .._types import DataLike
-from .._validate import check_absent, check_choice, check_obs_column, trainer_options
+from .._validate import (
+    check_absent,
+    check_choice,
+    check_indices,
+    check_numbers,
+    check_obs_column,
+    check_unique_var_names,
+    resolve_seed,
+    trainer_options,
+)
 from ..io import _access as _io
 from ..model import SpatialPretrainModel
 from ..objectives import balanced_class_weights
@@ -76,7 +85,7 @@ def annotate(
     warm_start: bool = True,
     key_added: str = "annotate",
     overwrite: bool = False,
-    seed: int = 0,
+    seed: int | None = 0,
     accelerator: str = "auto",
     devices: int | str | list[int] = "auto",
     train_kwargs: dict | None = None,
@@ -173,7 +182,8 @@ def annotate(
     overwrite
         Replace existing outputs (else :class:`~sslspatial.OutputExistsError`).
     seed
-        Random state of the cross-validation blocks.
+        Random state of the cross-validation blocks (``None``: a fresh one, recorded in
+        ``uns[key_added]["params"]["seed"]``).
     accelerator, devices
         Fine-tuning only: Lightning's hardware options (``accelerator="gpu"``, ``devices=1``).
     train_kwargs
@@ -193,6 +203,8 @@ def annotate(
     ... )  # doctest: +SKIP
     """
     params = {k: v for k, v in locals().items() if k not in ("data", "model", "train_indices")}
+    check_numbers(params)  # folds, epochs, batch size, lr, k, PCs, seed: before any work
+    seed = params["seed"] = resolve_seed(seed)  # None: a fresh seed, recorded in uns[key_added]["params"]
     check_choice(method, METHODS, "method")
     check_choice(cv, select.CV_KINDS, "cv")
     for kind in candidates:
@@ -202,8 +214,6 @@ def annotate(
             "candidates is empty: pass at least one of 'linear', 'expression', 'residuals', 'pca', 'scaled', "
             "'finetune'."
         )
-    if n_folds < 2:
-        raise ValueError(f"n_folds must be at least 2, got {n_folds}.")
     select.check_ensemble(ensemble)
     if expression_pcs < 0 or (expression_pcs and method == "finetune"):
         raise ValueError(
@@ -224,7 +234,7 @@ def annotate(
         usable &= (labels.astype(str) != str(unlabeled_category)).to_numpy()
     if train_indices is not None:
         allowed = np.zeros(table.n_obs, dtype=bool)
-        allowed[np.asarray(train_indices)] = True
+        allowed[check_indices(train_indices, table.n_obs, "train_indices")] = True
         usable &= allowed
     train_idx = np.flatnonzero(usable)
     classes = np.array(sorted(pd.unique(labels.iloc[train_idx].astype(str))))
@@ -494,6 +504,7 @@ def transfer(
     check_absent(key in table.obsm and not overwrite, f"obsm[{key!r}]")
     if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
         raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
+    check_unique_var_names(table, "the query table")
     query = SpatialPretrainModel.load_query_data(table, model, layer=layer)
     query._check_data(query.adata, query.init_params_["non_kwargs"]["encoder"], query.module.likelihood)
     table.obsm[key] = query.get_latent_representation()

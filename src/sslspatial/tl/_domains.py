@@ -19,12 +19,14 @@ from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
 from .._provenance import run_record
 from .._types import DataLike
-from .._validate import check_absent, check_choice, storable_key
+from .._validate import ArgumentError, check_absent, check_choice, check_numbers, resolve_seed, storable_key
 from ..io import _access as _io
 from ..pp._aggregate import _aggregate, hop_matrices, representation
 
 DomainMethod = Literal["leiden", "gmm"]
 DOMAIN_METHODS = get_args(DomainMethod)
+#: ``n_domains`` is refused when a section would get fewer cells than this per domain on average.
+MIN_CELLS_PER_DOMAIN = 5
 _MAX_SEARCH_STEPS = 30
 
 # Defaults chosen on the tuning split (STARmap BZ5) by `benchmarks/domains.py`; see the benchmark's Markdown.
@@ -59,7 +61,7 @@ def domains(
     method_kwargs: Mapping[str, Any] | None = None,
     table_key: str = Key.DEFAULT_TABLE,
     key_added: str = DomainKey.DOMAINS,
-    seed: int = 0,
+    seed: int | None = 0,
     overwrite: bool = False,
 ) -> None:
     """Cluster a representation into tissue domains and write them to ``obs[key_added]``.
@@ -140,7 +142,8 @@ def domains(
         ``obs`` column of the (categorical) domains; parameters, the Leiden resolution and the AutoK curve (per
         section, a "/" in a section name written as ``%2F``; ``"all"`` when clustered jointly) go to ``uns[key_added]``.
     seed
-        Random state of the PCA, the neighbour graph, Leiden and the mixture.
+        Random state of the PCA, the neighbour graph, Leiden and the mixture (``None``: a fresh one, recorded in
+        ``uns[key_added]["params"]["seed"]``).
     overwrite
         Replace an existing ``obs[key_added]`` (else :class:`~sslspatial.OutputExistsError`).
 
@@ -157,6 +160,11 @@ def domains(
     >>> sdata.tables["table"].obs["domains"].nunique()
     4
     """
+    check_numbers(
+        {"n_domains": n_domains, "smooth": smooth, "n_hops": n_hops, "n_neighbors": n_neighbors, "n_init": n_init}
+    )
+    check_numbers({"resolution": resolution, "autok_runs": autok_runs, "seed": seed})
+    seed = resolve_seed(seed)  # None: a fresh seed, recorded in uns[key_added]["params"]["seed"]
     check_choice(method, DOMAIN_METHODS, "method")
     check_key(key_added, "key_added")
     reps = [use_rep] if isinstance(use_rep, str) else list(use_rep)
@@ -193,6 +201,13 @@ def domains(
     if needed is not None and (counts < needed).any():
         what = f"n_domains={n_domains}" if n_domains is not None else f"autok_range up to {hi_k}"
         raise ValueError(f"{what} exceeds the number of cells of section {counts.idxmin()!r} ({counts.min()}).")
+    if n_domains is not None and n_domains > 1 and counts.min() < MIN_CELLS_PER_DOMAIN * n_domains:
+        most = max(1, int(counts.min()) // MIN_CELLS_PER_DOMAIN)
+        raise ValueError(
+            f"n_domains={n_domains} on {counts.min()} cells (section {counts.idxmin()!r}) leaves fewer than "
+            f"{MIN_CELLS_PER_DOMAIN} cells per domain: domains are regions of many cells. Pass n_domains <= {most}, "
+            "or n_domains=None with method='gmm' to choose it (AutoK)."
+        )
 
     center = bool(center_sections) and not per_section and len(section_of.categories) > 1
     rep = features(
@@ -356,7 +371,8 @@ def _check_autok(autok_range, autok_runs) -> tuple[int, int]:
         raise TypeError(f"autok_range must be a pair (smallest, largest), got {autok_range!r}.") from None
     ints = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (lo, hi))
     if not ints or lo < 1 or hi < lo:
-        raise ValueError(f"autok_range must be two integers 1 <= smallest <= largest, got {autok_range!r}.")
+        example = (min(lo, hi), max(lo, hi)) if ints and min(lo, hi) >= 1 else (2, 15)
+        raise ArgumentError("autok_range", tuple(autok_range), "two integers 1 <= smallest <= largest", example)
     if not isinstance(autok_runs, int | np.integer) or isinstance(autok_runs, bool) or autok_runs < 2:
         raise ValueError(f"autok_runs must be an integer of at least 2 (runs compared per K), got {autok_runs!r}.")
     return int(lo), int(hi)

@@ -16,7 +16,7 @@ from .._docs import inject_docs
 from .._logging import info
 from .._provenance import run_record, seed_everything
 from .._types import DataLike
-from .._validate import check_absent, trainer_options
+from .._validate import check_absent, check_numbers, trainer_options
 from ..data._patch_loader import PatchSource
 from ..io._access import require_spatialdata
 from ..io._hist2expr import Options, Plan, Sections, read_sections
@@ -316,6 +316,7 @@ def hist2expr(
     >>> loaded = ss.model.Hist2Expr.load("her2st_model")  # doctest: +SKIP
     >>> ss.tl.hist2expr(other_sdata, model=loaded, predict_regions=["he_image"])  # doctest: +SKIP
     """
+    check_numbers(dict(locals()))  # sizes, rates, lr, seed: before any work (shared checks)
     params = {k: v for k, v in locals().items() if k not in ("data", "model")}
     require_spatialdata(data, "hist2expr", "the table, the spot shapes and the image(s)")
     check_key(key_added, "key_added")

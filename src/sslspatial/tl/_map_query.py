@@ -23,7 +23,15 @@ from .. import _logging
 from .._constants import Key, check_key
 from .._provenance import run_record
 from .._types import DataLike
-from .._validate import check_absent, check_choice, check_obs_column, trainer_options
+from .._validate import (
+    check_absent,
+    check_choice,
+    check_numbers,
+    check_obs_column,
+    check_unique_var_names,
+    resolve_seed,
+    trainer_options,
+)
 from ..io import _access as _io
 from ..model import SpatialPretrainModel
 from ..model._adapt import adaptation_device
@@ -59,7 +67,7 @@ def map_query(
     adapt_kwargs: dict | None = None,
     key_added: str = "map_query",
     overwrite: bool = False,
-    seed: int = 0,
+    seed: int | None = 0,
     max_epochs: int | None = None,
     lr: float | None = None,
     accelerator: str = "auto",
@@ -123,7 +131,8 @@ def map_query(
     overwrite
         Replace existing outputs (else :class:`~sslspatial.OutputExistsError`).
     seed
-        Random state of the cross-validation blocks (and of the adaptation).
+        Random state of the cross-validation blocks and of the adaptation (``None``: a fresh one, recorded in
+        ``uns[key_added]["params"]["seed"]``).
     max_epochs, lr, train_kwargs
         The adaptation's trainer options, as in every function that trains: passes over the query cells (default
         ``adapt_epochs``), Adam learning rate (default ``1e-2``) and more settings (``batch_size``, ``penalty``, as in
@@ -148,6 +157,8 @@ def map_query(
     >>> query.uns["map_query"]["adaptation"]  # doctest: +SKIP
     """
     params = {k: v for k, v in locals().items() if k not in ("data", "model")}
+    check_numbers(params)  # folds, PCs, epochs, seed: before any work
+    seed = params["seed"] = resolve_seed(seed)  # None: a fresh seed, recorded in uns[key_added]["params"]
     if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
         raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
     for kind in candidates:
@@ -166,6 +177,7 @@ def map_query(
     for where, name, out_key in (*outputs, (query.obsm, "obsm", Key.embedding(key))):
         check_absent(out_key in where and not overwrite, f"{name}[{out_key!r}]")
     reference = model.adata
+    check_unique_var_names(query, "the query table")
     if labels_key not in reference.obs:
         raise KeyError(
             f"The reference table of the model has no obs[{labels_key!r}] (columns: {list(reference.obs.columns)}): "

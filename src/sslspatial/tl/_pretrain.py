@@ -16,7 +16,14 @@ from .._constants import Key, check_key
 from .._docs import inject_docs
 from .._provenance import run_record, seed_everything
 from .._types import DataLike
-from .._validate import check_absent, check_choice, check_obs_column, trainer_options
+from .._validate import (
+    check_absent,
+    check_choice,
+    check_numbers,
+    check_obs_column,
+    check_unique_var_names,
+    trainer_options,
+)
 from ..io import _access as _io
 from ..model import SpatialPretrainModel
 from ..nn._graph_encoders import Encoder
@@ -52,6 +59,7 @@ def _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, 
         )
     if table.is_view:
         raise ValueError("The table is a view of another AnnData: pass a real object (`adata = adata.copy()`).")
+    check_unique_var_names(table)
     SpatialPretrainModel.setup_anndata(
         table, layer=layer, connectivity_key=None if encoder == "mlp" else connectivity_key
     )
@@ -164,6 +172,7 @@ def pretrain_mask(
     (1000, 32)
     """
     params = dict(locals())
+    check_numbers(params)  # sizes, rates, lr, seed: before any work
     from ..objectives import STRATEGIES
 
     check_choice(mask, STRATEGIES, "mask")
@@ -257,6 +266,7 @@ def pretrain_contrastive(
     >>> model = ss.tl.pretrain_contrastive(adata, method="byol", max_epochs=10)  # doctest: +SKIP
     """
     params = dict(locals())
+    check_numbers(params)  # sizes, rates, lr, seed: before any work
     check_choice(method, get_args(ContrastiveMethod), "method")
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
     kwargs = {"noise": noise, "dropout": view_dropout, **(objective_kwargs or {})}
@@ -384,6 +394,7 @@ def pretrain_pseudolabel(
     >>> model = ss.tl.pretrain_pseudolabel(adata, library_key="section", max_epochs=10)  # doctest: +SKIP
     """
     params = dict(locals())
+    check_numbers(params)  # sizes, rates, lr, seed: before any work
     table = _io.get_table(data, table_key)
     if library_key is not None:
         check_obs_column(table, library_key, "library_key")

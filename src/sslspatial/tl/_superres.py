@@ -14,7 +14,7 @@ from .._constants import Key, check_key
 from .._docs import inject_docs
 from .._provenance import run_record, seed_everything
 from .._types import DataLike
-from .._validate import check_absent, check_choice, trainer_options
+from .._validate import check_absent, check_choice, check_numbers, trainer_options
 from ..io._access import require_spatialdata
 from ..io._superres import (
     SUBSPOT_FEATURES,
@@ -172,6 +172,7 @@ def superres(
     >>> sdata.tables["table_visium_superres"].n_obs == 7 * sdata.tables["table_visium"].n_obs
     True
     """
+    check_numbers(dict(locals()))  # sizes, rates, lr, seed: before any work (shared checks)
     params = {k: v for k, v in locals().items() if k != "data"}
     require_spatialdata(data, "superres", "spot shapes and the table(s) annotating them")
     train_kwargs = trainer_options("superres", accelerator, devices, train_kwargs)
