@@ -72,12 +72,12 @@ CONFIG = {
 #: averaged over the 8 rotations / flips of the patches)
 ABLATIONS = {
     "no_projection": {"model_kwargs": {"n_components": None}},
-    "no_mse": {"mse_weight": 0.0},
-    "no_likelihood": {"likelihood_weight": 0.0, "likelihood": "none"},
-    "no_distillation": {"distill_weight": 0.0},
+    "no_mse": {"model_kwargs": {"mse_weight": 0.0}},
+    "no_likelihood": {"model_kwargs": {"likelihood_weight": 0.0}, "likelihood": "none"},
+    "no_distillation": {"model_kwargs": {"distill_weight": 0.0}},
     "colour_normalize": {"colour_normalize": True},
     "section_centring": {"model_kwargs": {"centre_sections": True}},
-    "tta": {"tta": True},
+    "tta": {"patch_kwargs": {"tta": True}},
 }
 #: self-supervised image encoder (``ss.tl.pretrain_image``) used by the ``hest_ssl`` and ``hist2expr_ssl_*`` rows
 SSL = {"max_epochs": 20, "tiles_per_image": 3000, "patch_px": 32, "batch_size": 256, "lr": 2e-3}
@@ -253,7 +253,7 @@ def model_fold(sdata, hvg, target, test, top50, overrides=None, epochs=None, see
     sec = table.obs["section"].astype(str).to_numpy()
     train = [f"{s}_spots" for s in SECTIONS if s != test]
     size = config["spot_scale"] * spot_diameter(sdata, test)
-    kwargs = {k: v for k, v in config.items() if k not in ("spot_scale", "max_epochs", "patch_px")}
+    kwargs = {k: v for k, v in config.items() if k not in ("spot_scale", "max_epochs", "patch_px", "train_kwargs")}
     if epochs is not None:
         config["max_epochs"] = epochs
     t0 = time.perf_counter()
@@ -261,7 +261,8 @@ def model_fold(sdata, hvg, target, test, top50, overrides=None, epochs=None, see
     model = ss.tl.hist2expr(
         sdata, table_key="table", genes=hvg, train_regions=train, predict_regions=[f"{test}_spots"],
         spot_size=size, patch_px=config["patch_px"], size_factor_key="total_counts", max_epochs=config["max_epochs"],
-        key_added="hist2expr", overwrite=True, train_kwargs={"enable_progress_bar": False, "seed": seed}, **kwargs,
+        key_added="hist2expr", overwrite=True,
+        train_kwargs={"enable_progress_bar": False, "seed": seed, **config.get("train_kwargs", {})}, **kwargs,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     pred_table = sdata.tables["hist2expr"]
@@ -633,7 +634,7 @@ def main() -> None:
             )
         for v in ssl_variants:
             if f"hist2expr_ssl_{v}" in todo:
-                overrides = {"image_encoder": encoder, "encoder_lr_scale": SSL_VARIANTS[v]}
+                overrides = {"image_encoder": encoder, "train_kwargs": {"encoder_lr_scale": SSL_VARIANTS[v]}}
                 res[f"hist2expr_ssl_{v}"] = model_fold(sdata, hvg, target, fold, top50, overrides, epochs=epochs)[0]
                 results["folds"][fold] = res
                 write(results, epochs, args.quick, folds if args.resume else None)

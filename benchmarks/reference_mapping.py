@@ -13,6 +13,8 @@ Protocol (issue "Reference mapping"):
 - Rows: ``map_query`` (``ss.tl.pretrain_pseudolabel`` on the reference, then ``ss.tl.map_query``, all defaults; the
   ``chosen`` field of each row in the json names the candidate cross-validation picked);
   ``map_query + residuals`` (the same with the opt-in ``"residuals"`` candidate added to the pool);
+  ``map_query without the embedding`` (the same call with the default pool minus its embedding candidate
+  ``"linear"``: ``map_query`` minus this row is what self-supervision adds);
   ``map_query (no ensemble)`` (the default pool with ``ensemble=0``: the single best candidate, no average of the
   best ones; the default ``ensemble=4`` was chosen from this row and ``map_query`` on the tuning direction);
   ``map_query (no gene dropout)`` (tuning direction only: the reference pretrained with ``gene_dropout=0``, the whole
@@ -180,7 +182,9 @@ def main() -> None:
                 out = {}
                 for name, pool, ensemble in (("with", with_pool, DEFAULT_ENSEMBLE),
                                              ("without", without_pool, DEFAULT_ENSEMBLE),
-                                             ("single", list(MAP_QUERY_CANDIDATES), 0)):  # fmt: skip
+                                             ("single", list(MAP_QUERY_CANDIDATES), 0),
+                                             ("no embedding", [k for k in MAP_QUERY_CANDIDATES if k != "linear"],
+                                              DEFAULT_ENSEMBLE)):  # fmt: skip
                     t0 = time.perf_counter()
                     ss.tl.map_query(query, model, "bench_labels", candidates=pool, ensemble=ensemble, overwrite=True)
                     timings.setdefault(f"{split}/map_query", round(time.perf_counter() - t0, 1))
@@ -191,6 +195,8 @@ def main() -> None:
                 record("map_query", out[default][0].astype(str).to_numpy(), out[default][1])
                 record(other_name, out[other][0].astype(str).to_numpy(), out[other][1])
                 record("map_query (no ensemble)", out["single"][0].astype(str).to_numpy(), out["single"][1])
+                record("map_query without the embedding", out["no embedding"][0].astype(str).to_numpy(),
+                       out["no embedding"][1])  # fmt: skip
                 if no_dropout is not None:
                     no_dropout.adata.obs["bench_labels"] = labels
                     ss.tl.map_query(query, no_dropout, "bench_labels", key_added="no_dropout", overwrite=True)
@@ -277,13 +283,16 @@ def write_markdown(payload, path: Path, quick: bool) -> None:
         "`gene_dropout=0`; tuning direction only).",
         "",
         "| split | panel | labels | map_query | best baseline | margin | other pool | effect "
-        "| no ensemble | ensemble effect | gene dropout effect | map_query + adapt | adapt - no adapt |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| no ensemble | ensemble effect | gene dropout effect | map_query + adapt | adapt - no adapt "
+        "| map_query - without the embedding |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     means = stats["mean"]
     for (split, kind, labels), _ in df.groupby(["split", "panel kind", "labels"]):
         m = means.loc[(split, kind, labels)]
         best_name = max((n for n in m.index if not n.startswith("map_query")), key=lambda n: m[n])
+        no_embedding = m.get("map_query without the embedding", np.nan)
+        ssl_cell = "n/a" if np.isnan(no_embedding) else f"{m['map_query'] - no_embedding:+.3f}"
         adapted = m.get("map_query + adapt", np.nan)
         adapt_cells = ("n/a", "n/a") if np.isnan(adapted) else (f"{adapted:.3f}", f"{adapted - m['map_query']:+.3f}")
         ablated = m.get("map_query + residuals", m.get("map_query (no residuals)", np.nan))
@@ -296,7 +305,7 @@ def write_markdown(payload, path: Path, quick: bool) -> None:
         lines.append(
             f"| {split}{tag} | {kind} | {labels:g} | {m['map_query']:.3f} | {m[best_name]:.3f} ({best_name}) | "
             f"{m['map_query'] - m[best_name]:+.3f} | {ablated_cells[0]} | {ablated_cells[1]} | {single_cells[0]} | "
-            f"{single_cells[1]} | {dropout_cell} | {adapt_cells[0]} | {adapt_cells[1]} |"
+            f"{single_cells[1]} | {dropout_cell} | {adapt_cells[0]} | {adapt_cells[1]} | {ssl_cell} |"
         )
     if "chosen" in df:
         chosen = df[df["method"] == "map_query"].groupby(["split", "panel kind", "labels"])["chosen"]

@@ -74,5 +74,5 @@ def _present(names: Iterable[str]) -> list[str]:
 
 _SUBMODULES = _present(("data", "datasets", "io", "metrics", "model", "module", "nn", "objectives", "pl", "pp", "tl"))
 
-__getattr__, __dir__, _public = _attach(__name__, _SUBMODULES, attributes={"OutputExistsError": "_validate"})
+__getattr__, __dir__, _public = _attach(__name__, _SUBMODULES, attributes={"OutputExistsError": "_validate", "DataLike": "_types"})
 __all__ = [*_public, "__version__"]

@@ -7,6 +7,7 @@ SpatialData names: only ``[A-Za-z0-9_.-]``, unique ignoring case.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 _VALID_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -88,3 +89,36 @@ class DomainKey:
     PCA = "X_pca"
     DOMAINS = "domains"
     PRETRAIN_MASK = "X_pretrain_mask"
+
+
+class _RegistryKeys(NamedTuple):
+    """Keys of the minibatch dictionaries: what the loaders (``data/``) build and the modules and objectives read.
+
+    The scvi-tools ``REGISTRY_KEYS`` pattern: one named constant per key, so that a loader and the code reading its
+    batches cannot drift apart. Keys of registered AnnData fields that scvi-tools defines (``"X"``, ``"ind_x"``) stay
+    ``scvi.REGISTRY_KEYS``.
+    """
+
+    # graph minibatches (data/_loaders.py: SubgraphCollate)
+    X_KEY: str = "x"
+    EDGE_INDEX_KEY: str = "edge_index"
+    N_SEEDS_KEY: str = "n_seeds"
+    DEGREE_KEY: str = "degree"
+    HOPS_KEY: str = "hops"
+    TARGET_PREFIX: str = "target_"
+    # inference outputs of the pretraining module, read by the objectives
+    X_T_KEY: str = "x_t"
+    LIBRARY_KEY: str = "library"
+    # superres minibatches (model/_superres.py): subgraph node features and per-sub-spot features
+    X_SUB_KEY: str = "x_sub"
+    SUBSPOT_FEATURES_KEY: str = "subspot_features"
+    # hist2expr windows (data/_patch_loader.py)
+    PATCHES_KEY: str = "patches"
+    POSITIONS_KEY: str = "positions"
+    COUNTS_KEY: str = "counts"
+    ROWS_KEY: str = "rows"
+    FEATURES_KEY: str = "features"
+
+
+#: The one source of every minibatch key (see :class:`_RegistryKeys`).
+REGISTRY_KEYS = _RegistryKeys()

@@ -33,17 +33,33 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def run_record(function: str, params: Mapping[str, Any]) -> dict:
-    """``{"function", "params", "version"}`` of one run, for ``uns[key_added]``.
+#: Inputs of a function, not settings: never part of its run record.
+INPUTS = ("data", "model")
+
+
+def run_record(function: str, arguments: Mapping[str, Any], exclude: tuple[str, ...] = ()) -> dict:
+    """``{"function", "params", "version"}`` of one run, for ``uns[key_added]``: the one way every function builds it.
+
+    Parameters
+    ----------
+    function
+        The function's name.
+    arguments
+        Every argument of the call: ``dict(locals())`` taken first thing in the function. The inputs
+        (:data:`INPUTS`) and ``exclude`` are left out; the rest is made storable (:func:`jsonable`).
+    exclude
+        More arguments that are data rather than settings (e.g. ``train_indices``).
 
     Examples
     --------
-    >>> sorted(run_record("pretrain_mask", {"max_epochs": None}))
-    ['function', 'params', 'version']
+    >>> record = run_record("pretrain_mask", {"data": object(), "max_epochs": None})
+    >>> sorted(record), record["params"]
+    (['function', 'params', 'version'], {'max_epochs': 'None'})
     """
     from . import __version__
 
-    return {"function": function, "params": jsonable(dict(params)), "version": __version__}
+    params = {k: v for k, v in arguments.items() if k not in (*INPUTS, *exclude)}
+    return {"function": function, "params": jsonable(params), "version": __version__}
 
 
 def seed_everything(seed: int | None) -> None:

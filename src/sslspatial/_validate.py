@@ -141,6 +141,83 @@ def check_graph_connected(table: Any, connectivity_key: str) -> None:
         )
 
 
+def unstorable_keys(table: Any) -> list[str]:
+    """Where a name of ``table`` contains ``"/"``, which zarr refuses and h5ad silently turns into nested groups.
+
+    Column names of ``obs`` / ``var`` and of DataFrames in ``obsm`` / ``varm`` / ``uns``, the keys of ``obsm``,
+    ``varm``, ``obsp``, ``varp``, ``layers`` and (nested) ``uns``. Values (labels, gene names) are not keys and may hold
+    any character.
+
+    Examples
+    --------
+    >>> from anndata import AnnData
+    >>> adata = AnnData(np.ones((2, 1)), uns={"run": {"eL2/3": 0.5}})
+    >>> unstorable_keys(adata)
+    ["uns['run']['eL2/3']"]
+    """
+    import pandas as pd
+
+    found: list[str] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, pd.DataFrame):
+            found.extend(f"{where} column {c!r}" for c in value.columns if "/" in str(c))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                path = f"{where}[{k!r}]"
+                if "/" in str(k):
+                    found.append(path)
+                walk(v, path)
+
+    for attr in ("obs", "var"):
+        frame = getattr(table, attr)
+        found.extend(f"{attr} column {c!r}" for c in frame.columns if "/" in str(c))
+    for attr in ("obsm", "varm", "obsp", "varp", "layers"):
+        for k, v in getattr(table, attr, {}).items():
+            if "/" in str(k):
+                found.append(f"{attr}[{k!r}]")
+            walk(v, f"{attr}[{k!r}]")
+    walk(dict(table.uns), "uns")
+    return found
+
+
+def storable_key(name: Any) -> str:
+    """``name`` as a key that zarr and h5ad keep: ``"%"`` and ``"/"`` percent-encoded (``%25``, ``%2F``).
+
+    For dictionaries in ``uns`` keyed by a user's value (a section name); :func:`urllib.parse.unquote` reverses it.
+
+    Examples
+    --------
+    >>> storable_key("BZ5/left")
+    'BZ5%2Fleft'
+    """
+    return str(name).replace("%", "%25").replace("/", "%2F")
+
+
+def check_storable(table: Any, where: str = "the table") -> None:
+    """Raise before writing if a name in ``table`` contains ``"/"`` (see :func:`unstorable_keys`), naming each one.
+
+    zarr refuses such a key part way through a write, and h5ad splits it into nested groups, so this runs before
+    anything is written.
+
+    Examples
+    --------
+    >>> from anndata import AnnData
+    >>> check_storable(AnnData(np.ones((2, 1)), uns={"run": {"eL2/3": 0.5}}))
+    Traceback (most recent call last):
+    ...
+    ValueError: the table cannot be saved: "/" separates paths in zarr and h5ad, so these names would be lost: ...
+    """
+    bad = unstorable_keys(table)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(
+            f'{where} cannot be saved: "/" separates paths in zarr and h5ad, so these names would be lost: {shown}. '
+            'Rename them (e.g. replace "/" with "-"), or keep per-class values as an array with the class names in a '
+            "list in uns, as ss.tl.annotate does. Nothing was written."
+        )
+
+
 class OutputExistsError(KeyError, ValueError):
     """An output exists already and ``overwrite=False``: the one error every ``ss.tl`` and ``ss.pp`` function raises.
 

@@ -32,7 +32,7 @@ def test_labels_reach_a_query_that_was_never_trained_on_and_weights_do_not_chang
     ss.tl.map_query(query, model, "cell_type")
     pred = query.obs["map_query_prediction"].astype(str).to_numpy()
     assert (pred == truth).mean() > 0.9
-    proba = query.obsm["map_query_probabilities"].to_numpy()
+    proba = query.obsm["map_query_probabilities"]
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
     np.testing.assert_allclose(query.obs["map_query_uncertainty"], 1 - proba.max(1))
     record = query.uns["map_query"]
@@ -83,9 +83,7 @@ def test_save_load_map_gives_identical_predictions(reference, tmp_path):
     loaded = SpatialPretrainModel.load(tmp_path / "ref")
     again = query.copy()
     ss.tl.map_query(again, loaded, "cell_type", overwrite=True)
-    np.testing.assert_allclose(
-        again.obsm["map_query_probabilities"].to_numpy(), query.obsm["map_query_probabilities"].to_numpy(), atol=1e-6
-    )
+    np.testing.assert_allclose(again.obsm["map_query_probabilities"], query.obsm["map_query_probabilities"], atol=1e-6)
     assert (again.obs["map_query_prediction"] == query.obs["map_query_prediction"]).all()
 
 
@@ -144,7 +142,7 @@ def test_the_residuals_candidate_maps_a_half_panel_query_with_brute_force_featur
     proba = select.fit_logreg(
         np.concatenate([pcs_ref, pcs_query]), codes, np.arange(adata.n_obs), 2, record["C"], record["self_training"]
     )[adata.n_obs :]
-    np.testing.assert_allclose(query.obsm["map_query_probabilities"].to_numpy(), proba, atol=1e-6)
+    np.testing.assert_allclose(query.obsm["map_query_probabilities"], proba, atol=1e-6)
     assert (query.obs["map_query_prediction"] == "A").mean() > 0.9  # left-half cells are type A
 
 
@@ -157,9 +155,7 @@ def test_save_load_map_with_the_residuals_candidate_gives_identical_predictions(
     again = query.copy()
     ss.tl.map_query(again, loaded, "cell_type", candidates=["residuals", "pca"], overwrite=True)
     assert query.uns["map_query"]["kind"] == again.uns["map_query"]["kind"]
-    np.testing.assert_array_equal(
-        again.obsm["map_query_probabilities"].to_numpy(), query.obsm["map_query_probabilities"].to_numpy()
-    )
+    np.testing.assert_array_equal(again.obsm["map_query_probabilities"], query.obsm["map_query_probabilities"])
     assert (again.obs["map_query_prediction"] == query.obs["map_query_prediction"]).all()
     scored = sorted(query.uns["map_query"]["scores"])
     assert scored == ["PCA + logreg", "ensemble(top 4)", "residuals(C=0.1)", "residuals(C=0.1, self-training)",
@@ -244,9 +240,7 @@ def test_a_shared_reference_folder_is_checked_when_loaded(reference, tmp_path):
     again = query.copy()
     reloaded = SpatialPretrainModel.load_reference(tmp_path / "ref", again, labels_key="cell_type")
     ss.tl.map_query(again, reloaded, "cell_type", adapt=True, adapt_epochs=5, overwrite=True)
-    np.testing.assert_allclose(
-        again.obsm["map_query_probabilities"].to_numpy(), query.obsm["map_query_probabilities"].to_numpy(), atol=1e-6
-    )
+    np.testing.assert_allclose(again.obsm["map_query_probabilities"], query.obsm["map_query_probabilities"], atol=1e-6)
     assert query.uns["map_query"]["n_shared_genes"] == 28
 
 
@@ -283,7 +277,7 @@ def test_a_winning_ensemble_averages_its_members_refitted_on_every_reference_lab
     for chosen in [*members, select.ensemble_name(2)]:
         monkeypatch.setattr(_map_query.select, "cross_validate", lambda *a, _c=chosen, **k: forced(*a, chosen=_c, **k))
         ss.tl.map_query(query, model, "cell_type", candidates=["expression", "pca"], ensemble=2, overwrite=True)
-        probabilities.append(query.obsm["map_query_probabilities"].to_numpy())
+        probabilities.append(query.obsm["map_query_probabilities"])
     assert query.uns["map_query"]["kind"] == "ensemble" and list(query.uns["map_query"]["members"]) == members
     assert not np.allclose(probabilities[0], probabilities[1])  # two different members
     np.testing.assert_allclose(probabilities[2], (probabilities[0] + probabilities[1]) / 2, atol=1e-10)

@@ -17,17 +17,12 @@ from scvi import REGISTRY_KEYS
 from scvi.dataloaders import AnnDataLoader, DataSplitter
 from torch.utils.data import DistributedSampler
 
+from .._constants import REGISTRY_KEYS as KEYS
 from ._subgraph import _ranges
 from ._tiles import TileReader, is_backed_sparse
 
-#: Keys of the minibatch dictionaries built by :class:`SubgraphCollate`.
-X_KEY = "x"
-EDGE_INDEX_KEY = "edge_index"
-N_SEEDS_KEY = "n_seeds"
-DEGREE_KEY = "degree"
-HOPS_KEY = "hops"
+#: Seed indices of a minibatch (scvi-tools' key); every other minibatch key is in ``_constants.REGISTRY_KEYS``.
 SEEDS_KEY = REGISTRY_KEYS.INDICES_KEY
-TARGET_PREFIX = "target_"
 
 
 class SubgraphCollate:
@@ -146,16 +141,16 @@ class SubgraphCollate:
         seeds = np.asarray(batch[SEEDS_KEY]).ravel().astype(np.int64)
         nodes, edge_index, hops = self._subgraph(seeds)
         out = {
-            X_KEY: torch.from_numpy(np.ascontiguousarray(self.features(nodes))),
-            EDGE_INDEX_KEY: torch.from_numpy(np.ascontiguousarray(edge_index)),
-            N_SEEDS_KEY: torch.tensor(seeds.size),
+            KEYS.X_KEY: torch.from_numpy(np.ascontiguousarray(self.features(nodes))),
+            KEYS.EDGE_INDEX_KEY: torch.from_numpy(np.ascontiguousarray(edge_index)),
+            KEYS.N_SEEDS_KEY: torch.tensor(seeds.size),
             SEEDS_KEY: torch.from_numpy(seeds),
-            HOPS_KEY: torch.from_numpy(hops),
+            KEYS.HOPS_KEY: torch.from_numpy(hops),
         }
         if self.degree is not None:
-            out[DEGREE_KEY] = torch.from_numpy(self.degree[nodes])
+            out[KEYS.DEGREE_KEY] = torch.from_numpy(self.degree[nodes])
         for name, values in self.targets.items():
-            out[TARGET_PREFIX + name] = torch.as_tensor(values[nodes])
+            out[KEYS.TARGET_PREFIX + name] = torch.as_tensor(values[nodes])
         return out
 
 

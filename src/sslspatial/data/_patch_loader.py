@@ -18,16 +18,18 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from .._constants import REGISTRY_KEYS as KEYS
 from ..pp._patches import ColourStats
 from ._patch_cache import as_float, cached_patches
 
-PATCHES_KEY = "patches"
-POSITIONS_KEY = "positions"
-EDGE_INDEX_KEY = "edge_index"
-COUNTS_KEY = "counts"
-LIBRARY_KEY = "library"
-ROWS_KEY = "rows"
-FEATURES_KEY = "features"
+#: Keys of the window dictionaries (defined once in ``_constants.REGISTRY_KEYS``).
+PATCHES_KEY = KEYS.PATCHES_KEY
+POSITIONS_KEY = KEYS.POSITIONS_KEY
+EDGE_INDEX_KEY = KEYS.EDGE_INDEX_KEY
+COUNTS_KEY = KEYS.COUNTS_KEY
+LIBRARY_KEY = KEYS.LIBRARY_KEY
+ROWS_KEY = KEYS.ROWS_KEY
+FEATURES_KEY = KEYS.FEATURES_KEY
 
 
 @dataclass

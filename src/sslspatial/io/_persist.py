@@ -18,7 +18,9 @@ def persist(sdata: SpatialData, element_names: str | list[str]) -> None:
 
     A new element is simply written. An element that already exists on disk is first written in full under a
     temporary name; only then is the old directory moved aside, the new one moved into place (two renames), and the
-    old one deleted. If writing fails at any point, the store still reads back with the old element intact.
+    old one deleted. If writing fails at any point, the store still reads back with the old element intact (a new
+    element that fails half way is removed). Tables are checked first for names that zarr cannot store (a ``"/"`` in
+    a column or ``uns`` key), so such a table is refused before anything is written.
 
     Parameters
     ----------
@@ -36,6 +38,11 @@ def persist(sdata: SpatialData, element_names: str | list[str]) -> None:
     names = [element_names] if isinstance(element_names, str) else list(element_names)
     if sdata.path is None:
         raise ValueError("This SpatialData is not backed by a zarr store: call `sdata.write(path)` first.")
+    from .._validate import check_storable
+
+    for name in names:  # every table checked before anything is written
+        if name in sdata.tables:
+            check_storable(sdata.tables[name], f"table {name!r}")
     for name in names:
         _persist_one(sdata, name)
 
@@ -50,7 +57,13 @@ def _element_dir(sdata: SpatialData, name: str) -> tuple[str, Path]:
 def _persist_one(sdata: SpatialData, name: str) -> None:
     element_type, target = _element_dir(sdata, name)
     if not target.exists():
-        sdata.write_element(name)
+        try:
+            sdata.write_element(name)
+        except BaseException:  # a half-written new element would make the store unreadable
+            shutil.rmtree(target, ignore_errors=True)
+            if sdata.has_consolidated_metadata():  # consolidated from what is on disk, without the element
+                sdata.write_consolidated_metadata()
+            raise
         return
     tmp_name = f"{name}.tmp-{uuid.uuid4().hex[:8]}"
     element = sdata[name]

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import torch
 
+from .._constants import REGISTRY_KEYS as KEYS
 from .._provenance import seed_everything
 from ..data._loaders import SubgraphDataLoader
 
 #: Objectives whose models have a query loss to adapt against (see ``SpatialPretrainModule.adaptation_loss``).
 ADAPTABLE = ("pseudolabel", "mask")
+
+
+def adaptation_device(accelerator: str, devices) -> str | None:
+    """The torch device of an adaptation run from Lightning-style ``accelerator`` / ``devices`` (None: leave as is).
+
+    Examples
+    --------
+    >>> adaptation_device("auto", "auto") is None, adaptation_device("cpu", "auto"), adaptation_device("gpu", [1])
+    (True, 'cpu', 'cuda:1')
+    """
+    if not isinstance(accelerator, str) or accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
+        raise ValueError(f"accelerator={accelerator!r}: use 'auto', 'cpu', 'gpu' (or 'cuda') or 'mps'.")
+    if accelerator == "auto":
+        return None
+    if accelerator in ("cpu", "mps"):
+        return accelerator
+    if devices in ("auto", 1):
+        return "cuda"
+    if isinstance(devices, list | tuple) and len(devices) == 1:
+        return f"cuda:{int(devices[0])}"
+    raise ValueError(f"devices={devices!r}: the adaptation runs on one device; pass 1 or a one-element list [index].")
 
 
 def query_loss(model, batch_size: int = 4096, seed: int = 0) -> float:
@@ -28,7 +50,7 @@ def query_loss(model, batch_size: int = 4096, seed: int = 0) -> float:
         torch.manual_seed(seed)
         for tensors in loader:
             tensors = {k: v.to(model.device) for k, v in tensors.items()}
-            n = int(tensors["n_seeds"])
+            n = int(tensors[KEYS.N_SEEDS_KEY])
             total += float(module.adaptation_loss(tensors)) * n
             count += n
     return total / max(count, 1)

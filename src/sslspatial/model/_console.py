@@ -27,6 +27,20 @@ class ConsoleMixin:
         with quiet():
             return super().train(*args, **kwargs)
 
+    def save(self, dir_path, *args, **kwargs):
+        """Save as :meth:`scvi.model.base.BaseModelClass.save`; with ``save_anndata=True`` the table is checked first.
+
+        A name with ``"/"`` in the table (a column or ``uns`` key) would be split by h5ad into nested groups, so it is
+        refused, with the names listed, before anything is written.
+        """
+        save_anndata = kwargs.get("save_anndata", args[2] if len(args) > 2 else False)
+        if save_anndata:
+            from .._validate import check_storable
+
+            check_storable(self.adata, "model.adata (save_anndata=True)")
+        with quiet():
+            return super().save(dir_path, *args, **kwargs)
+
     @classmethod
     def load(cls, *args, **kwargs):
         """Load as :meth:`scvi.model.base.BaseModelClass.load`, without scvi's "File ... already downloaded"."""

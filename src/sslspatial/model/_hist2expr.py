@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -12,12 +12,21 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
+from .._constants import REGISTRY_KEYS as KEYS
 from .._validate import check_counts
 from ..data._patch_loader import PatchSource, PatchWindowSplitter, WindowDataset
 from ..module._hist2expr import Hist2ExprModule
 from ..pp._normalize import log_normalize
 from ._console import ConsoleMixin
 from ._plan import TrainingPlan
+
+#: The likelihoods of :class:`Hist2Expr` (``"none"``: no likelihood term).
+Hist2ExprLikelihood = Literal["zinb", "nb", "poisson", "gaussian", "none"]
+#: The training defaults of :meth:`Hist2Expr.train`, which :func:`sslspatial.tl.hist2expr` takes over (chosen on folds
+#: B4 and C5 of ``benchmarks/hist2expr_her2st.py``).
+TRAIN_DEFAULTS = {"max_epochs": 60, "lr": 1e-2, "window_size": 32}
+#: ``ss.tl.hist2expr``'s learning-rate factor of a pretrained image encoder (``train_kwargs["encoder_lr_scale"]``).
+DEFAULT_ENCODER_LR_SCALE = 0.1
 
 _LIBRARY = "library_size"
 
@@ -69,7 +78,7 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self,
         adata: AnnData | None = None,
         patch_px: int = 32,
-        likelihood: str = "zinb",
+        likelihood: Hist2ExprLikelihood = "zinb",
         mse_weight: float = 1.0,
         likelihood_weight: float = 0.25,
         distill_weight: float = 0.5,
@@ -101,7 +110,7 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
     def _targets(self, rows: np.ndarray) -> np.ndarray:
         """Dense targets ``log1p(x / library * target_sum)`` of the registered rows ``rows``."""
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        library = np.asarray(self.adata_manager.get_from_registry("library"), dtype=np.float64).reshape(-1, 1)
+        library = np.asarray(self.adata_manager.get_from_registry(KEYS.LIBRARY_KEY), dtype=np.float64).reshape(-1, 1)
         block = counts[rows]
         block = block.toarray() if hasattr(block, "toarray") else np.asarray(block, dtype=np.float64)
         return log_normalize(block, self.module.target_sum, library=library[rows], min_library=1e-8)
@@ -174,7 +183,10 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
             x = adata.layers[layer] if layer else adata.X
             adata.obs[_LIBRARY] = np.asarray(x.sum(1)).ravel().astype(np.float64)
             library_key = _LIBRARY
-        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True), NumericalObsField("library", library_key)]
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            NumericalObsField(KEYS.LIBRARY_KEY, library_key),
+        ]
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
@@ -209,11 +221,11 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     def train(
         self,
-        max_epochs: int = 60,
-        lr: float = 1e-2,
+        max_epochs: int = TRAIN_DEFAULTS["max_epochs"],
+        lr: float = TRAIN_DEFAULTS["lr"],
         weight_decay: float = 1e-4,
         validation_sections: list[str] | tuple[str, ...] = (),
-        window_size: int = 32,
+        window_size: int = TRAIN_DEFAULTS["window_size"],
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         early_stopping: bool = False,
@@ -253,7 +265,7 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if early_stopping and not validation_sections:
             raise ValueError("early_stopping needs validation_sections (a section held out for validation).")
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        library = np.asarray(self.adata_manager.get_from_registry("library")).ravel()
+        library = np.asarray(self.adata_manager.get_from_registry(KEYS.LIBRARY_KEY)).ravel()
         if not self.is_trained_:  # target statistics of the training spots; the gene head starts at their mean
             rows = np.concatenate([s.rows for s in source.sections if s.name not in validation_sections])
             self.module.set_target_stats(*self._target_stats(rows))
@@ -318,8 +330,8 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 views = range(8) if tta else range(1)
                 acc = 0
                 for c in views:
-                    p = torch.rot90(batch["patches"], c % 4, dims=(2, 3))
-                    batch_v = {**batch, "patches": torch.flip(p, dims=(3,)) if c >= 4 else p}
+                    p = torch.rot90(batch[KEYS.PATCHES_KEY], c % 4, dims=(2, 3))
+                    batch_v = {**batch, KEYS.PATCHES_KEY: torch.flip(p, dims=(3,)) if c >= 4 else p}
                     z = self.module.inference(**self.module._get_inference_input(batch_v))["z"]
                     acc = acc + (z if what == "z" else self.module.generative(z)["y_hat"])
                 res = (acc / len(views)).cpu().numpy()

@@ -10,57 +10,37 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from anndata import AnnData
-from lightning.pytorch.callbacks import EarlyStopping
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField, ObsmField
 from scvi.dataloaders import AnnDataLoader, DataSplitter
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
+from .._constants import REGISTRY_KEYS as KEYS
 from .._constants import Key
 from ..data._loaders import SubgraphCollate
 from ..module._superres import SuperResModule
 from ..nn._likelihoods import check_likelihood
 from ._console import ConsoleMixin
+from ._early_stopping import RelativeEarlyStopping
 from ._plan import TrainingPlan
 
 __all__ = ["SUPERRES", "RelativeEarlyStopping"]
 
-_FEATURES = "subspot_features"
+#: The training defaults of :meth:`SUPERRES.train`, which :func:`sslspatial.tl.superres` takes over.
+TRAIN_DEFAULTS = {"batch_size": 128, "lr": 3e-3}
+#: ``SUPERRES.train(early_stopping=None)`` turns early stopping on from this many spots (with ``max_epochs=None``).
+EARLY_STOPPING_MIN_SPOTS = 5000
+#: The ``uniform_weight`` of :func:`sslspatial.tl.superres` (the module's own default, 0, is the plain model).
+UNIFORM_WEIGHT = 0.1
+
+_FEATURES = KEYS.SUBSPOT_FEATURES_KEY
 
 
-class RelativeEarlyStopping(EarlyStopping):
-    """Early stopping on a minimised metric that must improve by a fraction of its best value, not a fixed amount.
-
-    The sub-spot-sum loss sums over genes, so its scale grows with the panel; ``rel_delta=1e-3`` asks every new best
-    to be 0.1 % below the previous one, whatever the number of genes.
-
-    Parameters
-    ----------
-    monitor
-        Logged metric (e.g. ``"subspot_sum_nll_validation"``).
-    rel_delta
-        Required relative improvement.
-    patience
-        Validation epochs without such an improvement before training stops.
-
-    Examples
-    --------
-    >>> stop = RelativeEarlyStopping("subspot_sum_nll_validation", rel_delta=0.01, patience=1)
-    >>> [stop._evaluate_stopping_criteria(torch.tensor(v))[0] for v in (100.0, 90.0, 89.5)]
-    [False, False, True]
-    """
-
-    def __init__(self, monitor: str, rel_delta: float = 1e-3, patience: int = 2):
-        super().__init__(monitor=monitor, mode="min", patience=patience, min_delta=0.0)
-        if rel_delta < 0:
-            raise ValueError(f"rel_delta must be >= 0, got {rel_delta}.")
-        self.rel_delta = float(rel_delta)
-
-    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
-        best = float(self.best_score)
-        self.min_delta = -self.rel_delta * abs(best) if np.isfinite(best) else 0.0  # negative: mode "min"
-        return super()._evaluate_stopping_criteria(current)
+def _early_stopping_options() -> dict:
+    """Trainer options of ``early_stopping=True``: 10 % of the spots held out, stop on their sub-spot-sum loss."""
+    stop = RelativeEarlyStopping("subspot_sum_nll_validation", rel_delta=1e-3, patience=2)
+    return {"train_size": 0.9, "validation_size": 0.1, "check_val_every_n_epoch": 1, "callbacks": [stop]}
 
 
 class _SubgraphCollate:
@@ -86,13 +66,13 @@ class _SubgraphCollate:
         out[REGISTRY_KEYS.X_KEY] = out[REGISTRY_KEYS.X_KEY].float()
         out[_FEATURES] = out[_FEATURES].float()
         if self.n_hops == 0:
-            out["x_sub"] = out[REGISTRY_KEYS.X_KEY]
-            out["edge_index"] = torch.zeros(2, 0, dtype=torch.long)
+            out[KEYS.X_SUB_KEY] = out[REGISTRY_KEYS.X_KEY]
+            out[KEYS.EDGE_INDEX_KEY] = torch.zeros(2, 0, dtype=torch.long)
             return out
         seeds = np.asarray(batch[REGISTRY_KEYS.INDICES_KEY]).ravel().astype(np.int64)
         nodes, edge_index = self.graph.subgraph(seeds)
-        out["x_sub"] = torch.from_numpy(np.ascontiguousarray(self.graph.features(nodes)))
-        out["edge_index"] = torch.from_numpy(np.ascontiguousarray(edge_index))
+        out[KEYS.X_SUB_KEY] = torch.from_numpy(np.ascontiguousarray(self.graph.features(nodes)))
+        out[KEYS.EDGE_INDEX_KEY] = torch.from_numpy(np.ascontiguousarray(edge_index))
         return out
 
 
@@ -256,18 +236,60 @@ class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
         """Number of hops of the subgraph each minibatch carries (the encoder's layers; 0 without the graph)."""
         return self.module.encoder.n_hops if self.module.use_graph else 0
 
-    def train(self, *args, datasplitter_kwargs: dict | None = None, **kwargs):
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int = TRAIN_DEFAULTS["batch_size"],
+        lr: float = TRAIN_DEFAULTS["lr"],
+        early_stopping: bool | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        **kwargs,
+    ):
         """Train as :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`, minibatches carrying ``n_layers`` hops.
 
-        A progress bar over the epochs shows by default, as in scvi-tools; ``enable_progress_bar=False`` turns it off.
+        The defaults are those of :func:`sslspatial.tl.superres`. A progress bar over the epochs shows by default, as
+        in scvi-tools; ``enable_progress_bar=False`` turns it off.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs; default ``min(300, max(30, 30000 // n_spots))`` (with ``early_stopping`` an upper bound).
+        batch_size
+            Seed spots per minibatch.
+        lr
+            Learning rate (``plan_kwargs["lr"]`` overrides it).
+        early_stopping
+            Hold out 10 % of the spots and stop when their sub-spot-sum negative log-likelihood has not improved by
+            0.1 % for 2 epochs. ``None``: on for ``max_epochs=None`` with at least 5,000 spots, off otherwise.
+        plan_kwargs
+            Training-plan arguments; the KL warm-up defaults to a third of the epochs (1 with early stopping).
+        datasplitter_kwargs, **kwargs
+            As in scvi-tools (``train_size`` defaults to 1.0: every spot trains unless early stopping holds some out).
 
         Examples
         --------
         >>> model.train(max_epochs=50)  # doctest: +SKIP
         """
+        n_spots = self.adata.n_obs
+        if early_stopping is None:
+            early_stopping = max_epochs is None and n_spots >= EARLY_STOPPING_MIN_SPOTS
+        if max_epochs is None:
+            max_epochs = int(min(300, max(30, 30000 // n_spots)))
+        warmup = 1 if early_stopping else max(1, max_epochs // 3)
+        plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": warmup, **(plan_kwargs or {})}
+        if early_stopping:
+            kwargs = {**_early_stopping_options(), **kwargs}
+        kwargs.setdefault("train_size", 1.0)
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         datasplitter_kwargs.setdefault("n_hops", self.n_hops)
-        return super().train(*args, datasplitter_kwargs=datasplitter_kwargs, **kwargs)
+        return super().train(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            plan_kwargs=plan_kwargs,
+            datasplitter_kwargs=datasplitter_kwargs,
+            **kwargs,
+        )
 
     def _loader(self, adata: AnnData | None, indices, batch_size: int | None):
         adata = self._validate_anndata(adata)
@@ -315,7 +337,7 @@ class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
         for tensors in self._loader(adata, indices, batch_size):
             tensors = {key: v.to(self.device) if torch.is_tensor(v) else v for key, v in tensors.items()}
             out = self.module.subspot_means(
-                tensors["X"], tensors["x_sub"], tensors["edge_index"], tensors[_FEATURES], spot_mean
+                tensors["X"], tensors[KEYS.X_SUB_KEY], tensors[KEYS.EDGE_INDEX_KEY], tensors[_FEATURES], spot_mean
             )
             stop = start + out["subspot_mean"].shape[0] * k
             means[start:stop] = out["subspot_mean"].reshape(-1, g).cpu().numpy()

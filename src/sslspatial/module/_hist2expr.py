@@ -31,7 +31,7 @@ from ..data._patch_loader import (
     ROWS_KEY,
 )
 from ..nn._hist2st import ConvMixerEncoder, SpotContext
-from ..nn._likelihoods import COUNT_LIKELIHOODS, check_likelihood, likelihood_distribution
+from ..nn._likelihoods import COUNT_LIKELIHOODS, check_likelihood, likelihood_distribution, takes
 from ..nn._likelihoods import LIKELIHOODS as _LIKELIHOODS
 
 LIKELIHOODS = (*_LIKELIHOODS, "none")  # "none": no likelihood term, the regression loss alone
@@ -179,11 +179,11 @@ class Hist2ExprModule(BaseModuleClass):
         self.gene_head = nn.Linear(self.context.out_dim, n_genes)
         if likelihood in COUNT_LIKELIHOODS:
             self.count_head = nn.Linear(self.context.out_dim, n_genes)
-        if likelihood in ("zinb", "nb"):
+        if takes(likelihood, "theta"):
             self.log_theta = nn.Parameter(torch.zeros(n_genes))
-        if likelihood == "zinb":
+        if takes(likelihood, "zi_logits"):
             self.zi_head = nn.Linear(self.context.out_dim, n_genes)
-        if likelihood == "gaussian":
+        if takes(likelihood, "sigma"):
             self.log_sigma = nn.Parameter(torch.zeros(n_genes))
 
     def train(self, mode: bool = True):
@@ -265,7 +265,7 @@ class Hist2ExprModule(BaseModuleClass):
 
     def count_distribution(self, generative_outputs: dict, counts: torch.Tensor, target: torch.Tensor, offset=0.0):
         """The likelihood of the counts (or of the log-normalised target for ``"gaussian"``, shifted by ``offset``)."""
-        if self.likelihood == "gaussian":
+        if takes(self.likelihood, "sigma"):
             return likelihood_distribution(
                 "gaussian", generative_outputs["y_hat"] + offset, sigma=self.log_sigma.exp()
             ), target

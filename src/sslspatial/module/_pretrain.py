@@ -16,6 +16,7 @@ import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
+from .._constants import REGISTRY_KEYS as KEYS
 from ..nn import GraphEncoder, InputAdapter
 from ..nn._likelihoods import check_likelihood
 from ..objectives import (
@@ -151,18 +152,24 @@ class SpatialPretrainModule(BaseModuleClass):
     def _get_inference_input(self, tensors: dict, **kwargs) -> dict:
         return {
             "x": tensors["x"],
-            "edge_index": tensors["edge_index"],
-            "n_seeds": tensors["n_seeds"],
-            "degree": tensors.get("degree"),
-            "hops": tensors.get("hops"),
+            KEYS.EDGE_INDEX_KEY: tensors[KEYS.EDGE_INDEX_KEY],
+            KEYS.N_SEEDS_KEY: tensors[KEYS.N_SEEDS_KEY],
+            KEYS.DEGREE_KEY: tensors.get(KEYS.DEGREE_KEY),
+            KEYS.HOPS_KEY: tensors.get(KEYS.HOPS_KEY),
         }
 
     @auto_move_data
     def inference(self, x, edge_index, n_seeds, degree=None, hops=None) -> dict:
         """Transform the inputs and, unless a masked objective is training, embed the seeds (``qzm`` / ``z``)."""
         x_t, library = self.transform(x)
-        out = {"x_t": x_t, "library": library, "edge_index": edge_index, "n_seeds": n_seeds, "degree": degree}
-        out["hops"] = hops
+        out = {
+            KEYS.X_T_KEY: x_t,
+            KEYS.LIBRARY_KEY: library,
+            KEYS.EDGE_INDEX_KEY: edge_index,
+            KEYS.N_SEEDS_KEY: n_seeds,
+            KEYS.DEGREE_KEY: degree,
+        }
+        out[KEYS.HOPS_KEY] = hops
         if not self.training or self.objective.uses_clean_latent:
             z = seed_slice(self.encode(x_t, edge_index, degree, hops=hops), n_seeds)
             out.update({"z": z, "qzm": z, "qzv": torch.zeros_like(z)})

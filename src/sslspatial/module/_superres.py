@@ -32,7 +32,8 @@ from torch import nn
 from torch.distributions import Normal as TorchNormal
 from torch.distributions import kl_divergence
 
-from ..nn._likelihoods import LIKELIHOODS, check_likelihood, likelihood_distribution
+from .._constants import REGISTRY_KEYS as KEYS
+from ..nn._likelihoods import LIKELIHOODS, check_likelihood, is_count, likelihood_distribution, takes
 from ..nn._superres import SpotGraphEncoder, SubspotDecoder
 
 __all__ = ["LIKELIHOODS", "SuperResModule"]
@@ -140,7 +141,7 @@ class SuperResModule(BaseModuleClass):
         self.slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
         self.encoder = SpotGraphEncoder(self.n_input, n_hidden, n_latent, n_layers, n_reduce=n_reduce)
-        n_zi = sum(s for s, lik in zip(self.modality_sizes, likelihoods, strict=True) if lik == "zinb")
+        n_zi = sum(s for s, lik in zip(self.modality_sizes, likelihoods, strict=True) if takes(lik, "zi_logits"))
         self.spot_decoder = nn.Sequential(
             nn.Linear(n_latent, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_hidden), nn.ReLU(),
             nn.Linear(n_hidden, self.n_input + n_zi),
@@ -165,21 +166,25 @@ class SuperResModule(BaseModuleClass):
     def _encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         parts = []
         for sl, lik in zip(self.slices, self.likelihoods, strict=True):
-            parts.append(x[:, sl] if lik == "gaussian" else torch.log1p(x[:, sl]))
+            parts.append(torch.log1p(x[:, sl]) if is_count(lik) else x[:, sl])
         return torch.cat(parts, dim=-1)
 
     def _distribution(self, i: int, mean: torch.Tensor, zi_logits: torch.Tensor | None):
         lik, sl = self.likelihoods[i], self.slices[i]
-        theta = self.log_theta[sl].exp() if lik in ("nb", "zinb") else None
-        sigma = self.log_sigma[sl].exp() if lik == "gaussian" else None
+        theta = self.log_theta[sl].exp() if takes(lik, "theta") else None
+        sigma = self.log_sigma[sl].exp() if takes(lik, "sigma") else None
         return likelihood_distribution(lik, mean, theta=theta, zi_logits=zi_logits, sigma=sigma)
 
     # ------------------------------------------------------------------ scvi interface
     def _get_inference_input(self, tensors: dict, **kwargs) -> dict:
-        return {"x_sub": tensors["x_sub"], "edge_index": tensors["edge_index"], "n_seeds": tensors["X"].shape[0]}
+        return {
+            KEYS.X_SUB_KEY: tensors[KEYS.X_SUB_KEY],
+            KEYS.EDGE_INDEX_KEY: tensors[KEYS.EDGE_INDEX_KEY],
+            KEYS.N_SEEDS_KEY: tensors["X"].shape[0],
+        }
 
     def _get_generative_input(self, tensors: dict, inference_outputs: dict, **kwargs) -> dict:
-        return {"z": inference_outputs["z"], "x": tensors["X"], "features": tensors["subspot_features"]}
+        return {"z": inference_outputs["z"], "x": tensors["X"], "features": tensors[KEYS.SUBSPOT_FEATURES_KEY]}
 
     @auto_move_data
     def inference(self, x_sub: torch.Tensor, edge_index: torch.Tensor, n_seeds: int, n_samples: int = 1) -> dict:
@@ -202,7 +207,7 @@ class SuperResModule(BaseModuleClass):
         for sl, lik in zip(self.slices, self.likelihoods, strict=True):
             n_feat = sl.stop - sl.start
             zi.append(None)
-            if lik == "gaussian":
+            if not is_count(lik):
                 mu = h[:, sl]
                 g = sub[..., sl]  # (B, K, G_m)
                 m = mu[:, None, :] / k + g - g.mean(1, keepdim=True)
@@ -224,7 +229,7 @@ class SuperResModule(BaseModuleClass):
                 gsum = g.sum(1)
                 spread.append(_within_spot_variance(torch.log(g)))
                 m = mu[:, None, :] * (g / gsum[:, None, :])
-                if lik == "zinb":
+                if takes(lik, "zi_logits"):
                     zi[-1] = h[:, zi_start : zi_start + n_feat]
                     zi_start += n_feat
             spot_mean.append(mu)
@@ -270,7 +275,7 @@ class SuperResModule(BaseModuleClass):
         rec_spot = -self._log_likelihood(x, generative_outputs["spot_mean"], zi)
         rec_sum = -self._log_likelihood(x, generative_outputs["branch_sum"], zi)
         kl = kl_divergence(inference_outputs["qz"], generative_outputs["pz"]).sum(-1)
-        image = self._image_penalty(tensors["subspot_features"], generative_outputs["composition"])
+        image = self._image_penalty(tensors[KEYS.SUBSPOT_FEATURES_KEY], generative_outputs["composition"])
         spread = generative_outputs["within_spot_spread"]
         loss = (rec_spot + rec_sum + kl_weight * kl).mean() + self.image_weight * image
         if self.uniform_weight > 0:
@@ -290,7 +295,11 @@ class SuperResModule(BaseModuleClass):
     def sample(self, tensors: dict, n_samples: int = 1, spot_mean: str = "fitted") -> torch.Tensor:
         """Draw sub-spot profiles ``(n_samples, B, K, G)`` from the likelihood at the enhanced sub-spot means."""
         out = self.subspot_means(
-            tensors["X"], tensors["x_sub"], tensors["edge_index"], tensors["subspot_features"], spot_mean
+            tensors["X"],
+            tensors[KEYS.X_SUB_KEY],
+            tensors[KEYS.EDGE_INDEX_KEY],
+            tensors[KEYS.SUBSPOT_FEATURES_KEY],
+            spot_mean,
         )
         m = out["subspot_mean"]
         draws = []
@@ -324,7 +333,7 @@ class SuperResModule(BaseModuleClass):
         parts = []
         for sl, lik in zip(self.slices, self.likelihoods, strict=True):
             m, mu = gen["subspot_mean"][..., sl], gen["spot_mean"][:, sl]
-            if lik == "gaussian":
+            if not is_count(lik):
                 parts.append(m + (x[:, sl] - mu)[:, None, :] / self.n_subspots)
             else:
                 parts.append(m / mu[:, None, :] * x[:, None, sl])

@@ -10,11 +10,16 @@ only normalise over the incoming edges of a node, which are complete for every n
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
-ENCODERS = ("gat", "gcn", "sage", "transformer", "mlp")
-NORMS = ("layer", "batch", "none")
+#: The encoders and normalisations: one ``Literal`` each, the tuples of the runtime checks derived from them.
+Encoder = Literal["gat", "gcn", "sage", "transformer", "mlp"]
+Norm = Literal["layer", "batch", "none"]
+ENCODERS = get_args(Encoder)
+NORMS = get_args(Norm)
 
 
 class Dropout(nn.Dropout):

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from scvi.distributions import NegativeBinomial, Normal, Poisson, ZeroInflatedNegativeBinomial
 
 from .._validate import check_choice
 
-__all__ = ["COUNT_LIKELIHOODS", "LIKELIHOODS", "GeneDispersionNB", "check_likelihood", "likelihood_distribution"]
+__all__ = [
+    "COUNT_LIKELIHOODS", "LIKELIHOODS", "LIKELIHOOD_PARAMETERS", "CountLikelihood", "GeneDispersionNB", "Likelihood",
+    "check_likelihood", "is_count", "likelihood_distribution", "takes",
+]  # fmt: skip
 
-COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
+#: The likelihoods of raw counts, and every likelihood: the one definition the annotations and checks derive from.
+CountLikelihood = Literal["nb", "zinb", "poisson"]
+Likelihood = Literal[CountLikelihood, "gaussian"]
+COUNT_LIKELIHOODS = get_args(CountLikelihood)
 LIKELIHOODS = (*COUNT_LIKELIHOODS, "gaussian")
+#: What each likelihood takes beyond its mean (the arguments :func:`likelihood_distribution` reads): modules ask
+#: :func:`takes` instead of comparing names, so a new likelihood is added here and in the dispatcher only.
+LIKELIHOOD_PARAMETERS = {"nb": ("theta",), "zinb": ("theta", "zi_logits"), "poisson": (), "gaussian": ("sigma",)}
+
+
+def is_count(likelihood: str) -> bool:
+    """Whether ``likelihood`` models raw counts (its data are non-negative integers, its inputs ``log1p``-ed).
+
+    Examples
+    --------
+    >>> is_count("zinb"), is_count("gaussian")
+    (True, False)
+    """
+    return likelihood in COUNT_LIKELIHOODS
+
+
+def takes(likelihood: str, parameter: str) -> bool:
+    """Whether ``likelihood`` has the parameter ``parameter`` (``"theta"``, ``"zi_logits"``, ``"sigma"``).
+
+    Examples
+    --------
+    >>> takes("nb", "theta"), takes("nb", "zi_logits"), takes("gaussian", "sigma")
+    (True, False, True)
+    """
+    return parameter in LIKELIHOOD_PARAMETERS.get(likelihood, ())
 
 
 def check_likelihood(likelihood: str, extra: tuple[str, ...] = ()) -> str:

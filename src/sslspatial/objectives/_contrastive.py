@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._constants import REGISTRY_KEYS as KEYS
 from ..nn import MLPHead
 from ._base import ObjectiveOutput, seed_slice
 
@@ -86,16 +87,16 @@ class BarlowTwins(nn.Module):
 
     def forward(self, module, batch: dict, inference_outputs: dict) -> ObjectiveOutput:
         """Two views, one projector, the Barlow Twins loss (0 for a batch of one seed)."""
-        n_seeds = int(inference_outputs["n_seeds"])
+        n_seeds = int(inference_outputs[KEYS.N_SEEDS_KEY])
         zs = []
         for _ in range(2):
-            view, mask = augment(inference_outputs["x_t"], self.noise, self.dropout)
+            view, mask = augment(inference_outputs[KEYS.X_T_KEY], self.noise, self.dropout)
             z = module.encode(
                 view,
-                inference_outputs["edge_index"],
-                inference_outputs.get("degree"),
+                inference_outputs[KEYS.EDGE_INDEX_KEY],
+                inference_outputs.get(KEYS.DEGREE_KEY),
                 mask=mask,
-                hops=inference_outputs.get("hops"),
+                hops=inference_outputs.get(KEYS.HOPS_KEY),
             )
             zs.append(seed_slice(z, n_seeds))
         if n_seeds < 2:
@@ -165,10 +166,10 @@ class BYOL(nn.Module):
 
     def forward(self, module, batch: dict, inference_outputs: dict) -> ObjectiveOutput:
         """Symmetric BYOL loss over two views, averaged over seeds."""
-        n_seeds = int(inference_outputs["n_seeds"])
-        edge_index, degree = inference_outputs["edge_index"], inference_outputs.get("degree")
-        hops = inference_outputs.get("hops")
-        views = [augment(inference_outputs["x_t"], self.noise, self.dropout) for _ in range(2)]
+        n_seeds = int(inference_outputs[KEYS.N_SEEDS_KEY])
+        edge_index, degree = inference_outputs[KEYS.EDGE_INDEX_KEY], inference_outputs.get(KEYS.DEGREE_KEY)
+        hops = inference_outputs.get(KEYS.HOPS_KEY)
+        views = [augment(inference_outputs[KEYS.X_T_KEY], self.noise, self.dropout) for _ in range(2)]
         online, target = [], []
         for view, mask in views:
             z = seed_slice(module.encode(view, edge_index, degree, mask=mask, hops=hops), n_seeds)

@@ -9,14 +9,18 @@ a hidden one. Genes missing from a transferred dataset are always masked and nev
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
+from .._constants import REGISTRY_KEYS as KEYS
 from ..nn._likelihoods import LIKELIHOODS as LIKELIHOODS  # re-exported by sslspatial.objectives
 from ..nn._likelihoods import check_likelihood, likelihood_distribution
 from ._base import ObjectiveOutput, seed_slice
 
-STRATEGIES = ("cells", "entries", "programmes", "celltype")
+Strategy = Literal["cells", "entries", "programmes", "celltype"]
+STRATEGIES = get_args(Strategy)
 DEFAULT_FRACTION = {"cells": 0.2, "entries": 0.5, "programmes": 0.5, "celltype": 1.0}
 
 
@@ -229,16 +233,26 @@ class MaskedReconstruction(nn.Module):
             return mask_entries(n_nodes, n_genes, self.fraction, device)
         if self.strategy == "programmes":
             return mask_programmes(n_nodes, self.membership, self.fraction)
-        if "target_celltype" not in batch:
+        if KEYS.TARGET_PREFIX + "celltype" not in batch:
             raise KeyError("mask='celltype' needs per-cell types: pass celltype_key= when pretraining.")
-        return mask_celltype(batch["target_celltype"], n_seeds, n_genes)
+        return mask_celltype(batch[KEYS.TARGET_PREFIX + "celltype"], n_seeds, n_genes)
 
     def reconstruction(self, module, inputs: dict, target: torch.Tensor, mask: torch.Tensor) -> ObjectiveOutput:
         """Encode ``inputs`` with ``mask`` applied, decode the seeds and score ``target`` on masked entries only."""
-        n_seeds = int(inputs["n_seeds"])
-        z = module.encode(inputs["x_t"], inputs["edge_index"], inputs.get("degree"), mask=mask, hops=inputs.get("hops"))
+        n_seeds = int(inputs[KEYS.N_SEEDS_KEY])
+        z = module.encode(
+            inputs[KEYS.X_T_KEY],
+            inputs[KEYS.EDGE_INDEX_KEY],
+            inputs.get(KEYS.DEGREE_KEY),
+            mask=mask,
+            hops=inputs.get(KEYS.HOPS_KEY),
+        )
         present = module.gene_present
-        z, library, target = seed_slice(z, n_seeds), seed_slice(inputs["library"], n_seeds), seed_slice(target, n_seeds)
+        z, library, target = (
+            seed_slice(z, n_seeds),
+            seed_slice(inputs[KEYS.LIBRARY_KEY], n_seeds),
+            seed_slice(target, n_seeds),
+        )
         scored = seed_slice(mask, n_seeds) & present
         rows = scored.any(-1)
         if bool(rows.all()):
@@ -252,5 +266,5 @@ class MaskedReconstruction(nn.Module):
 
     def forward(self, module, batch: dict, inference_outputs: dict) -> ObjectiveOutput:
         """Mask, reconstruct and score one minibatch."""
-        mask = self.sample_mask(batch, int(batch["n_seeds"]))
+        mask = self.sample_mask(batch, int(batch[KEYS.N_SEEDS_KEY]))
         return self.reconstruction(module, inference_outputs, batch["x"], mask)

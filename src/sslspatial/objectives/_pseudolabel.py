@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._constants import REGISTRY_KEYS as KEYS
 from ._base import ObjectiveOutput, seed_slice
 from ._masking import mask_entries
 
@@ -117,19 +118,19 @@ class PseudoLabelHeads(nn.Module):
 
     def forward(self, module, batch: dict, inference_outputs: dict) -> ObjectiveOutput:
         """Multi-task cross-entropy of the seeds (encoded with a random ``gene_dropout`` of their inputs hidden)."""
-        n_seeds = int(inference_outputs["n_seeds"])
-        if "target_pseudolabels" not in batch:
+        n_seeds = int(inference_outputs[KEYS.N_SEEDS_KEY])
+        if KEYS.TARGET_PREFIX + "pseudolabels" not in batch:
             raise KeyError("objective='pseudolabel' needs targets={'pseudolabels': ...} when training.")
         if "z" in inference_outputs:
             z = inference_outputs["z"]
         else:  # every input entry hidden behind the mask token with probability gene_dropout
-            x_t = inference_outputs["x_t"]
+            x_t = inference_outputs[KEYS.X_T_KEY]
             hidden = mask_entries(x_t.shape[0], x_t.shape[1], self.gene_dropout, x_t.device)
-            z = module.encode(x_t, inference_outputs["edge_index"], inference_outputs.get("degree"), mask=hidden,
-                              hops=inference_outputs.get("hops"))  # fmt: skip
+            z = module.encode(x_t, inference_outputs[KEYS.EDGE_INDEX_KEY], inference_outputs.get(KEYS.DEGREE_KEY), mask=hidden,
+                              hops=inference_outputs.get(KEYS.HOPS_KEY))  # fmt: skip
             z = seed_slice(z, n_seeds)
         z = self.dropout(z)
-        targets = seed_slice(batch["target_pseudolabels"], n_seeds).long()
+        targets = seed_slice(batch[KEYS.TARGET_PREFIX + "pseudolabels"], n_seeds).long()
         per_seed = sum(restricted_cross_entropy(h(z), targets[:, r]) for r, h in enumerate(self.heads))
         return ObjectiveOutput(per_seed.mean(), per_seed.detach(), {})
 

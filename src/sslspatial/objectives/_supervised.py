@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._constants import REGISTRY_KEYS as KEYS
 from ._base import ObjectiveOutput, seed_slice
 
 
@@ -53,10 +54,10 @@ class Classification(nn.Module):
 
     def forward(self, module, batch: dict, inference_outputs: dict) -> ObjectiveOutput:
         """Weighted CE over the labelled seeds (mean weighted by class weight, like ``F.cross_entropy``)."""
-        n_seeds = int(inference_outputs["n_seeds"])
-        if "target_labels" not in batch:
+        n_seeds = int(inference_outputs[KEYS.N_SEEDS_KEY])
+        if KEYS.TARGET_PREFIX + "labels" not in batch:
             raise KeyError("objective='classify' needs targets={'labels': codes} when training.")
-        labels = seed_slice(batch["target_labels"], n_seeds).long()
+        labels = seed_slice(batch[KEYS.TARGET_PREFIX + "labels"], n_seeds).long()
         logits = self.logits(inference_outputs["z"])
         labelled = labels >= 0
         safe = labels.clamp(min=0)

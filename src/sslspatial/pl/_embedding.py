@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._types import DataLike
 from .._validate import check_choice
 from ..io._access import get_coordinates
 from ._common import (
@@ -118,7 +119,7 @@ def _draw(
 
 
 def embedding(
-    data: Any,
+    data: DataLike,
     basis: str = "X_pretrain_mask",
     color: str | Sequence[str] | None = None,
     *,

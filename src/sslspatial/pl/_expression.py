@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._types import DataLike
 from .._validate import check_choice
 from ..io._access import get_coordinates, get_image, get_sections, is_spatialdata
 from ._common import (
@@ -84,7 +85,7 @@ def _frame(table: AnnData, data: Any, table_key: str | None, library_key: str | 
 
 
 def expression_maps(
-    data: Any,
+    data: DataLike,
     genes: str | Sequence[str],
     *,
     prediction: str | AnnData,

@@ -15,6 +15,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
+from .._types import DataLike
 from .._validate import check_absent, check_finite
 from ..io import _access as _io
 from ._normalize import log_normalize
@@ -144,7 +145,7 @@ def _aggregate(hop: sp.csr_matrix, rep: np.ndarray, how: str) -> np.ndarray:
 
 
 def aggregate_neighbors(
-    data: _io.DataLike,
+    data: DataLike,
     *,
     n_hops: int = 2,
     use_rep: str | None = None,

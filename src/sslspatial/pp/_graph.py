@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -11,19 +11,21 @@ import scipy.sparse as sp
 
 from .. import _logging as logg
 from .._constants import Key, check_key
-from .._validate import check_absent, check_choice
+from .._types import DataLike
+from .._validate import check_absent, check_choice, storable_key
 from .._warnings import quiet_call
 from ..io import _access as _io
 
-GRAPH_METHODS = ("radius", "knn", "delaunay", "grid")
+GraphMethod = Literal["radius", "knn", "delaunay", "grid"]
+GRAPH_METHODS = get_args(GraphMethod)
 _MAX_PLAUSIBLE_DEGREE = 50
 
 
 @quiet_call
 def build_graph(
-    data: _io.DataLike,
+    data: DataLike,
     *,
-    method: Literal["radius", "knn", "delaunay", "grid"] = "radius",
+    method: GraphMethod = "radius",
     radius: float | tuple[float, float] | None = None,
     n_neighs: int = 6,
     n_rings: int = 1,
@@ -175,7 +177,7 @@ def degree_statistics(connectivities: sp.spmatrix, sections: pd.Categorical) -> 
         "median_degree": float(np.median(degree)),
         "max_degree": int(degree.max()) if degree.size else 0,
         "n_isolated": int((degree == 0).sum()),
-        "mean_degree_per_section": {str(k): float(v) for k, v in per_section.items()},
+        "mean_degree_per_section": {storable_key(k): float(v) for k, v in per_section.items()},
     }
 
 

@@ -8,7 +8,7 @@ column and ``y`` the second, as in ``obsm["spatial"]``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import geopandas as gpd
 import numpy as np
@@ -19,6 +19,11 @@ __all__ = ["assign_to_subspots", "make_subspot_shapes", "subspot_offsets"]
 
 _LAYOUTS = ("hexagon", "square")
 _SPOT_SHAPES = ("circle", "square")
+
+
+#: Sub-spot layouts: hexagonal (K = 7) or a square grid (K = n x n); the checks use :data:`LAYOUTS`.
+Layout = Literal["hexagon", "square"]
+LAYOUTS = get_args(Layout)
 
 
 def _check_geometry(layout: str, spot_radius: float, n_per_side: int) -> None:
@@ -39,9 +44,7 @@ def _check_xy(arr: Any, name: str) -> np.ndarray:
     return out
 
 
-def subspot_offsets(
-    layout: Literal["hexagon", "square"], spot_radius: float, n_per_side: int = 2
-) -> tuple[np.ndarray, float]:
+def subspot_offsets(layout: Layout, spot_radius: float, n_per_side: int = 2) -> tuple[np.ndarray, float]:
     """Offsets of the sub-spot centres from the spot centre, and the sub-spot radius.
 
     Parameters
@@ -90,7 +93,7 @@ def assign_to_subspots(
     points: np.ndarray,
     spot_centers: np.ndarray,
     spot_radius: float,
-    layout: Literal["hexagon", "square"],
+    layout: Layout,
     n_per_side: int = 2,
     spot_shape: Literal["circle", "square"] = "circle",
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +159,7 @@ def assign_to_subspots(
 def make_subspot_shapes(
     spot_centers: np.ndarray,
     spot_radius: float,
-    layout: Literal["hexagon", "square"],
+    layout: Layout,
     n_per_side: int = 2,
     spot_index: Sequence[Any] | None = None,
     transformations: Mapping[str, Any] | None = None,

@@ -9,7 +9,7 @@ the stability of the mixture across random initialisations (as CellCharter's Aut
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -18,11 +18,13 @@ import scipy.sparse as sp
 from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
 from .._provenance import run_record
-from .._validate import check_absent, check_choice
+from .._types import DataLike
+from .._validate import check_absent, check_choice, storable_key
 from ..io import _access as _io
 from ..pp._aggregate import _aggregate, hop_matrices, representation
 
-DOMAIN_METHODS = ("leiden", "gmm")
+DomainMethod = Literal["leiden", "gmm"]
+DOMAIN_METHODS = get_args(DomainMethod)
 _MAX_SEARCH_STEPS = 30
 
 # Defaults chosen on the tuning split (STARmap BZ5) by `benchmarks/domains.py`; see the benchmark's Markdown.
@@ -38,10 +40,10 @@ DEFAULT_AUTOK_RUNS = 5
 
 
 def domains(
-    data: _io.DataLike,
+    data: DataLike,
     *,
     use_rep: str | Sequence[str] = DEFAULT_USE_REP,
-    method: Literal["leiden", "gmm"] = DEFAULT_METHOD,
+    method: DomainMethod = DEFAULT_METHOD,
     n_domains: int | None = None,
     library_key: str | None = None,
     per_section: bool = False,
@@ -136,7 +138,7 @@ def domains(
         Table of a SpatialData.
     key_added
         ``obs`` column of the (categorical) domains; parameters, the Leiden resolution and the AutoK curve (per
-        section; ``"all"`` when clustered jointly) go to ``uns[key_added]``.
+        section, a "/" in a section name written as ``%2F``; ``"all"`` when clustered jointly) go to ``uns[key_added]``.
     seed
         Random state of the PCA, the neighbour graph, Leiden and the mixture.
     overwrite
@@ -210,11 +212,15 @@ def domains(
     for section in sections.categories:
         idx = np.flatnonzero(np.asarray(sections) == section)
         if autok:
-            codes, curves[str(section)] = _autok(rep[idx], range(lo_k, hi_k + 1), int(autok_runs), seed, kwargs)
+            codes, curves[storable_key(section)] = _autok(
+                rep[idx], range(lo_k, hi_k + 1), int(autok_runs), seed, kwargs
+            )
         elif method == "gmm":
             codes = _gmm(rep[idx], int(n_domains), seed, {"n_init": int(n_init), **kwargs})
         else:
-            codes, resolutions[str(section)] = _leiden(rep[idx], n_domains, resolution, n_neighbors, seed, kwargs)
+            codes, resolutions[storable_key(section)] = _leiden(
+                rep[idx], n_domains, resolution, n_neighbors, seed, kwargs
+            )
         codes = _order_by_size(codes)
         labels[idx] = [f"{section}_{c}" for c in codes] if per_section else [str(c) for c in codes]
 

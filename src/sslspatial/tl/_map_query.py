@@ -13,7 +13,7 @@ own per-gene input adapter (scArches-style surgery), fitted on the query's self-
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -22,9 +22,11 @@ import scipy.sparse as sp
 from .. import _logging
 from .._constants import Key, check_key
 from .._provenance import run_record
-from .._validate import check_absent, check_choice, check_obs_column
+from .._types import DataLike
+from .._validate import check_absent, check_choice, check_obs_column, trainer_options
 from ..io import _access as _io
 from ..model import SpatialPretrainModel
+from ..model._adapt import adaptation_device
 from ..model._reference import check_query_panel
 from . import _annotate_select as select
 
@@ -40,7 +42,7 @@ MIN_SHARED_GENES = 10
 
 
 def map_query(
-    data: Any,
+    data: DataLike,
     model: SpatialPretrainModel,
     labels_key: str,
     *,
@@ -58,6 +60,11 @@ def map_query(
     key_added: str = "map_query",
     overwrite: bool = False,
     seed: int = 0,
+    max_epochs: int | None = None,
+    lr: float | None = None,
+    accelerator: str = "auto",
+    devices: int | str | list[int] = "auto",
+    train_kwargs: dict | None = None,
 ) -> SpatialPretrainModel:
     """Map the reference's labels onto a query section or panel, with per-cell probabilities and uncertainty.
 
@@ -109,13 +116,21 @@ def map_query(
         adapter's squared distance from the identity).
     key_added
         Writes to the query ``obs[f"{key_added}_prediction"]``, ``obs[f"{key_added}_uncertainty"]`` (1 - the
-        highest class probability: filter mapped cells on it), ``obsm[f"{key_added}_probabilities"]``,
+        highest class probability: filter mapped cells on it), ``obsm[f"{key_added}_probabilities"]`` (a float array,
+        columns in the order of ``uns[key_added]["classes"]``),
         ``obsm[f"X_{key_added}"]`` (the query embedding) and ``uns[key_added]`` (choice, CV scores, gene overlap,
         and with ``adapt=True`` the query loss before and after adaptation).
     overwrite
         Replace existing outputs (else :class:`~sslspatial.OutputExistsError`).
     seed
-        Random state of the cross-validation blocks.
+        Random state of the cross-validation blocks (and of the adaptation).
+    max_epochs, lr, train_kwargs
+        The adaptation's trainer options, as in every function that trains: passes over the query cells (default
+        ``adapt_epochs``), Adam learning rate (default ``1e-2``) and more settings (``batch_size``, ``penalty``, as in
+        ``adapt_kwargs``, which they override). Used only with ``adapt=True``.
+    accelerator, devices
+        Where the adaptation runs: ``"auto"`` leaves the query model on the reference model's device; ``"cpu"``, or
+        ``"gpu"`` / ``"cuda"`` with ``devices`` (an index, or a one-element list), moves it there.
 
     Returns
     -------
@@ -140,7 +155,11 @@ def map_query(
     if not len(candidates):
         raise ValueError(f"candidates is empty: pass at least one of {MAP_QUERY_KINDS}.")
     select.check_ensemble(ensemble)
-    adapt_options = _adapt_options(model, adapt, adapt_epochs, adapt_kwargs)
+    trainer = trainer_options("map_query", accelerator, devices, train_kwargs)
+    trainer.pop("accelerator"), trainer.pop("devices")
+    adapt_kwargs = {**(adapt_kwargs or {}), **({"lr": lr} if lr is not None else {}), **trainer}
+    adapt_options = _adapt_options(model, adapt, adapt_epochs if max_epochs is None else max_epochs, adapt_kwargs)
+    device = adaptation_device(accelerator, devices)
     query = _io.get_table(data, table_key)
     key = check_key(key_added, "key_added")
     outputs = ((query.obs, "obs", f"{key}_prediction"), (query.obsm, "obsm", f"{key}_probabilities"))
@@ -169,6 +188,8 @@ def map_query(
     if adapt:
         from ..model._adapt import adapt_query
 
+        if device is not None:
+            query_model.to_device(device)
         adaptation = adapt_query(query_model, **adapt_options, seed=seed)
         _logging.info(
             f"map_query: adapted to the query, loss {adaptation['loss_before']:.4f} -> {adaptation['loss_after']:.4f}"
@@ -208,7 +229,8 @@ def map_query(
 
     query.obs[f"{key}_prediction"] = pd.Categorical(classes[proba.argmax(1)], categories=classes)
     query.obs[f"{key}_uncertainty"] = 1.0 - proba.max(1)
-    query.obsm[f"{key}_probabilities"] = pd.DataFrame(proba, index=query.obs_names, columns=classes)
+    # an array with the class order in uns[key]["classes"]: class names such as "eL2/3" cannot be zarr keys
+    query.obsm[f"{key}_probabilities"] = np.asarray(proba, dtype=np.float64)
     query.obsm[Key.embedding(key)] = z_query
     query.uns[key] = {
         **run_record("map_query", params),

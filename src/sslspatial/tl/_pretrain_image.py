@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from .._constants import check_key
 from .._logging import info
 from .._provenance import run_record, seed_everything
+from .._types import DataLike
 from .._validate import check_absent
 from ..io._access import get_coordinates, get_image, get_table, require_spatialdata
 from ..model._image_encoder import ImageEncoder
@@ -60,7 +61,7 @@ def _tiles(image, value_range, tile_size: float, size_unit: str, patch_px: int, 
 
 
 def pretrain_image(
-    data: Any,
+    data: DataLike,
     *,
     table_key: str = "table",
     image_key: str | Sequence[str] | None = None,

@@ -1,0 +1,66 @@
+"""``ss.io.write``: write a whole SpatialData to a new zarr store so that a failure leaves nothing half written."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+def write(sdata: Any, path: str | Path, *, overwrite: bool = False) -> None:
+    """Write ``sdata`` to the zarr store ``path``, all or nothing.
+
+    :meth:`spatialdata.SpatialData.write` writes element by element into ``path``: a failure half way (for example a
+    class name with ``"/"`` used as a column or ``uns`` key, which zarr refuses) leaves a store that
+    :func:`spatialdata.read_zarr` cannot open. Here every table is first checked for such names, the store is
+    written next to ``path`` under a temporary name, and only a complete store is moved into place (replacing an
+    existing one with ``overwrite=True``). Afterwards ``sdata.path`` is ``path``, so :func:`sslspatial.io.persist`
+    updates single elements of it.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData to write.
+    path
+        The zarr store to create (a folder, e.g. ``"tissue.zarr"``).
+    overwrite
+        Replace an existing store at ``path``.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite=False``.
+    ValueError
+        A table holds a name with ``"/"`` (listed in the message); nothing is written.
+
+    Examples
+    --------
+    >>> import sslspatial as ss
+    >>> sdata = ss.datasets.synthetic_tissue(n_cells=200)  # doctest: +SKIP
+    >>> ss.io.write(sdata, "tissue.zarr")  # doctest: +SKIP
+    >>> ss.pp.build_graph(sdata, method="knn")  # doctest: +SKIP
+    >>> ss.io.persist(sdata, "table")  # doctest: +SKIP
+    """
+    from .._validate import check_storable
+
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists already: pass overwrite=True, or write to another path.")
+    for name, table in sdata.tables.items():
+        check_storable(table, f"table {name!r}")
+    tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        sdata.write(tmp, overwrite=False)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        sdata.path = None
+        raise
+    backup = None
+    if target.exists():
+        backup = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:8]}")
+        target.rename(backup)
+    tmp.rename(target)
+    sdata.path = target
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
