@@ -31,7 +31,7 @@ public data, with numbers read from the files that the scripts in the repository
 `benchmarks/results/` (rerun one with `python benchmarks/<name>.py` and rebuild the docs to update this page).
 
 Every default of the package was chosen on a **tuning split**: one dataset, section or direction named in each table
-and marked "(tuning)". The **evaluation splits** entered no choice, so their margins are the ones to trust for new
+and marked "(tuning)" (or "(chose ...)" where it made one choice). The **evaluation splits** entered no choice, so their margins are the ones to trust for new
 data; a positive margin means the default is better than the best baseline.
 """
 
@@ -212,6 +212,11 @@ def _labels(cell: str) -> str:
     return f"{100 * x:g}%" if x is not None and 0 < x <= 1 else cell
 
 
+def _evaluation(split: str) -> bool:
+    """Whether a split label names an evaluation split (not ``(tuning)``, not ``(chose ...)``)."""
+    return not re.search(r"\((tuning|chose)", split)
+
+
 def _verdict(margins: list[tuple[str, float]], unit: str, where: str = "On the evaluation splits") -> str:
     """One sentence on the evaluation margins (``(split, margin)`` pairs, tuning rows excluded)."""
     if not margins:
@@ -243,7 +248,7 @@ def summary_celltyping(md: str) -> str | None:
             continue
         m = number(r[_col(columns, margin)]) if margin else d - max(b, s if s is not None else b)
         out.append([r[0], _labels(r[1]), f"{d:.3f}", f"{b:.3f}", f"{s:.3f}" if s is not None else "", _signed(m)])
-        if "tuning" not in r[0]:
+        if _evaluation(r[0]):
             margins.append((r[0], m))
     header = ["split (train->test)", "labelled cells", "default", "PCA + logreg", "scANVI (published)", "margin"]
     return (
@@ -267,7 +272,7 @@ def summary_reference_mapping(md: str) -> str | None:
         out.append(
             [get["split"], get["panel"], _labels(get["labels"]), get["map_query"], get["best baseline"], get["margin"]]
         )
-        if "tuning" not in get["split"]:
+        if _evaluation(get["split"]):
             margins.append((get["split"], m))
     header = ["split (reference->query)", "query genes", "reference labels", "map_query", "best baseline", "margin"]
     return (
@@ -286,7 +291,7 @@ def summary_domains(md: str) -> str | None:
             continue
         i = lowered.index("margin")
         out = [[r[0], r[1], r[i - 1], r[i]] for r in rows if number(r[i]) is not None]
-        margins = [(r[0], number(r[3])) for r in out if "tuning" not in r[0]]
+        margins = [(r[0], number(r[3])) for r in out if _evaluation(r[0])]
         header = ["split (evaluation)", "default ARI", "best training-free baseline", "margin"]
         return (
             "Adjusted Rand index of `ss.tl.domains` (defaults) against the annotated layers or regions, mean ± sd "

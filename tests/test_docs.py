@@ -109,7 +109,7 @@ def test_docs_build_without_warnings(tmp_path):
         "-d",
         str(tmp_path / "doctrees"),
     ]
-    proc = subprocess.run([*cmd, str(DOCS), str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run([*cmd, str(DOCS), str(out)], capture_output=True, text=True, cwd=ROOT, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-5000:]
     for page in (
         "index",

@@ -24,6 +24,7 @@ ss.tl.hist2expr(
     train_regions=["0"],
     predict_regions=["1"],
     max_epochs=5,
+    train_kwargs={"enable_progress_bar": False},
 )
 pearson = sdata.tables["hist2expr"].var["pearson_1"]
 print(f"mean Pearson on the held-out half: {pearson.mean():.3f}")

@@ -14,7 +14,14 @@ import sslspatial as ss
 sdata = ss.datasets.synthetic_tissue(n_cells=1000, seed=0, spot_layouts=("st",))
 ss.pp.build_graph(sdata, table_key="table_st", method="knn", n_neighs=4)
 ss.tl.superres(
-    sdata, table_key="table_st", shapes_key="spots_st", image_key="he", layout="square", n_subspots=4, max_epochs=10
+    sdata,
+    table_key="table_st",
+    shapes_key="spots_st",
+    image_key="he",
+    layout="square",
+    n_subspots=4,
+    max_epochs=10,
+    train_kwargs={"enable_progress_bar": False},
 )
 enhanced = sdata.tables["table_st_superres"]
 
