@@ -263,20 +263,26 @@ def domain_rows(cache, config_name, config, sections, curve, baselines=True):
                     rows.setdefault(row, {}).setdefault(section, []).append(float(ari))
             if model_name == "33 sections" and section == "H1" and cache.log.get("figure"):
                 ss.tl.domains(sub, n_domains=k, seed=0, key_added="bench", overwrite=True, **options)
+                ss.tl.domains(sub, n_domains=k, seed=0, key_added="bench_both", use_rep=[EMBEDDING, "X"])
                 figure(sub, cache.log["figure"])
     return rows
 
 
 def figure(sub, path):
-    """Pathologist regions and default domains of one section, side by side."""
+    """Pathologist regions, default domains and domains on the embedding + expression of one section, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     xy = np.c_[sub.obs["array_x"], -sub.obs["array_y"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    for ax, key, title in ((axes[0], "label", "pathologist regions"), (axes[1], "bench", "ss.tl.domains (default)")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    panels = (
+        (axes[0], "label", "pathologist regions"),
+        (axes[1], "bench", "domains: expression (default)"),
+        (axes[2], "bench_both", "domains: embedding + expression"),
+    )
+    for ax, key, title in panels:
         values = sub.obs[key].astype(str).to_numpy()
         for i, value in enumerate(sorted(set(values))):
             m = values == value
@@ -450,7 +456,11 @@ def markdown(payloads: list[dict], args) -> str:
         lines.append(f"Configuration run time {payload['seconds']:.0f} s.")
         lines.append("")
     if not args.tuning and not args.quick:
-        lines += ["Figure of H1 (pathologist regions and the default domains, seed 0): `her2st_regions_H1.png`.", ""]
+        lines += [
+            "Figure of H1 (pathologist regions, the default domains and the domains on the embedding + expression, "
+            "seed 0): `her2st_regions_H1.png`.",
+            "",
+        ]
     return "\n".join(lines)
 
 
