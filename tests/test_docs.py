@@ -135,3 +135,38 @@ def test_docs_build_without_warnings(tmp_path):
         html = (out / "tutorials" / f"{notebook.stem}.html").read_text()
         assert "<img" in html, f"{notebook.name} is rendered without its stored figures"
     shutil.rmtree(out, ignore_errors=True)
+
+
+NUMPYDOC_ORDER = (
+    "Parameters", "Attributes", "Methods", "Returns", "Yields", "Receives", "Other Parameters", "Raises", "Warns",
+    "Warnings", "See Also", "Notes", "References", "Examples",
+)  # fmt: skip
+
+
+def _sections(doc: str) -> list[str]:
+    lines = inspect.cleandoc(doc).splitlines()
+    return [
+        lines[i].strip()
+        for i in range(len(lines) - 1)
+        if lines[i].strip() and re.fullmatch(r"-{3,}", lines[i + 1].strip())
+    ]
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_docstring_sections_in_numpydoc_order(module_name):
+    """A section out of order renders wrongly (napoleon shows a second "Parameters" list after "Returns")."""
+    module = importlib.import_module(f"sslspatial.{module_name}")
+    wrong = []
+    for name in _public_names(module_name):
+        obj = getattr(module, name)
+        members = [obj] + [
+            getattr(v, "fget", None) or getattr(v, "__func__", v)
+            for k, v in vars(obj).items()
+            if inspect.isclass(obj) and not k.startswith("_")
+        ]
+        for member in members:
+            sections = _sections(getattr(member, "__doc__", None) or "")
+            if sections != sorted(sections, key=lambda s: NUMPYDOC_ORDER.index(s) if s in NUMPYDOC_ORDER else -1):
+                wrong.append(f"{name}.{getattr(member, '__name__', '')}: {sections}")
+            wrong += [f"{name}: unknown section {s!r}" for s in sections if s not in NUMPYDOC_ORDER]
+    assert not wrong, wrong

@@ -74,7 +74,7 @@ def test_package_warning_points_at_the_callers_line():
         warnings.simplefilter("always")
         line = sys._getframe().f_lineno + 1
         ss.pp.build_graph(adata, method="radius", radius=1.0)
-    ours = [w for w in caught if "has no edges" in str(w.message)]
+    ours = [w for w in caught if "no neighbour within radius" in str(w.message)]
     assert len(ours) == 1
     assert ours[0].filename == __file__ and ours[0].lineno == line
     assert ours[0].category is UserWarning
@@ -97,5 +97,5 @@ def test_warn_helper_and_error_filter():
     adata.obsm["spatial"] = np.arange(10.0).reshape(5, 2) * 100
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a user turning warnings into errors still gets the exception
-        with pytest.raises(UserWarning, match="has no edges"):
+        with pytest.raises(UserWarning, match="no neighbour within radius"):
             ss.pp.build_graph(adata, method="radius", radius=1.0)

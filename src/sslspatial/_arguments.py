@@ -179,7 +179,7 @@ RULES: dict[str, tuple[str, dict]] = {
     "smooth": ("int", {"minimum": 0, "example": 2}),
     "n_hops": ("int", {"minimum": 0, "example": 1}),
     # positive reals
-    "lr": ("number", {"low": 0, "example": 1e-3}),
+    "lr": ("number", {"low": 0, "none": True, "example": 1e-3}),  # None: the function's own default (map_query)
     "resolution": ("number", {"low": 0, "example": 1.0}),
     "noise": ("number", {"low": 0, "low_open": False, "example": 0.2}),
     "radius": ("radius", {}),

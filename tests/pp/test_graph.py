@@ -95,7 +95,7 @@ def test_copy_returns_and_leaves_object_untouched():
 
 def test_warns_when_radius_in_wrong_units():
     adata = _random_sections()
-    with pytest.warns(UserWarning, match="no edges"):
+    with pytest.warns(UserWarning, match="no neighbour within radius"):
         ss.pp.build_graph(adata, method="radius", radius=1e-6)
     with pytest.warns(UserWarning, match="implausibly large"):
         ss.pp.build_graph(adata, method="radius", radius=1e4, overwrite=True)
@@ -118,7 +118,7 @@ def test_existing_graph_is_not_replaced_without_overwrite():
     ("kwargs", "error", "match"),
     [
         ({"method": "voronoi"}, ValueError, "Unknown method"),
-        ({"method": "radius"}, ValueError, "needs `radius`"),
+        ({"method": "radius"}, ValueError, "radius is needed"),
         ({"method": "knn", "library_key": "nope"}, KeyError, "library_key='nope'"),
         ({"method": "knn", "key_added": "bad key!"}, ValueError, "not a valid name"),
     ],

@@ -181,6 +181,34 @@ def test_residuals_candidate_probes_pcs_of_pearson_residuals():
     assert not any(name.startswith("residuals") for name in adata.uns["annotate"]["scores"])
 
 
+def test_gaussian_default_pool_has_the_standardised_features_baseline_as_safety_net():
+    """On already-normalised values the default pool is linear / expression / "scaled" (no unweighted PCA baseline);
+    the "scaled" candidate is every input feature standardised + class-balanced logistic regression, by hand."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from sslspatial.tl import _annotate
+    from sslspatial.tl._annotate_select import SCALED_NAME
+
+    adata = tissue(n=300, n_genes=40)
+    counts = np.asarray(adata.X.toarray() if sp.issparse(adata.X) else adata.X, dtype=float)
+    adata.layers["logged"] = np.log1p(counts)
+    model = ss.tl.pretrain_mask(adata, mask="entries", likelihood="gaussian", layer="logged", key_added="g", **SMALL)
+    expected = StandardScaler().fit_transform(np.log1p(counts))
+    np.testing.assert_allclose(_annotate._features(model, "scaled", 30), expected, atol=1e-5)
+    train = np.flatnonzero(adata.obs["section"] == "s1")
+    ss.tl.annotate(adata, model, "cell_type", train_indices=train, ensemble=0, overwrite=True)
+    scores = adata.uns["annotate"]["scores"]
+    assert SCALED_NAME in scores and "PCA + logreg" not in scores  # the safety net is the standardised baseline
+    ss.tl.annotate(adata, model, "cell_type", train_indices=train, candidates=["scaled"], overwrite=True)
+    codes = adata.obs["cell_type"].cat.codes.to_numpy()
+    clf = LogisticRegression(class_weight="balanced", max_iter=1000, tol=1e-3).fit(expected[train], codes[train])
+    classes = list(adata.obs["cell_type"].cat.categories)
+    order = [list(adata.uns["annotate"]["classes"]).index(c) for c in classes]
+    got = np.asarray(adata.obsm["annotate_probabilities"])[:, order]
+    np.testing.assert_allclose(got, clf.predict_proba(expected), atol=1e-4)
+
+
 def test_auto_keeps_a_class_with_a_single_label_and_records_the_fallback():
     adata = tissue(n=300)
     model = ss.tl.pretrain_mask(adata, mask="entries", **SMALL)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import inspect
+import sys
 from pathlib import Path
 
 import sslspatial as ss
@@ -10,6 +11,8 @@ BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "hist2expr_her2
 
 
 def _benchmark_config() -> dict:
+    if str(BENCHMARK.parent) not in sys.path:  # the script imports its sibling helpers (_stamp) as a script would
+        sys.path.insert(0, str(BENCHMARK.parent))
     spec = importlib.util.spec_from_file_location("hist2expr_her2st_benchmark", BENCHMARK)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

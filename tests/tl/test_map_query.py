@@ -281,5 +281,5 @@ def test_a_winning_ensemble_averages_its_members_refitted_on_every_reference_lab
     assert query.uns["map_query"]["kind"] == "ensemble" and list(query.uns["map_query"]["members"]) == members
     assert not np.allclose(probabilities[0], probabilities[1])  # two different members
     np.testing.assert_allclose(probabilities[2], (probabilities[0] + probabilities[1]) / 2, atol=1e-10)
-    with pytest.raises(ValueError, match="ensemble must be a non-negative integer"):
+    with pytest.raises(ValueError, match="ensemble must be an integer >= 0"):
         ss.tl.map_query(query, model, "cell_type", ensemble=-1, overwrite=True)

@@ -61,7 +61,7 @@ def test_hist2expr_trains_on_top_of_the_encoder_frozen_or_fine_tuned(tissue, enc
     model = ss.tl.hist2expr(
         tissue, table_key="table_visium", image_key="he", library_key="section", patch_px=16,
         train_regions=["section_0", "section_1"], predict_regions=["section_2"], n_validation_sections=0,
-        max_epochs=2, model_kwargs=TINY_CONTEXT, train_kwargs=QUIET, image_encoder=encoder, encoder_lr_scale=scale,
+        max_epochs=2, model_kwargs=TINY_CONTEXT, train_kwargs={**QUIET, "encoder_lr_scale": scale}, image_encoder=encoder,
         key_added="h2e_ssl", overwrite=True,
     )  # fmt: skip
     pretrained = encoder.module.encoder.state_dict()

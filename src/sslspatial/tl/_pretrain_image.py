@@ -158,7 +158,8 @@ def pretrain_image(
     if tile_size is None:
         if not linked or size_unit != "coords":
             raise ValueError("tile_size is needed (no spot shapes to take the spot diameter from): pass tile_size.")
-        from ._hist2expr import DEFAULT_PATCH_SCALE, _spot_size
+        from ..io._hist2expr import _spot_size
+        from ._hist2expr import DEFAULT_PATCH_SCALE
 
         diameter = float(np.median([_spot_size(data, table, region, cs) for region, (_, cs) in linked.items()]))
         tile_size = DEFAULT_PATCH_SCALE * diameter
