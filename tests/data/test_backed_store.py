@@ -1,5 +1,7 @@
 """Training from disk: prefetched minibatches, the value check done once per store, the store writer, bad stores."""
 
+import re
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import sslspatial as ss
 from sslspatial import _validate
 from sslspatial.data import _loaders
 from sslspatial.data._prefetch import Prefetcher
+from sslspatial.io._backed import read_amplification
 from sslspatial.io._checked import CHECK_ATTR, fingerprint, record_pass
 
 QUIET = {"enable_progress_bar": False}
@@ -157,11 +160,67 @@ def test_unsorted_store_warns_once_and_dense_or_csc_x_is_refused(table, tmp_path
         ss.io.read_backed(path)  # once per store
         ss.io.read_backed(sorted_path)  # a sorted store: no warning
     assert not [w for w in caught if "spatial order" in str(w.message)]
-    for layout, x in (("'csc_matrix'", sp.csc_matrix(table.X)), ("a dense array", table.X.toarray())):
+    for layout, x in (("a CSC matrix", sp.csc_matrix(table.X)), ("a dense array", table.X.toarray())):
         other = table.copy()
         other.X = x
-        with pytest.raises(ValueError, match=f"stored as {layout}; .*CSR.*spatial order.*sort_spatially"):
-            ss.io.read_backed(_write(other, tmp_path / f"{layout[1:5]}.zarr"))
+        expected = (
+            f"stored as {layout}.*needs a CSR matrix \\(cells as rows\\).*spatial order.*write_backed.*sort_spatially"
+        )
+        with pytest.raises(ValueError, match=expected):
+            ss.io.read_backed(_write(other, tmp_path / f"{layout[2:6]}.zarr"))
+
+
+def test_read_amplification_of_a_transposed_line():
+    """Cells on a line stored as a transposed 4 x 16 grid: row r holds the cell at x = 4 * (r % 16) + r // 16."""
+    rows = np.arange(64)
+    x = 4 * (rows % 16) + rows // 16
+    coordinates = np.c_[x, np.zeros(64)].astype(float)
+    # 16 cells consecutive in x take every residue mod 4 once per run of 4: rows 16 * (x % 4) + x // 4, i.e. 4 rows in
+    # each quarter of the store. Chunks of 16 rows: 4 chunks, against 1 for 16 consecutive rows aligned to a chunk.
+    here, spatial = read_amplification(coordinates, chunk_rows=16, batch_size=16, n_windows=4)  # starts 0,16,32,48
+    assert (here, spatial) == (4.0, 1.0)
+    # chunks of 8 rows, batches of 8 from x = 0, 8, ..., 56: x // 4 spans 2 values, all in one chunk of each quarter
+    # (4 chunks); 8 consecutive rows from a multiple of 8 are one chunk.
+    assert read_amplification(coordinates, chunk_rows=8, batch_size=8, n_windows=8) == (4.0, 1.0)
+    # a sorted store: both the same
+    assert read_amplification(np.c_[np.arange(64.0), np.zeros(64)], chunk_rows=8, batch_size=8, n_windows=8) == (
+        1.0,
+        1.0,
+    )
+
+
+def test_unsorted_warning_states_the_read_amplification_of_the_store(tmp_path):
+    """8,192 cells on a line stored as a transposed 8 x 1,024 grid, counts chunked 1,024 rows per stored chunk."""
+    n = 8192
+    rows = np.arange(n)
+    x = 8 * (rows % 1024) + rows // 1024  # neighbours x, x + 1 lie 1,024 rows apart: far apart on disk
+    where = np.argsort(x)
+    i, j = where[:-1], where[1:]
+    graph = sp.csr_matrix((np.ones(2 * (n - 1), dtype=np.float32), (np.r_[i, j], np.r_[j, i])), shape=(n, n))
+    counts = sp.csr_matrix((np.ones(n, dtype=np.float32), (rows, np.zeros(n, dtype=int))), shape=(n, 3))
+    table = ad.AnnData(counts, obsm={"spatial": np.c_[x, np.zeros(n)].astype(float)})
+    table.obsp["spatial_connectivities"] = graph
+    path = tmp_path / "line.zarr"
+    table.write_zarr(path)
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    del group["X"]
+    ad.io.write_elem(group, "X", counts, dataset_kwargs={"chunks": (1024,)})  # one value per row: 1,024 rows a chunk
+    zarr.consolidate_metadata(str(path))
+    # default batch of 8,192 cells: 256 cells consecutive in x, i.e. all 8 residues of x mod 8, stored in rows
+    # 1024 * (x % 8) + x // 8: one in each of the 8 chunks. In spatial order 256 rows span 1 chunk, or 2 when they
+    # cross a chunk boundary, so the ratio lies between 4 and 8.
+    with pytest.warns(UserWarning) as caught:
+        ss.io.read_backed(path)
+    message = str(caught[0].message)
+    found = re.search(
+        r"of 256 cells of training and embedding from it then reads and decompresses about 8 stored chunks of "
+        r"1,024 cells, against (\d) "
+        r"in spatial order: ([\d.]+) times as much data, so reading it is about \2 times slower",
+        message,
+    )
+    assert found, message
+    assert found.group(1) in ("1", "2") and 4.0 <= float(found.group(2)) <= 8.0
+    assert "ss.io.write_backed" in message
 
 
 def _write(adata, path):

@@ -61,6 +61,8 @@ def read_backed(
     import anndata as ad
     import zarr
 
+    from ..data._loaders import default_batch_size
+
     root = zarr.open_group(str(store), mode="r")
     if "tables" in root:
         if table_key not in root["tables"]:
@@ -73,7 +75,8 @@ def read_backed(
         raise KeyError(f"{where} is not stored in the table of {store}.")
     encoding = group[where].attrs.get("encoding-type", "array")
     if encoding != "csr_matrix":
-        layout = "a dense array" if encoding == "array" else repr(encoding)
+        names = {"array": "a dense array", "csc_matrix": "a CSC matrix (compressed by gene, not by cell)"}
+        layout = names.get(encoding, repr(encoding))
         raise ValueError(
             f"{where} of {store} is stored as {layout}; training from disk reads the counts cell by cell and "
             "needs a CSR matrix (cells as rows) whose rows are in spatial order. Rewrite the store once: "
@@ -89,7 +92,10 @@ def read_backed(
     if "obsp" in group:
         obsp = {k: ad.io.read_elem(group["obsp"][k]) for k in obsp_keys if k in group["obsp"]}
     for graph in obsp.values():
-        warn_if_unsorted(graph, str(store))
+        data, n_obs = group[where]["data"], max(int(group[where].attrs["shape"][0]), 1)
+        chunk_rows = data.chunks[0] / max(data.shape[0] / n_obs, 1e-9)  # stored values per chunk / values per row
+        batch_size = default_batch_size(n_obs)
+        warn_if_unsorted(graph, str(store), obsm.get(Key.SPATIAL), chunk_rows, batch_size)
         break
     return AnnData(
         X=ad.io.sparse_dataset(group[where]), obs=read("obs"), var=read("var"), obsm=obsm, obsp=obsp, uns=read("uns")
@@ -97,8 +103,6 @@ def read_backed(
 
 
 _WARNED: set[str] = set()  # stores warned about in this session
-#: Measured read slowdown of an unsorted store (``benchmarks/results/atlas_scale_store.md``, shuffled vs sorted row).
-UNSORTED_SLOWDOWN = "several times"
 #: Graph neighbours closer than this many rows (or a sixteenth of the table, if less) count as stored together.
 NEAR_ROWS = 4096
 #: A store whose sampled neighbour pairs are stored together less often than this gets the unsorted warning.
@@ -139,21 +143,76 @@ def near_rows(n_obs: int) -> int:
     return min(NEAR_ROWS, max(4, n_obs // 16))
 
 
-def warn_if_unsorted(graph, store: str) -> None:
-    """Warn (once per store) when the cells of a store are not in spatial order, saying what it costs and the fix."""
+def read_amplification(
+    coordinates: np.ndarray, chunk_rows: float, batch_size: int = 1024, n_windows: int = 64
+) -> tuple[float, float]:
+    """Stored chunks that one minibatch's seed cells span in this row order, and in spatial order.
+
+    A minibatch is ``batch_size`` cells consecutive in Z-order of ``coordinates`` (training's and embedding's
+    batches, the k-hop halo left out), at ``n_windows`` evenly spaced starts. Row ``r`` of the store is the cell of
+    ``coordinates[r]`` and lies in chunk ``r // chunk_rows``; in spatial order (:func:`sort_spatially`) the same
+    batch would be the rows ``start .. start + batch_size - 1``. The ratio of the two is how many times as much
+    data a minibatch reads and decompresses from this store.
+
+    Parameters
+    ----------
+    coordinates
+        ``obsm["spatial"]`` in the order of the store's rows.
+    chunk_rows
+        Rows per stored chunk (stored values per chunk over stored values per row).
+    batch_size
+        Seeds per minibatch.
+    n_windows
+        Minibatches sampled.
+
+    Returns
+    -------
+    Mean chunks per minibatch in this order and in spatial order.
+
+    Examples
+    --------
+    >>> x = np.arange(16.0)[np.r_[0:16:4, 1:16:4, 2:16:4, 3:16:4]]  # row r holds the cell at 4 * (r % 4) + r // 4
+    >>> read_amplification(np.c_[x, np.zeros(16)], chunk_rows=4, batch_size=4, n_windows=4)
+    (4.0, 1.0)
+    """
+    from ..data._loaders import locality_order
+
+    rows = np.argsort(locality_order(np.asarray(coordinates)), kind="stable")  # Z-order position -> stored row
+    batch_size = min(int(batch_size), rows.size)
+    chunk_rows = max(float(chunk_rows), 1.0)
+    starts = np.unique(np.linspace(0, rows.size - batch_size, n_windows).astype(np.int64))
+    here = [np.unique((rows[a : a + batch_size] // chunk_rows).astype(np.int64)).size for a in starts]
+    spatial = [int((a + batch_size - 1) // chunk_rows) - int(a // chunk_rows) + 1 for a in starts]
+    return float(np.mean(here)), float(np.mean(spatial))
+
+
+def warn_if_unsorted(
+    graph, store: str, coordinates: np.ndarray | None = None, chunk_rows: float = 1024, batch_size: int = 1024
+) -> None:
+    """Warn (once per store) when the cells of a store are not in spatial order, saying what it costs and the fix.
+
+    The cost stated is :func:`read_amplification` of the store's coordinates and chunking, when ``coordinates`` are
+    given.
+    """
     fraction = near_fraction(graph)
-    if fraction >= MIN_NEAR_FRACTION:
-        return
-    if store in _WARNED:
+    if fraction >= MIN_NEAR_FRACTION or store in _WARNED:
         return
     _WARNED.add(store)
+    cost = "reads and decompresses many times as much data as in spatial order, and is that much slower to read"
+    if coordinates is not None:
+        here, spatial = read_amplification(np.asarray(coordinates), chunk_rows, batch_size)
+        cost = (
+            f"reads and decompresses about {here:,.0f} stored chunks of {chunk_rows:,.0f} cells, against "
+            f"{spatial:,.0f} in spatial order: {here / spatial:,.1f} times as much data, so reading it is about "
+            f"{here / spatial:,.1f} times slower"
+        )
+        if here / spatial < 1.5:
+            cost += " (a store this small is a few chunks; a larger one in this order reads many times more)"
     warnings.warn(
         f"The cells of {store} are not stored in spatial order: only {fraction:.0%} of the sampled neighbour pairs "
-        f"lie within {near_rows(graph.shape[0]):,} rows of each other (over 90% in a sorted store). Every minibatch then reads its "
-        "cells from all over the store: training and embedding from it read and decompress many times more data "
-        f"(on the synthetic atlas of `benchmarks/atlas_scale.py`, {UNSORTED_SLOWDOWN} slower per minibatch read, "
-        "`benchmarks/results/atlas_scale_store.md`). Rewrite it once in spatial order: "
-        f"`ss.io.write_backed(ss.io.read_backed({store!r}), new_path)`.",
+        f"lie within {near_rows(graph.shape[0]):,} rows of each other (over 90% in a sorted store). Each minibatch "
+        f"of {batch_size:,} cells of training and embedding from it then {cost}. Rewrite it once in spatial order "
+        f"and train from the new store: `ss.io.write_backed(ss.io.read_backed({store!r}), new_path)`.",
         UserWarning,
         stacklevel=3,
     )
