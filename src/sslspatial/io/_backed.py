@@ -246,7 +246,7 @@ def sort_spatially(adata: AnnData, *, library_key: str | None = None) -> AnnData
     return adata[_spatial_order(adata, library_key)].copy()
 
 
-#: Default rows per stored chunk of ``write_backed`` (see its docstring for the measurement).
+#: Default rows per stored chunk of ``write_backed``: about one minibatch of seeds (1,024 cells at atlas scale).
 DEFAULT_ROWS_PER_CHUNK = 1024
 _COMPRESSORS = ("lz4", "zstd", "none")
 
@@ -298,9 +298,10 @@ def write_backed(
         Cells per stored chunk (the chunk length is this times the mean number of stored values per cell). A
         minibatch of 1,024 seeds and its 2-hop halo touches a few chunks of its own tile plus the halo's chunks.
     compressor
-        ``"lz4"`` (blosc lz4 with byte shuffle, zarr's default for zarr v2 stores), ``"zstd"`` (blosc zstd: smaller,
-        slower to decompress) or ``"none"``. ``python benchmarks/atlas_scale.py --store-options`` measures them
-        (``benchmarks/results/atlas_scale_store.md``).
+        ``"lz4"`` (blosc lz4 with byte shuffle, zarr's default for zarr v2 stores), ``"zstd"`` (blosc zstd) or
+        ``"none"``. Training from each is measured by ``python benchmarks/atlas_scale.py --compressors
+        lz4,zstd,none --cells 200000`` (``benchmarks/results/atlas_scale_compressors.md``), minibatch reads per
+        chunk size and compressor by ``--store-options`` (``benchmarks/results/atlas_scale_store.md``).
     block_rows
         Cells read and written at a time (bounds the memory of the rewrite).
 
@@ -314,8 +315,8 @@ def write_backed(
     spatial order and ``X`` is CSR; :func:`read_backed` warns when the order is not spatial and refuses a dense or
     CSC ``X``. Either way, rewrite it once with ``ss.io.write_backed(ss.io.read_backed(old), new)`` (CSR) or
     ``ss.io.write_backed(anndata.read_zarr(old), new)`` (dense or CSC ``X``, read into memory) and train from the
-    new store. Rewriting a sorted CSR store only to change its chunking or compressor buys little: see the
-    measurement above.
+    new store. Whether rewriting a sorted CSR store only to change its chunking or compressor pays: compare the
+    store as generated with the ``write_backed`` rows of ``benchmarks/results/atlas_scale_compressors.md``.
 
     Examples
     --------
