@@ -334,7 +334,9 @@ def compressors(me: list[str], n: int, names: list[str], threads: int) -> None:
             }
             results.append({**row, "stamp": stamp(__file__)})
             print(json.dumps(results[-1]), flush=True)
-    write_results("atlas_scale_compressors", "Atlas scale: compressors", results, threads, False, COMPRESSOR_TEXT)
+            write_results(
+                "atlas_scale_compressors", "Atlas scale: compressors", results, threads, False, COMPRESSOR_TEXT
+            )
 
 
 def main() -> None:
@@ -389,8 +391,9 @@ def main() -> None:
                 row = {"row": f"{kind}-{label(n)}", **_train_subprocess(me, store, mode, prefetch)}
                 results.append({**row, "stamp": stamp(__file__)})
                 print(json.dumps(results[-1]), flush=True)
-    stem = "atlas_scale_quick" if args.quick else "atlas_scale"
-    write_results(stem, "Atlas scale" + (" (quick)" if args.quick else ""), results, args.threads, True, MAIN_TEXT)
+                stem = "atlas_scale_quick" if args.quick else "atlas_scale"  # after every row: a timeout keeps them
+                title = "Atlas scale" + (" (quick)" if args.quick else "")
+                write_results(stem, title, results, args.threads, True, MAIN_TEXT)
 
 
 if __name__ == "__main__":
