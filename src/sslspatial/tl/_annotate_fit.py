@@ -54,9 +54,9 @@ def _auto(
             tuned, proba = _finetune(model, fit_codes, np.asarray(fit_idx), classes, **finetune)
         else:
             tuned = model
-            balanced = cand.kind != "pca"
+            balanced, exact = cand.kind != "pca", cand.kind == "scaled"  # the two baselines: fitted as a user would
             proba = select.fit_logreg(
-                features[cand.kind], codes, fit_idx, classes.size, cand.C, cand.self_training, balanced
+                features[cand.kind], codes, fit_idx, classes.size, cand.C, cand.self_training, balanced, exact
             )
         return (proba if predict_idx is None else proba[predict_idx]), tuned
 
