@@ -340,6 +340,18 @@ FRESH_RUNS = {
                                                    train_kwargs=QUIET, key_added="k", seed=None),
                  {("obs", "k_prediction"), ("obs", "k_train"), ("obsm", "k_probabilities"), ("uns", "k"),
                   ("obsm", "X_base"), ("uns", "base"), *SCVI_REGISTRY}),
+    "annotate/spatialdata": ("spots", lambda d: ss.tl.annotate(
+        d, _pretrained(d, table_key="table_visium"), "domain", table_key="table_visium", method="finetune",
+        max_epochs=1, train_kwargs=QUIET, key_added="k", seed=None),
+        {(f"table_visium.{slot}", key) for slot, key in (("obs", "k_prediction"), ("obs", "k_train"),
+                                                          ("obsm", "k_probabilities"), ("uns", "k"),
+                                                          ("obsm", "X_base"), ("uns", "base"), *SCVI_REGISTRY)}),
+    "map_query/spatialdata": ("spots", lambda d: ss.tl.map_query(
+        d, _pretrained(d.tables["table_visium"].copy()), "domain", table_key="table_visium", adapt=True,
+        max_epochs=1, key_added="k", seed=None),
+        {(f"table_visium.{slot}", key) for slot, key in (("obs", "k_prediction"), ("obs", "k_uncertainty"),
+                                                          ("obsm", "X_k"), ("obsm", "k_probabilities"),
+                                                          ("uns", "k"))}),
     "map_query": ("cells", lambda d: ss.tl.map_query(d, _pretrained(d.copy()), "cell_type", adapt=True, max_epochs=1,
                                                      key_added="k", seed=None),
                   {("obs", "k_prediction"), ("obs", "k_uncertainty"), ("obsm", "X_k"), ("obsm", "k_probabilities"),

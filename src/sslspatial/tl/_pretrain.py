@@ -64,9 +64,26 @@ def _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, 
     return table
 
 
-def _train_and_write(table, model, function, params, targets):
-    """Train with the run's settings, write the embedding and ``uns[key_added]`` (function, parameters, version)."""
+def _train_and_write(table, function, params, objective, objective_kwargs, targets):
+    """Seed, build the model from the run's encoder settings, train, write the embedding and ``uns[key_added]``.
+
+    ``params`` are the function's arguments (``dict(locals())``, taken first thing); the record holds every one of
+    them but the inputs (function, parameters, version).
+    """
     key_added = params["key_added"]
+    seed_everything(params["seed"])
+    model = SpatialPretrainModel(
+        table,
+        encoder=params["encoder"],
+        n_latent=params["n_latent"],
+        n_hidden=params["n_hidden"],
+        n_layers=params["n_layers"],
+        dropout=params["dropout"],
+        likelihood=params["likelihood"],
+        objective=objective,
+        objective_kwargs=objective_kwargs,
+        **(params["model_kwargs"] or {}),
+    )
     model.train(
         max_epochs=params["max_epochs"],
         batch_size=params["batch_size"],
@@ -192,20 +209,7 @@ def pretrain_mask(
         check_obs_column(table, celltype_key, "celltype_key")
         targets = {"celltype": pd.Categorical(table.obs[celltype_key]).codes.astype(np.int64)}
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
-    seed_everything(seed)
-    model = SpatialPretrainModel(
-        table,
-        encoder=encoder,
-        n_latent=n_latent,
-        n_hidden=n_hidden,
-        n_layers=n_layers,
-        dropout=dropout,
-        likelihood=likelihood,
-        objective="mask",
-        objective_kwargs=objective_kwargs,
-        **(model_kwargs or {}),
-    )
-    return _train_and_write(table, model, "pretrain_mask", params, targets)
+    return _train_and_write(table, "pretrain_mask", params, "mask", objective_kwargs, targets)
 
 
 def pretrain_pseudolabel(
@@ -310,17 +314,11 @@ def pretrain_pseudolabel(
         targets, sizes = kmeans_pseudolabels(features, None)
     else:
         targets, sizes = kmeans_pseudolabels(features, sections)
-    seed_everything(seed)
-    model = SpatialPretrainModel(
+    return _train_and_write(
         table,
-        encoder=encoder,
-        n_latent=n_latent,
-        n_hidden=n_hidden,
-        n_layers=n_layers,
-        dropout=dropout,
-        likelihood=likelihood,
-        objective="pseudolabel",
-        objective_kwargs={"sizes": sizes, "gene_dropout": float(gene_dropout)},
-        **(model_kwargs or {}),
+        "pretrain_pseudolabel",
+        params,
+        "pseudolabel",
+        {"sizes": sizes, "gene_dropout": float(gene_dropout)},
+        {"pseudolabels": targets},
     )
-    return _train_and_write(table, model, "pretrain_pseudolabel", params, {"pseudolabels": targets})

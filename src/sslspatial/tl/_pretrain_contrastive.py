@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from .._constants import Key
-from .._provenance import seed_everything
 from .._types import DataLike
 from .._validate import check_choice, check_numbers
 from ..model import SpatialPretrainModel
@@ -80,17 +79,4 @@ def pretrain_contrastive(
     check_choice(method, get_args(ContrastiveMethod), "method")
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
     kwargs = {"noise": noise, "dropout": view_dropout, **(objective_kwargs or {})}
-    seed_everything(seed)
-    model = SpatialPretrainModel(
-        table,
-        encoder=encoder,
-        n_latent=n_latent,
-        n_hidden=n_hidden,
-        n_layers=n_layers,
-        dropout=dropout,
-        likelihood=likelihood,
-        objective=method,
-        objective_kwargs=kwargs,
-        **(model_kwargs or {}),
-    )
-    return _train_and_write(table, model, "pretrain_contrastive", params, None)
+    return _train_and_write(table, "pretrain_contrastive", params, method, kwargs, None)
