@@ -52,6 +52,8 @@ class SeedManager:
         self.manager = manager
 
     def __getattr__(self, name: str) -> Any:
+        if name == "manager":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.manager, name)
 
     def create_torch_dataset(self, indices=None, data_and_attributes=None, load_sparse_tensor: bool = False):
