@@ -144,9 +144,10 @@ def annotate(
         ``method="auto"`` only: also score the mean of the probabilities of the ``ensemble`` best-scoring probes
         (same folds; it is chosen only when it beats every single candidate, and then each member is refitted on all
         labelled cells and their probabilities averaged). ``0`` or ``1`` turns it off. The default, 4, was chosen on
-        the tuning split (STARmap BZ5 -> BZ9) of ``benchmarks/celltyping.py`` in an earlier run; in the committed run
-        3 scores within the draw spread of it (+0.005 at 10% and 100% labels) and the decision rule of
-        ``benchmarks/README.md`` keeps 4 (gain of 3: +0.003, under the rule's 0.005), pending the deciding rerun.
+        the tuning split (STARmap BZ5 -> BZ9) of ``benchmarks/celltyping.py`` in an earlier run; in the deciding run
+        (the committed ``celltyping.json`` and ``reference_mapping.json``) 3 scores within the draw spread of it
+        (+0.005 at 10% and 100% labels) and the decision rule of ``benchmarks/README.md`` keeps 4 (gain of 3:
+        +0.003, under the rule's 0.005).
     library_key
         obs column of the sections (spatial blocks never span sections); ``None``: one section.
     center_sections

