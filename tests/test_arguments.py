@@ -116,8 +116,10 @@ def test_duplicate_gene_names_name_var_names_make_unique():
 def test_numbers_of_domains_must_fit_the_cells():
     adata = _adata(n=600)
     adata.obsm["emb"] = np.random.default_rng(0).normal(size=(600, 3))
-    with pytest.raises(ValueError, match=r"n_domains=500 on 600 cells .* Pass n_domains <= 120"):
+    with pytest.raises(ArgumentError, match=r"n_domains=500: .*at most 120 on 600 cells .* Pass e\.g\. n_domains=120"):
         ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=500, smooth=0)
+    with pytest.raises(ArgumentError, match=r"n_domains=700: n_domains must be at most 120 on 600 cells"):
+        ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=700, smooth=0)  # more domains than cells
     with pytest.raises(ArgumentError, match="n_domains=0"):
         ss.tl.domains(adata, use_rep="emb", n_domains=0, smooth=0)
     with pytest.raises(ArgumentError, match=r"autok_range=\(5, 2\).*Pass e.g. autok_range=\(2, 5\)"):

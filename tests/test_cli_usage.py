@@ -72,6 +72,22 @@ def _usage_error(capsys, argv) -> str:
             ["pretrain", "{store}", "--encoder", "mlp", "--mask", "entries", "--accelerator", "cpu", "--devices", "2"],
             ["--devices 2"],
         ),
+        (
+            ["pretrain", "{store}", "--encoder", "mlp", "--mask", "entries", "--seed", "-1"],
+            ["--seed -1: --seed must be a non-negative integer", "Pass e.g. --seed 0"],
+        ),
+        (
+            ["domains", "{store}", "--n-domains", "500", "--smooth", "0"],
+            [
+                "--n-domains 500: --n-domains must be at most 12 on 60 cells",
+                "Pass e.g. --n-domains 12",
+                "no --n-domains",
+            ],
+        ),
+        (
+            ["dataset", "starmap_mpfc", "{store}.new"],
+            ["--path is needed: a local folder with the STARmap files", "Pass e.g. --path data/starmap_mpfc"],
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_option_names(tmp_path, capsys, argv, needles):
@@ -79,7 +95,25 @@ def test_usage_errors_exit_2_with_option_names(tmp_path, capsys, argv, needles):
     err = _usage_error(capsys, [a.format(store=store) for a in argv])
     for needle in needles:
         assert needle in err, err
-    assert "radius=" not in err and "n_neighs=" not in err  # no Python spelling of the options
+    assert "radius=" not in err and "n_neighs=" not in err and "path=" not in err  # no Python spelling of options
+
+
+def test_cli_seed_reaches_the_function(tmp_path, capsys):
+    """``pretrain --seed`` used to set scvi's global seed, which the function's own ``seed=0`` then replaced."""
+    store = _store(tmp_path / "s.zarr")
+    argv = ["pretrain", store, "--encoder", "mlp", "--mask", "entries", "--n-hidden", "8", "--n-latent", "2",
+            "--max-epochs", "1", "--seed", "5"]  # fmt: skip
+    assert main(argv) == 0
+    import spatialdata as sd
+
+    assert sd.read_zarr(store).tables["table"].uns["pretrain_mask"]["params"]["seed"] == 5
+
+
+def test_a_missing_dataset_folder_says_to_leave_out_path(tmp_path, capsys):
+    argv = ["dataset", "starmap_mpfc", str(tmp_path / "t.zarr"), "--path", str(tmp_path / "nowhere")]
+    assert main(argv) == 1  # a data error, like a missing store
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "or no --path to download them" in err and "--path None" not in err
 
 
 def test_library_hints_are_rewritten_as_options(tmp_path, capsys):

@@ -14,7 +14,10 @@ def obs_columns(table: Any) -> list[str]:
     import pandas as pd
 
     out = []
-    for name, column in table.obs.items():
+    from .._constants import user_columns
+
+    for name in user_columns(table.obs):
+        column = table.obs[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
             cats = [str(c) for c in column.cat.categories]
             shown = ", ".join(cats[:_SHOWN_CATEGORIES]) + (", ..." if len(cats) > _SHOWN_CATEGORIES else "")
