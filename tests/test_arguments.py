@@ -134,6 +134,8 @@ def test_graph_arguments_radius_type_missing_radius_and_a_lonely_cell():
         ss.pp.build_graph(adata, method="radius", radius="30")
     with pytest.raises(ArgumentError, match="radius=-5"):
         ss.pp.build_graph(adata, method="radius", radius=-5)
+    with pytest.raises(ArgumentError, match=r"radius=\(5, 2\): .*min < max\. Pass e\.g\. radius=\(2, 5\)"):
+        ss.pp.build_graph(adata, method="radius", radius=(5, 2))
     with pytest.raises(ArgumentError, match=r"radius is needed: .*The coordinates are in pixels; the median"):
         ss.pp.build_graph(adata, method="radius")
     with pytest.raises(ArgumentError, match="n_neighs=0"):
@@ -198,3 +200,26 @@ def test_only_the_main_process_writes(monkeypatch, tmp_path):
     sdata = sd.SpatialData(tables={"table": TableModel.parse(_adata())})
     ss.io.write(sdata, tmp_path / "t.zarr")
     assert not (tmp_path / "t.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("function", "argument", "value", "needle"),
+    [
+        ("hist2expr", "window_size", 0, "window_size=0: window_size must be an integer >= 1. Pass e.g. window_size=32"),
+        ("hist2expr", "patch_px", 0, "patch_px=0: patch_px must be an integer >= 1"),
+        ("hist2expr", "spot_size", -1.0, "spot_size=-1.0: spot_size must be a number > 0 or None"),
+        ("hist2expr", "n_validation_sections", -1, "n_validation_sections=-1"),
+        ("pretrain_image", "patch_px", 0, "patch_px=0"),
+        ("pretrain_image", "tiles_per_image", 0, "tiles_per_image=0"),
+        ("pretrain_image", "lr", -1, "lr=-1"),
+        ("pretrain_image", "seed", -1, "seed=-1"),
+        ("superres", "n_subspots", 0, "n_subspots=0: n_subspots must be an integer >= 1 or None"),
+        ("superres", "patch_size", -1.0, "patch_size=-1.0"),
+    ],
+)
+def test_image_and_patch_sizes_are_refused_before_any_work(function, argument, value, needle):
+    """hist2expr(window_size=0) split windows forever (22 GB of memory in the issue-33 audit); patch_px=0 leaked a
+    torch resize error; pretrain_image had no shared checks."""
+    required = {"superres": {"shapes_key": "spots"}}.get(function, {})
+    with pytest.raises(ArgumentError, match=needle.replace(".", r"\.")):
+        getattr(ss.tl, function)(object(), **required, **{argument: value})  # refused before the data is looked at

@@ -180,3 +180,32 @@ def test_demo_refuses_a_used_folder_without_overwrite(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]  # only the demo's own outputs went
     assert "report.md" in DEMO_OUTPUTS
     prepare_folder(tmp_path / "new", overwrite=False)  # a new folder is fine
+
+
+def test_info_shows_run_records_with_lists_of_names(tmp_path, capsys):
+    """A run record's list of names (annotate's candidates, read back from zarr as a string array) broke `info`."""
+    import spatialdata as sd
+
+    store = _store(tmp_path / "s.zarr")
+    sdata = sd.read_zarr(store)
+    sdata.tables["table"].uns["annotate"] = {
+        "function": "annotate",
+        "version": "0",
+        "params": {"candidates": ["linear", "knn"], "radius": [5.0, 20.5]},
+        "chosen": "linear",
+    }
+    import sslspatial as ss
+
+    ss.io.persist(sdata, "table")
+    capsys.readouterr()
+    assert main(["info", store]) == 0
+    out = capsys.readouterr().out
+    assert "uns['annotate']: annotate (sslspatial 0); chose linear; candidates=linear,knn, radius=5,20.5" in out
+
+
+def test_demo_checks_its_numbers_before_touching_the_folder(tmp_path, capsys):
+    (tmp_path / "report.json").write_text("{}")
+    err = _usage_error(capsys, ["demo", "--out", str(tmp_path), "--n-cells", "0", "--overwrite"])
+    assert "--n-cells 0: --n-cells must be an integer >= 1" in err
+    assert (tmp_path / "report.json").exists()  # a refused run deletes nothing
+    assert "--seed -2" in _usage_error(capsys, ["demo", "--out", str(tmp_path / "new"), "--seed", "-2"])

@@ -178,10 +178,21 @@ RULES: dict[str, tuple[str, dict]] = {
     "ensemble": ("int", {"minimum": 0, "example": 4}),
     "smooth": ("int", {"minimum": 0, "example": 2}),
     "n_hops": ("int", {"minimum": 0, "example": 1}),
+    "niche": ("int", {"minimum": 0, "example": 1}),
+    "window_size": ("int", {"example": 32}),
+    "patch_px": ("int", {"example": 32}),
+    "tiles_per_image": ("int", {"example": 4000}),
+    "n_subspots": ("int", {"none": True, "example": 7}),
+    "n_validation_sections": ("int", {"minimum": 0, "example": 1}),
     # positive reals
     "lr": ("number", {"low": 0, "none": True, "example": 1e-3}),  # None: the function's own default (map_query)
     "resolution": ("number", {"low": 0, "example": 1.0}),
     "noise": ("number", {"low": 0, "low_open": False, "example": 0.2}),
+    "weight_decay": ("number", {"low": 0, "low_open": False, "example": 1e-4}),
+    "patch_scale": ("number", {"low": 0, "example": 1.5}),
+    "spot_size": ("number", {"low": 0, "none": True, "hint": "It is in the units of the coordinates."}),
+    "tile_size": ("number", {"low": 0, "none": True}),
+    "patch_size": ("number", {"low": 0, "none": True, "hint": "It is in the units of the coordinates."}),
     "radius": ("radius", {}),
     # rates
     "dropout": ("probability", {"example": 0.1}),
@@ -231,6 +242,10 @@ def check_numbers(params: dict[str, Any]) -> None:
             pair = isinstance(value, tuple | list) and len(value) == 2
             for v in value if pair else [value]:
                 check_number(v, name, low=0, low_open=not pair, hint="It is in the units of the coordinates.")
+            if pair and value[0] >= value[1]:
+                raise ArgumentError(
+                    name, tuple(value), "one distance, or a (min, max) pair with min < max", (value[1], value[0])
+                )
 
 
 def check_indices(indices: Any, n: int, name: str) -> np.ndarray:
