@@ -207,8 +207,8 @@ def check_numbers(params: dict[str, Any]) -> None:
 
     One call at the top of a user function (``check_numbers(locals())``) checks its sizes, counts, rates and learning
     rate with one message format, the argument's name and a valid example; :class:`ArgumentError` is a
-    ``ValueError``. ``seed`` is checked too (an integer or ``None``), and ``devices`` with ``accelerator``
-    (:func:`sslspatial._devices.check_devices`).
+    ``ValueError``. ``seed`` is checked too (an integer or ``None``). :func:`sslspatial._validate.check_numbers`, the
+    one user functions call, also checks ``devices`` with ``accelerator`` (:func:`sslspatial._devices.check_devices`).
 
     Examples
     --------
@@ -218,11 +218,6 @@ def check_numbers(params: dict[str, Any]) -> None:
     ...
     sslspatial._arguments.ArgumentError: max_epochs=-1: max_epochs must be an integer >= 1 or None. Pass e.g. max_epochs=50.
     """
-    if "devices" in params:  # hardware too, before any work (the check imports torch only for counts > 1)
-        from ._devices import check_devices
-
-        strategy = (params.get("train_kwargs") or {}).get("strategy")
-        check_devices(params.get("accelerator", "auto"), params["devices"], strategy)
     for name, value in params.items():
         if name == "seed":
             if value is not None:

@@ -218,7 +218,7 @@ def _format_radius(radius) -> str:
 
 def coordinate_unit(data, table) -> str:
     """The coordinates' unit for messages (``"pixels"``, ``"µm"``; ``"coordinate units"`` when nothing says)."""
-    from ..pl._spatial import coordinate_unit as unit_of
+    from ..io._units import coordinate_unit as unit_of
 
     return unit_of(data, table)
 

@@ -265,7 +265,10 @@ def _adapt_options(model, adapt: bool, epochs: int, kwargs: dict | None) -> dict
     options = {"max_epochs": int(epochs), "lr": 1e-2, "batch_size": 256, "penalty": 1.0}
     unknown = set(kwargs or {}) - {"lr", "batch_size", "penalty"}
     if unknown:
-        raise ValueError(f"Unknown adapt_kwargs {sorted(unknown)}: the options are 'lr', 'batch_size', 'penalty'.")
+        raise ValueError(
+            f"Unknown adapt_kwargs / train_kwargs {sorted(unknown)}: the adaptation's options are 'lr', 'batch_size', "
+            "'penalty' (it runs its own loop, without Lightning's trainer options)."
+        )
     options.update(kwargs or {})
     if adapt and model.module.objective_name not in ADAPTABLE:
         raise TypeError(
