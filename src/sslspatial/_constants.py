@@ -28,9 +28,9 @@ class Key:
     SECTION = "section"
     # internal registry keys used by the scvi-tools models
     INDICES = "_sslspatial_indices"
-    #: bookkeeping a model leaves in the table it is bound to (ours in obs, scvi-tools' in uns): needed in memory while
-    #: the model uses the table, never written to a store (:func:`sslspatial.io.write`, ``persist``, the CLI) nor
-    #: listed to the user (:func:`user_columns`)
+    #: bookkeeping a model may leave in the table it is bound to (scvi-tools' uuids in uns; the row index column of
+    #: older stores and private superres tables): needed in memory while the model uses the table, never written to a
+    #: store (:func:`sslspatial.io.write`, ``persist``, the CLI) nor listed to the user (:func:`user_columns`)
     INTERNAL_OBS = (INDICES,)
     INTERNAL_UNS = ("_scvi_uuid", "_scvi_manager_uuid")
 

@@ -21,7 +21,7 @@ def persist(sdata: SpatialData, element_names: str | list[str]) -> None:
     old one deleted. If writing fails at any point, the store still reads back with the old element intact (a new
     element that fails half way is removed). Tables are checked first for names that zarr cannot store (a ``"/"`` in
     a column or ``uns`` key), so such a table is refused before anything is written. The bookkeeping a model leaves
-    in its table (``obs['_sslspatial_indices']``, ``uns['_scvi_uuid']``) is not written. Under distributed training
+    in its table (``uns['_scvi_uuid']``) is not written. Under distributed training
     only the main process writes.
 
     Parameters

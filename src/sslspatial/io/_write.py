@@ -17,9 +17,9 @@ def write(sdata: Any, path: str | Path, *, overwrite: bool = False) -> None:
     class name with ``"/"`` used as a column or ``uns`` key, which zarr refuses) leaves a store that
     :func:`spatialdata.read_zarr` cannot open. Here every table is first checked for such names, the store is
     written next to ``path`` under a temporary name, and only a complete store is moved into place (replacing an
-    existing one with ``overwrite=True``). The bookkeeping a model leaves in the table it is bound to
-    (``obs['_sslspatial_indices']``, ``uns['_scvi_uuid']``) stays in memory but is not written. Afterwards ``sdata.path`` is ``path``, so :func:`sslspatial.io.persist`
-    updates single elements of it.
+    existing one with ``overwrite=True``). The bookkeeping scvi-tools leaves in the table a model is bound to
+    (``uns['_scvi_uuid']``, ``uns['_scvi_manager_uuid']``) stays in memory but is not written. Afterwards
+    ``sdata.path`` is ``path``, so :func:`sslspatial.io.persist` updates single elements of it.
 
     Parameters
     ----------
