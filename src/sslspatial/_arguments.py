@@ -31,12 +31,22 @@ class ArgumentError(ValueError):
         return f"{text} {self.hint}".strip()
 
     def cli_message(self) -> str:
-        """The message with ``--option value`` instead of ``name=value``."""
+        """The message with ``--option value`` instead of ``name=value``; ``None`` cannot be typed, so it is not offered.
+
+        Examples
+        --------
+        >>> ArgumentError("max_epochs", 0, "an integer >= 1 or None", 50).cli_message()
+        '--max-epochs 0: --max-epochs must be an integer >= 1 (or left out for the default). Pass e.g. --max-epochs 50.'
+        >>> ArgumentError("seed", -1, "a non-negative integer, or None for a fresh random seed", 0).cli_message()
+        '--seed -1: --seed must be a non-negative integer. Pass e.g. --seed 0.'
+        """
         option = "--" + self.name.replace("_", "-")
         value = self.value
         fix = None if self.example is None else f"{option} {_cli_value(self.example)}"
         given = f"{option} {_cli_value(value)}" if self.value is not None else option
-        return self._message(given, fix).replace(f"{self.name} must", f"{option} must")
+        text = self._message(given, fix).replace(f"{self.name} must", f"{option} must")
+        text = text.replace(", or None for a fresh random seed.", ".")  # a command-line seed has a fixed default
+        return text.replace(" or None.", " (or left out for the default).")
 
 
 def _cli_value(value: Any) -> str:
