@@ -54,7 +54,8 @@ def test_counts_and_sizes_are_refused_before_training(argument, value, needle):
 
 
 @pytest.mark.parametrize(
-    ("value", "needle"), [(-1, "lr=-1: lr must be a number > 0"), (0.0, "lr=0.0"), ("1e-3", "lr='1e-3'")]
+    ("value", "needle"),
+    [(-1, "lr=-1: lr must be a number > 0"), (0.0, "lr=0.0"), ("1e-3", "lr='1e-3'"), (None, "lr is needed")],
 )
 def test_learning_rate_must_be_positive(value, needle):
     adata = _adata()

@@ -195,7 +195,7 @@ RULES: dict[str, tuple[str, dict]] = {
     "n_subspots": ("int", {"none": True, "example": 7}),
     "n_validation_sections": ("int", {"minimum": 0, "example": 1}),
     # positive reals
-    "lr": ("number", {"low": 0, "none": True, "example": 1e-3}),  # None: the function's own default (map_query)
+    "lr": ("number", {"low": 0, "example": 1e-3}),  # map_query's lr=None (its own default) is checked there
     "resolution": ("number", {"low": 0, "example": 1.0}),
     "noise": ("number", {"low": 0, "low_open": False, "example": 0.2}),
     "weight_decay": ("number", {"low": 0, "low_open": False, "example": 1e-4}),

@@ -157,7 +157,7 @@ def map_query(
     >>> query.uns["map_query"]["adaptation"]  # doctest: +SKIP
     """
     params = {k: v for k, v in locals().items() if k not in ("data", "model")}
-    check_numbers(params)  # folds, PCs, epochs, seed: before any work
+    check_numbers({k: v for k, v in params.items() if not (k == "lr" and v is None)})  # None: its own default
     seed = params["seed"] = resolve_seed(seed)  # None: a fresh seed, recorded in uns[key_added]["params"]
     if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
         raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
