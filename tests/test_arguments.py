@@ -224,3 +224,11 @@ def test_image_and_patch_sizes_are_refused_before_any_work(function, argument, v
     required = {"superres": {"shapes_key": "spots"}}.get(function, {})
     with pytest.raises(ArgumentError, match=needle.replace(".", r"\.")):
         getattr(ss.tl, function)(object(), **required, **{argument: value})  # refused before the data is looked at
+
+
+def test_build_graph_is_quiet(capfd):
+    """squidpy's INFO line ("Creating graph using `None` transform ...") printed on every call."""
+    adata = _adata()
+    ss.pp.build_graph(adata, method="knn", n_neighs=4)
+    out, err = capfd.readouterr()
+    assert "Creating graph" not in out + err
