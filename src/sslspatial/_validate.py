@@ -166,7 +166,9 @@ def check_counts(x: Any, where: str = "X", likelihood: str = "nb") -> None:
 def check_obs_column(table: Any, key: str, what: str = "column") -> None:
     """Raise if ``key`` is not a column of ``table.obs``, listing the columns that exist."""
     if key not in table.obs:
-        cols = ", ".join(map(repr, list(table.obs.columns)[:20])) or "none"
+        from ._constants import user_columns
+
+        cols = ", ".join(map(repr, user_columns(table.obs)[:20])) or "none"
         raise KeyError(f"{what} {key!r} is not a column of obs (columns: {cols}).")
 
 

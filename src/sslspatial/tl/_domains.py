@@ -196,17 +196,7 @@ def domains(
     section_of = _io.get_sections(table, library_key=library_key)
     sections = section_of if per_section else pd.Categorical(["all"] * table.n_obs)
     counts = pd.Series(np.asarray(sections)).value_counts()
-    needed = n_domains if n_domains is not None else (hi_k if autok else None)
-    if needed is not None and (counts < needed).any():
-        what = f"n_domains={n_domains}" if n_domains is not None else f"autok_range up to {hi_k}"
-        raise ValueError(f"{what} exceeds the number of cells of section {counts.idxmin()!r} ({counts.min()}).")
-    if n_domains is not None and n_domains > 1 and counts.min() < MIN_CELLS_PER_DOMAIN * n_domains:
-        most = max(1, int(counts.min()) // MIN_CELLS_PER_DOMAIN)
-        raise ValueError(
-            f"n_domains={n_domains} on {counts.min()} cells (section {counts.idxmin()!r}) leaves fewer than "
-            f"{MIN_CELLS_PER_DOMAIN} cells per domain: domains are regions of many cells. Pass n_domains <= {most}, "
-            "or n_domains=None with method='gmm' to choose it (AutoK)."
-        )
+    _check_domains_fit(counts, n_domains, (lo_k, hi_k) if autok else None)
 
     center = bool(center_sections) and not per_section and len(section_of.categories) > 1
     rep = features(
@@ -277,6 +267,29 @@ def _gmm(rep: np.ndarray, n_domains: int, seed: int, kwargs: dict, *, with_score
     mixture = GaussianMixture(n_components=n_domains, **options).fit(rep)
     labels = mixture.predict(rep)
     return (labels, float(mixture.score(rep))) if with_score else labels
+
+
+def _check_domains_fit(counts: pd.Series, n_domains: int | None, autok_range: tuple[int, int] | None) -> None:
+    """Refuse (:class:`ArgumentError`, a usage error) more domains than the smallest section's cells can hold."""
+    smallest, where = int(counts.min()), counts.idxmin()
+    most = max(1, smallest // MIN_CELLS_PER_DOMAIN)
+    if n_domains is not None and n_domains > 1 and smallest < MIN_CELLS_PER_DOMAIN * n_domains:
+        raise ArgumentError(
+            "n_domains",
+            n_domains,
+            f"at most {most} on {smallest} cells (section {where!r}), so that each domain has at least "
+            f"{MIN_CELLS_PER_DOMAIN} cells: domains are regions of many cells",
+            most,
+            "Without n_domains (n_domains=None), method='gmm' chooses it (AutoK).",
+        )
+    if autok_range is not None and smallest < autok_range[1]:
+        low = min(autok_range[0], smallest)
+        raise ArgumentError(
+            "autok_range",
+            tuple(autok_range),
+            f"a range whose largest number of domains is at most the {smallest} cells of section {where!r}",
+            (low, smallest),
+        )
 
 
 def _check_autok(autok_range, autok_runs) -> tuple[int, int]:
