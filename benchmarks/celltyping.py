@@ -144,6 +144,7 @@ def main() -> None:
         "(they do not depend on this package; they dominate the run time on a shared 2-core machine)",
     )
     args = parser.parse_args()
+    stamp(__file__)  # cached: names the code this run imports, read before any file can change under it
     if args.timing_only:
         import torch
 

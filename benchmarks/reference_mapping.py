@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _stamp import stamp, stamp_line
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--baselines-from", type=Path, default=None)
     args = parser.parse_args()
+    stamp(__file__)  # cached: names the code this run imports, read before any file can change under it
     copied = None if args.baselines_from is None else json.loads(args.baselines_from.read_text())
     if copied is not None:
         import subprocess
@@ -230,6 +232,7 @@ def main() -> None:
     payload = {
         "seconds": timings,
         "load_average": os.getloadavg(),
+        "stamp": stamp(__file__),
         "uncertainty": uncertainty,
         "adaptation": adaptation,
         "baselines_from": None if copied is None else str(args.baselines_from),
@@ -328,7 +331,7 @@ def write_markdown(payload, path: Path, quick: bool) -> None:
         for (split, kind), r in loss.iterrows():
             lines.append(f"| {split} | {kind} | {r['loss_before']:.3f} | {r['loss_after']:.3f} |")
     lines += ["", "## Timings (s)", "", "```", json.dumps(payload["seconds"], indent=1), "```", ""]
-    lines += [f"Load average at the end: {payload['load_average']}.", ""]
+    lines += [f"Load average at the end: {payload['load_average']}.", "", stamp_line(payload.get("stamp")), ""]
     path.write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -54,7 +54,8 @@ def test_counts_and_sizes_are_refused_before_training(argument, value, needle):
 
 
 @pytest.mark.parametrize(
-    ("value", "needle"), [(-1, "lr=-1: lr must be a number > 0"), (0.0, "lr=0.0"), ("1e-3", "lr='1e-3'")]
+    ("value", "needle"),
+    [(-1, "lr=-1: lr must be a number > 0"), (0.0, "lr=0.0"), ("1e-3", "lr='1e-3'"), (None, "lr is needed")],
 )
 def test_learning_rate_must_be_positive(value, needle):
     adata = _adata()
@@ -116,8 +117,10 @@ def test_duplicate_gene_names_name_var_names_make_unique():
 def test_numbers_of_domains_must_fit_the_cells():
     adata = _adata(n=600)
     adata.obsm["emb"] = np.random.default_rng(0).normal(size=(600, 3))
-    with pytest.raises(ValueError, match=r"n_domains=500 on 600 cells .* Pass n_domains <= 120"):
+    with pytest.raises(ArgumentError, match=r"n_domains=500: .*at most 120 on 600 cells .* Pass e\.g\. n_domains=120"):
         ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=500, smooth=0)
+    with pytest.raises(ArgumentError, match=r"n_domains=700: n_domains must be at most 120 on 600 cells"):
+        ss.tl.domains(adata, use_rep="emb", method="gmm", n_domains=700, smooth=0)  # more domains than cells
     with pytest.raises(ArgumentError, match="n_domains=0"):
         ss.tl.domains(adata, use_rep="emb", n_domains=0, smooth=0)
     with pytest.raises(ArgumentError, match=r"autok_range=\(5, 2\).*Pass e.g. autok_range=\(2, 5\)"):
@@ -132,6 +135,8 @@ def test_graph_arguments_radius_type_missing_radius_and_a_lonely_cell():
         ss.pp.build_graph(adata, method="radius", radius="30")
     with pytest.raises(ArgumentError, match="radius=-5"):
         ss.pp.build_graph(adata, method="radius", radius=-5)
+    with pytest.raises(ArgumentError, match=r"radius=\(5, 2\): .*min < max\. Pass e\.g\. radius=\(2, 5\)"):
+        ss.pp.build_graph(adata, method="radius", radius=(5, 2))
     with pytest.raises(ArgumentError, match=r"radius is needed: .*The coordinates are in pixels; the median"):
         ss.pp.build_graph(adata, method="radius")
     with pytest.raises(ArgumentError, match="n_neighs=0"):
@@ -196,3 +201,34 @@ def test_only_the_main_process_writes(monkeypatch, tmp_path):
     sdata = sd.SpatialData(tables={"table": TableModel.parse(_adata())})
     ss.io.write(sdata, tmp_path / "t.zarr")
     assert not (tmp_path / "t.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("function", "argument", "value", "needle"),
+    [
+        ("hist2expr", "window_size", 0, "window_size=0: window_size must be an integer >= 1. Pass e.g. window_size=32"),
+        ("hist2expr", "patch_px", 0, "patch_px=0: patch_px must be an integer >= 1"),
+        ("hist2expr", "spot_size", -1.0, "spot_size=-1.0: spot_size must be a number > 0 or None"),
+        ("hist2expr", "n_validation_sections", -1, "n_validation_sections=-1"),
+        ("pretrain_image", "patch_px", 0, "patch_px=0"),
+        ("pretrain_image", "tiles_per_image", 0, "tiles_per_image=0"),
+        ("pretrain_image", "lr", -1, "lr=-1"),
+        ("pretrain_image", "seed", -1, "seed=-1"),
+        ("superres", "n_subspots", 0, "n_subspots=0: n_subspots must be an integer >= 1 or None"),
+        ("superres", "patch_size", -1.0, "patch_size=-1.0"),
+    ],
+)
+def test_image_and_patch_sizes_are_refused_before_any_work(function, argument, value, needle):
+    """hist2expr(window_size=0) split windows forever (22 GB of memory in the issue-33 audit); patch_px=0 leaked a
+    torch resize error; pretrain_image had no shared checks."""
+    required = {"superres": {"shapes_key": "spots"}}.get(function, {})
+    with pytest.raises(ArgumentError, match=needle.replace(".", r"\.")):
+        getattr(ss.tl, function)(object(), **required, **{argument: value})  # refused before the data is looked at
+
+
+def test_build_graph_is_quiet(capfd):
+    """squidpy's INFO line ("Creating graph using `None` transform ...") printed on every call."""
+    adata = _adata()
+    ss.pp.build_graph(adata, method="knn", n_neighs=4)
+    out, err = capfd.readouterr()
+    assert "Creating graph" not in out + err

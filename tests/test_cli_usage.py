@@ -62,7 +62,10 @@ def _usage_error(capsys, argv) -> str:
         ),
         (["domains", "{store}", "--n-domains", "0"], ["--n-domains 0"]),
         (["domains", "{store}", "--autok-range", "5,2"], ["--autok-range 5,2", "Pass e.g. --autok-range 2,5"]),
-        (["pretrain", "{store}", "--encoder", "mlp", "--mask", "entries", "--max-epochs", "-1"], ["--max-epochs -1"]),
+        (
+            ["pretrain", "{store}", "--encoder", "mlp", "--mask", "entries", "--max-epochs", "-1"],
+            ["--max-epochs -1: --max-epochs must be an integer >= 1 (or left out for the default)"],
+        ),
         (["pretrain", "{store}", "--encoder", "mlp", "--mask", "entries", "--n-latent", "0"], ["--n-latent 0"]),
         (
             ["pretrain", "{store}", "--encoder", "mlp", "--mask", "entries", "--lr", "-1"],
@@ -72,6 +75,22 @@ def _usage_error(capsys, argv) -> str:
             ["pretrain", "{store}", "--encoder", "mlp", "--mask", "entries", "--accelerator", "cpu", "--devices", "2"],
             ["--devices 2"],
         ),
+        (
+            ["pretrain", "{store}", "--encoder", "mlp", "--mask", "entries", "--seed", "-1"],
+            ["--seed -1: --seed must be a non-negative integer", "Pass e.g. --seed 0"],
+        ),
+        (
+            ["domains", "{store}", "--n-domains", "500", "--smooth", "0"],
+            [
+                "--n-domains 500: --n-domains must be at most 12 on 60 cells",
+                "Pass e.g. --n-domains 12",
+                "no --n-domains",
+            ],
+        ),
+        (
+            ["dataset", "starmap_mpfc", "{store}.new"],
+            ["--path is needed: a local folder with the STARmap files", "Pass e.g. --path data/starmap_mpfc"],
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_option_names(tmp_path, capsys, argv, needles):
@@ -79,7 +98,26 @@ def test_usage_errors_exit_2_with_option_names(tmp_path, capsys, argv, needles):
     err = _usage_error(capsys, [a.format(store=store) for a in argv])
     for needle in needles:
         assert needle in err, err
-    assert "radius=" not in err and "n_neighs=" not in err  # no Python spelling of the options
+    assert "radius=" not in err and "n_neighs=" not in err and "path=" not in err  # no Python spelling of options
+    assert "None" not in err  # not something to type
+
+
+def test_cli_seed_reaches_the_function(tmp_path, capsys):
+    """``pretrain --seed`` used to set scvi's global seed, which the function's own ``seed=0`` then replaced."""
+    store = _store(tmp_path / "s.zarr")
+    argv = ["pretrain", store, "--encoder", "mlp", "--mask", "entries", "--n-hidden", "8", "--n-latent", "2",
+            "--max-epochs", "1", "--seed", "5"]  # fmt: skip
+    assert main(argv) == 0
+    import spatialdata as sd
+
+    assert sd.read_zarr(store).tables["table"].uns["pretrain_mask"]["params"]["seed"] == 5
+
+
+def test_a_missing_dataset_folder_says_to_leave_out_path(tmp_path, capsys):
+    argv = ["dataset", "starmap_mpfc", str(tmp_path / "t.zarr"), "--path", str(tmp_path / "nowhere")]
+    assert main(argv) == 1  # a data error, like a missing store
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "or no --path to download them" in err and "--path None" not in err
 
 
 def test_library_hints_are_rewritten_as_options(tmp_path, capsys):
@@ -146,3 +184,34 @@ def test_demo_refuses_a_used_folder_without_overwrite(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]  # only the demo's own outputs went
     assert "report.md" in DEMO_OUTPUTS
     prepare_folder(tmp_path / "new", overwrite=False)  # a new folder is fine
+
+
+def test_info_shows_run_records_with_lists_of_names(tmp_path, capsys):
+    """A run record's list of names (annotate's candidates, read back from zarr as a string array) broke `info`."""
+    import spatialdata as sd
+
+    store = _store(tmp_path / "s.zarr")
+    sdata = sd.read_zarr(store)
+    sdata.tables["table"].uns["annotate"] = {
+        "function": "annotate",
+        "version": "0",
+        "params": {"candidates": ["linear", "knn"], "radius": [5.0, 20.5]},
+        "chosen": "linear",
+    }
+    import sslspatial as ss
+
+    ss.io.persist(sdata, "table")
+    capsys.readouterr()
+    assert main(["info", store]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "uns['annotate']" in x)  # zarr does not keep the key order
+    assert "annotate (sslspatial 0); chose linear; " in line
+    assert "candidates=linear,knn" in line and "radius=5,20.5" in line
+
+
+def test_demo_checks_its_numbers_before_touching_the_folder(tmp_path, capsys):
+    (tmp_path / "report.json").write_text("{}")
+    err = _usage_error(capsys, ["demo", "--out", str(tmp_path), "--n-cells", "0", "--overwrite"])
+    assert "--n-cells 0: --n-cells must be an integer >= 1" in err
+    assert (tmp_path / "report.json").exists()  # a refused run deletes nothing
+    assert "--seed -2" in _usage_error(capsys, ["demo", "--out", str(tmp_path / "new"), "--seed", "-2"])

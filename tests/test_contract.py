@@ -287,3 +287,114 @@ def test_data_like_is_public_and_annotates_every_first_argument():
     for name in TL:
         first = next(iter(_signature(name).parameters.values()))
         assert first.annotation == "DataLike", f"ss.tl.{name}: annotate `data` with sslspatial.DataLike"
+
+
+# --- issue 30: seed=None everywhere, and nothing but the documented outputs left in the user's object ------------
+
+
+def _footprint(obj) -> set[tuple[str, str]]:
+    """Every key of an AnnData (obs / var columns, obsm, obsp, uns, layers, varm, varp), or of a SpatialData's
+    elements and the keys of its tables (``"<table>.obs"`` ...)."""
+    from anndata import AnnData
+
+    if isinstance(obj, AnnData):
+        keys = {(axis, str(column)) for axis in ("obs", "var") for column in getattr(obj, axis).columns}
+        return keys | {
+            (slot, k) for slot in ("obsm", "obsp", "uns", "layers", "varm", "varp") for k in getattr(obj, slot)
+        }
+    keys = {(kind, name) for kind in ("images", "labels", "points", "shapes", "tables") for name in getattr(obj, kind)}
+    return keys | {(f"{name}.{slot}", k) for name, table in obj.tables.items() for slot, k in _footprint(table)}
+
+
+def _pretrained(cells_or_spots, **kwargs):
+    return ss.tl.pretrain_mask(cells_or_spots, mask="entries", key_added="base", **kwargs, **TRAIN)
+
+
+#: scvi-tools' registry of the table a model is set up on (every scvi-tools model writes it): a pretrained model stays
+#: bound to the user's table, so labels and domains added there later travel with ``model.adata`` (and a saved model).
+SCVI_REGISTRY = {("uns", "_scvi_uuid"), ("uns", "_scvi_manager_uuid")}
+SCVI_REGISTRY_VISIUM = {(f"table_visium.{slot}", key) for slot, key in SCVI_REGISTRY}
+
+#: One cheap run of each function with ``seed=None`` -> the keys it may add (its documented outputs, docs/contract.md).
+#: ``"cells"`` runs on a fresh AnnData (the model, where one is needed, pretrained on it first), ``"spots"`` on a fresh
+#: SpatialData; a new element's own keys are its content, so only the element is listed.
+FRESH_RUNS = {
+    "pretrain_mask": ("cells", lambda d: ss.tl.pretrain_mask(d, key_added="k", seed=None, **TRAIN),
+                      {("obsm", "X_k"), ("uns", "k"), *SCVI_REGISTRY}),
+    "pretrain_mask/spatialdata": ("spots", lambda d: ss.tl.pretrain_mask(d, table_key="table_visium", key_added="k",
+                                                                          seed=None, **TRAIN),
+                                  {("table_visium.obsm", "X_k"), ("table_visium.uns", "k"), *SCVI_REGISTRY_VISIUM}),
+    "pretrain_contrastive": ("cells", lambda d: ss.tl.pretrain_contrastive(d, method="byol", key_added="k", seed=None,
+                                                                            **TRAIN),
+                             {("obsm", "X_k"), ("uns", "k"), *SCVI_REGISTRY}),
+    "pretrain_pseudolabel": ("cells", lambda d: ss.tl.pretrain_pseudolabel(d, key_added="k", seed=None, **TRAIN),
+                             {("obsm", "X_k"), ("uns", "k"), *SCVI_REGISTRY}),
+    "pretrain_pseudolabel/spatialdata": ("spots", lambda d: ss.tl.pretrain_pseudolabel(
+        d, table_key="table_visium", key_added="k", seed=None, **TRAIN),
+        {("table_visium.obsm", "X_k"), ("table_visium.uns", "k"), *SCVI_REGISTRY_VISIUM}),
+    "pretrain_image": ("spots", lambda d: ss.tl.pretrain_image(
+        d, table_key="table_visium", patch_px=16, tiles_per_image=64, max_epochs=1, batch_size=32, seed=None,
+        model_kwargs={"channels": 8, "depth": 1, "down_channels": 2, "projector_dim": 16}, key_added="k"),
+        {("table_visium.obsm", "X_k"), ("table_visium.uns", "k")}),
+    "annotate": ("cells", lambda d: ss.tl.annotate(d, _pretrained(d), "cell_type", method="finetune", max_epochs=1,
+                                                   train_kwargs=QUIET, key_added="k", seed=None),
+                 {("obs", "k_prediction"), ("obs", "k_train"), ("obsm", "k_probabilities"), ("uns", "k"),
+                  ("obsm", "X_base"), ("uns", "base"), *SCVI_REGISTRY}),
+    "annotate/spatialdata": ("spots", lambda d: ss.tl.annotate(
+        d, _pretrained(d, table_key="table_visium"), "domain", table_key="table_visium", method="finetune",
+        max_epochs=1, train_kwargs=QUIET, key_added="k", seed=None),
+        {(f"table_visium.{slot}", key) for slot, key in (("obs", "k_prediction"), ("obs", "k_train"),
+                                                          ("obsm", "k_probabilities"), ("uns", "k"),
+                                                          ("obsm", "X_base"), ("uns", "base"), *SCVI_REGISTRY)}),
+    "map_query/spatialdata": ("spots", lambda d: ss.tl.map_query(
+        d, _pretrained(d.tables["table_visium"].copy()), "domain", table_key="table_visium", adapt=True,
+        max_epochs=1, key_added="k", seed=None),
+        {(f"table_visium.{slot}", key) for slot, key in (("obs", "k_prediction"), ("obs", "k_uncertainty"),
+                                                          ("obsm", "X_k"), ("obsm", "k_probabilities"),
+                                                          ("uns", "k"))}),
+    "map_query": ("cells", lambda d: ss.tl.map_query(d, _pretrained(d.copy()), "cell_type", adapt=True, max_epochs=1,
+                                                     key_added="k", seed=None),
+                  {("obs", "k_prediction"), ("obs", "k_uncertainty"), ("obsm", "X_k"), ("obsm", "k_probabilities"),
+                   ("uns", "k")}),
+    "domains": ("cells", lambda d: ss.tl.domains(d, n_domains=2, key_added="k", seed=None), {("obs", "k"), ("uns", "k")}),
+    "hist2expr": ("spots", lambda d: ss.tl.hist2expr(
+        d, table_key="table_visium", image_key="he", library_key="section", patch_px=16, train_regions=["section_0"],
+        predict_regions=["section_1"], n_validation_sections=0, max_epochs=1, model_kwargs=H2E_TINY,
+        train_kwargs=QUIET, baseline=False, key_added="k", seed=None), {("tables", "k")}),
+    "superres": ("spots", lambda d: ss.tl.superres(
+        d, shapes_key="spots_visium", table_key="table_visium", key_added="k", table_key_added="k_table",
+        max_epochs=1, n_hidden=8, n_latent=4, batch_size=32, train_kwargs=QUIET, seed=None),
+        {("shapes", "k"), ("tables", "k_table")}),
+}  # fmt: skip
+
+
+def test_every_seed_parameter_is_run_with_none():
+    """A new public function with a ``seed`` must join FRESH_RUNS (which passes ``seed=None``)."""
+    with_seed = {
+        name
+        for module in (ss.tl, ss.pp)
+        for name in module.__all__
+        if callable(getattr(module, name)) and "seed" in inspect.signature(getattr(module, name)).parameters
+    }
+    assert with_seed <= {run.split("/")[0] for run in FRESH_RUNS}, sorted(with_seed)
+
+
+@pytest.mark.parametrize("run", sorted(FRESH_RUNS))
+def test_seed_none_and_only_documented_outputs(run):
+    from sslspatial.datasets import synthetic_tissue
+
+    from .tl.test_pretrain import tissue
+
+    kind, call, outputs = FRESH_RUNS[run]
+    if kind == "cells":
+        data = tissue(n=120)
+    else:  # as the `spots` fixture, fresh
+        data = synthetic_tissue(n_cells=500, n_genes=10, n_sections=2, spot_layouts=("visium",), seed=3)
+        ss.pp.build_graph(data, table_key="table_visium", method="knn", n_neighs=6)
+    before = _footprint(data)
+    call(data)  # seed=None: a fresh seed, no TypeError
+    added, removed = _footprint(data) - before, before - _footprint(data)
+    new_tables = {name for kind_, name in added if kind_ == "tables"}
+    added = {(slot, k) for slot, k in added if slot.split(".")[0] not in new_tables}
+    assert not removed, f"{run} removed {sorted(removed)}"
+    assert added == outputs, f"{run} left {sorted(added - outputs)} beyond its outputs (missing: {outputs - added})"

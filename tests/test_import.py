@@ -99,3 +99,55 @@ def test_warn_helper_and_error_filter():
         warnings.simplefilter("error")  # a user turning warnings into errors still gets the exception
         with pytest.raises(UserWarning, match="no neighbour within radius"):
             ss.pp.build_graph(adata, method="radius", radius=1.0)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the sslspatial modules it imports anywhere (function-level imports too), from the source by ast."""
+    import ast
+    from pathlib import Path
+
+    import sslspatial
+
+    root = Path(sslspatial.__file__).parent
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = (path, parts[-1] == "__init__")
+    graph = {}
+    for name, (path, is_package) in names.items():
+        package = name.split(".") if is_package else name.split(".")[:-1]
+        graph[name] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(package[: len(package) - node.level + 1] + [node.module or ""]).strip(".")
+                base = base if node.level else node.module or ""
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in names else base for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            # a package's own __init__ re-exports its submodules: not a cycle worth reporting
+            graph[name] |= {t for t in targets if t in names and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def test_no_import_cycles_among_the_package_modules():
+    """Lower layers never import upper ones, even inside a function (issue 30: _validate <-> data._tiles was one)."""
+    graph = _import_graph()
+    assert "sslspatial.tl._pretrain" in graph and "sslspatial.model" in graph["sslspatial.tl._pretrain"]
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(node, path):
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycles.append(path[path.index(target) :] + [target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, cycles

@@ -89,6 +89,8 @@ def test_annotate_probabilities_survive_write_and_persist(tmp_path):
     assert set(back.obs["cell_type"].astype(str)) == set(AWKWARD[:3])
     predicted = np.asarray(classes)[proba.argmax(1)]
     np.testing.assert_array_equal(back.obs["annotate_prediction"].astype(str).to_numpy(), predicted)
+    _assert_no_internal_fields(back)
+    assert "_scvi_uuid" in table.uns  # the bound model still needs it in memory
     # a second result, persisted into the existing store element
     ss.tl.domains(sdata, use_rep="X_pretrain_mask", n_domains=2, library_key="section", per_section=True)
     ss.tl.annotate(sdata, model, "cell_type", method="knn", key_added="knn")
@@ -97,6 +99,14 @@ def test_annotate_probabilities_survive_write_and_persist(tmp_path):
     np.testing.assert_allclose(np.asarray(back.obsm["knn_probabilities"]), table.obsm["knn_probabilities"])
     assert back.obs["domains"].astype(str).str.startswith(("BZ5/left_", "BZ5 right_")).all()
     assert "BZ5%2Fleft" in back.uns["spatial_neighbors"]["degree"]["mean_degree_per_section"]
+    _assert_no_internal_fields(back)
+    np.testing.assert_allclose(model.get_latent_representation(), table.obsm["X_pretrain_mask"], atol=1e-5)
+
+
+def _assert_no_internal_fields(table):
+    """The models' bookkeeping stays out of a written store (issue 33: 'no internal fields left in user tables')."""
+    internal = [k for k in [*table.obs.columns, *table.uns] if str(k).startswith(("_sslspatial", "_scvi"))]
+    assert internal == [], internal
 
 
 def test_model_save_with_awkward_names_round_trips_without_warnings(tmp_path, recwarn):
@@ -208,3 +218,4 @@ def test_starmap_cli_annotate_round_trip(shared_data, tmp_path, capsys):
     proba = np.asarray(back.obsm["annotate_probabilities"])
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
     np.testing.assert_array_equal(back.obs["annotate_prediction"].astype(str), np.asarray(classes)[proba.argmax(1)])
+    _assert_no_internal_fields(back)

@@ -31,12 +31,22 @@ class ArgumentError(ValueError):
         return f"{text} {self.hint}".strip()
 
     def cli_message(self) -> str:
-        """The message with ``--option value`` instead of ``name=value``."""
+        """The message with ``--option value`` instead of ``name=value``; ``None`` cannot be typed, so it is not offered.
+
+        Examples
+        --------
+        >>> ArgumentError("max_epochs", 0, "an integer >= 1 or None", 50).cli_message()
+        '--max-epochs 0: --max-epochs must be an integer >= 1 (or left out for the default). Pass e.g. --max-epochs 50.'
+        >>> ArgumentError("seed", -1, "a non-negative integer, or None for a fresh random seed", 0).cli_message()
+        '--seed -1: --seed must be a non-negative integer. Pass e.g. --seed 0.'
+        """
         option = "--" + self.name.replace("_", "-")
         value = self.value
         fix = None if self.example is None else f"{option} {_cli_value(self.example)}"
         given = f"{option} {_cli_value(value)}" if self.value is not None else option
-        return self._message(given, fix).replace(f"{self.name} must", f"{option} must")
+        text = self._message(given, fix).replace(f"{self.name} must", f"{option} must")
+        text = text.replace(", or None for a fresh random seed.", ".")  # a command-line seed has a fixed default
+        return text.replace(" or None.", " (or left out for the default).")
 
 
 def _cli_value(value: Any) -> str:
@@ -178,10 +188,21 @@ RULES: dict[str, tuple[str, dict]] = {
     "ensemble": ("int", {"minimum": 0, "example": 4}),
     "smooth": ("int", {"minimum": 0, "example": 2}),
     "n_hops": ("int", {"minimum": 0, "example": 1}),
+    "niche": ("int", {"minimum": 0, "example": 1}),
+    "window_size": ("int", {"example": 32}),
+    "patch_px": ("int", {"example": 32}),
+    "tiles_per_image": ("int", {"example": 4000}),
+    "n_subspots": ("int", {"none": True, "example": 7}),
+    "n_validation_sections": ("int", {"minimum": 0, "example": 1}),
     # positive reals
-    "lr": ("number", {"low": 0, "none": True, "example": 1e-3}),  # None: the function's own default (map_query)
+    "lr": ("number", {"low": 0, "example": 1e-3}),  # map_query's lr=None (its own default) is checked there
     "resolution": ("number", {"low": 0, "example": 1.0}),
     "noise": ("number", {"low": 0, "low_open": False, "example": 0.2}),
+    "weight_decay": ("number", {"low": 0, "low_open": False, "example": 1e-4}),
+    "patch_scale": ("number", {"low": 0, "example": 1.5}),
+    "spot_size": ("number", {"low": 0, "none": True, "hint": "It is in the units of the coordinates."}),
+    "tile_size": ("number", {"low": 0, "none": True}),
+    "patch_size": ("number", {"low": 0, "none": True, "hint": "It is in the units of the coordinates."}),
     "radius": ("radius", {}),
     # rates
     "dropout": ("probability", {"example": 0.1}),
@@ -196,8 +217,8 @@ def check_numbers(params: dict[str, Any]) -> None:
 
     One call at the top of a user function (``check_numbers(locals())``) checks its sizes, counts, rates and learning
     rate with one message format, the argument's name and a valid example; :class:`ArgumentError` is a
-    ``ValueError``. ``seed`` is checked too (an integer or ``None``), and ``devices`` with ``accelerator``
-    (:func:`sslspatial._devices.check_devices`).
+    ``ValueError``. ``seed`` is checked too (an integer or ``None``). :func:`sslspatial._validate.check_numbers`, the
+    one user functions call, also checks ``devices`` with ``accelerator`` (:func:`sslspatial._devices.check_devices`).
 
     Examples
     --------
@@ -207,11 +228,6 @@ def check_numbers(params: dict[str, Any]) -> None:
     ...
     sslspatial._arguments.ArgumentError: max_epochs=-1: max_epochs must be an integer >= 1 or None. Pass e.g. max_epochs=50.
     """
-    if "devices" in params:  # hardware too, before any work (the check imports torch only for counts > 1)
-        from ._devices import check_devices
-
-        strategy = (params.get("train_kwargs") or {}).get("strategy")
-        check_devices(params.get("accelerator", "auto"), params["devices"], strategy)
     for name, value in params.items():
         if name == "seed":
             if value is not None:
@@ -231,6 +247,10 @@ def check_numbers(params: dict[str, Any]) -> None:
             pair = isinstance(value, tuple | list) and len(value) == 2
             for v in value if pair else [value]:
                 check_number(v, name, low=0, low_open=not pair, hint="It is in the units of the coordinates.")
+            if pair and value[0] >= value[1]:
+                raise ArgumentError(
+                    name, tuple(value), "one distance, or a (min, max) pair with min < max", (value[1], value[0])
+                )
 
 
 def check_indices(indices: Any, n: int, name: str) -> np.ndarray:

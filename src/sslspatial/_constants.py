@@ -28,6 +28,11 @@ class Key:
     SECTION = "section"
     # internal registry keys used by the scvi-tools models
     INDICES = "_sslspatial_indices"
+    #: bookkeeping a model may leave in the table it is bound to (scvi-tools' uuids in uns; the row index column of
+    #: older stores and private superres tables): needed in memory while the model uses the table, never written to a
+    #: store (:func:`sslspatial.io.write`, ``persist``, the CLI) nor listed to the user (:func:`user_columns`)
+    INTERNAL_OBS = (INDICES,)
+    INTERNAL_UNS = ("_scvi_uuid", "_scvi_manager_uuid")
 
     @staticmethod
     def graph(key_added: str = SPATIAL) -> tuple[str, str, str]:
@@ -43,6 +48,18 @@ class Key:
     def prediction(name: str) -> str:
         """Return the ``obs`` key of a prediction, e.g. ``annotate_prediction``."""
         return f"{name}_prediction"
+
+
+def user_columns(obs) -> list[str]:
+    """The obs columns a user made or asked for: every column but the models' bookkeeping (``Key.INTERNAL_OBS``).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> user_columns(pd.DataFrame({"cell_type": [1], "_sslspatial_indices": [0]}))
+    ['cell_type']
+    """
+    return [c for c in obs.columns if c not in Key.INTERNAL_OBS]
 
 
 def check_key(key: str, what: str = "key") -> str:

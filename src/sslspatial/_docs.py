@@ -32,6 +32,19 @@ DOCS = {
     Seeds Python, NumPy and torch before the model is built (``None``: leave the random state as it is).""",
     "accelerator_devices": """accelerator, devices
     Lightning's hardware options (``accelerator="gpu"``, ``devices=1``).""",
+    # plots (``ss.pl``)
+    "save_show": """save
+    Write the figure to this PNG path.
+show
+    Call ``plt.show()``.""",
+    "labels_input": """y_true
+    True labels (array-like), or an AnnData / SpatialData whose obs holds ``true_key`` and ``pred_key``.
+y_pred
+    Predicted labels (array-like) when ``y_true`` is an array.
+true_key, pred_key
+    obs columns with the true and predicted labels (data input).
+table_key
+    Table of a SpatialData.""",
 }
 
 _PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)%\((?P<name>\w+)\)s[ \t]*$", re.MULTILINE)

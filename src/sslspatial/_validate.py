@@ -14,12 +14,28 @@ from ._arguments import (  # noqa: F401 - the numeric checks are part of the sha
     check_indices,
     check_int,
     check_number,
-    check_numbers,
     check_probability,
     resolve_seed,
 )
+from ._arguments import check_numbers as check_numeric
 from ._devices import check_devices, is_main_process  # noqa: F401
 from ._types import is_backed_sparse
+
+
+def check_numbers(params: dict[str, Any]) -> None:
+    """Check the numeric arguments of a user function (:func:`sslspatial._arguments.check_numbers`) and its hardware.
+
+    ``devices`` with ``accelerator`` (and ``train_kwargs["strategy"]``) go through
+    :func:`~sslspatial._devices.check_devices`, before any work (it imports torch only for counts > 1).
+
+    Examples
+    --------
+    >>> check_numbers({"n_latent": 32, "devices": "auto", "accelerator": "cpu"})
+    """
+    if "devices" in params:
+        strategy = (params.get("train_kwargs") or {}).get("strategy")
+        check_devices(params.get("accelerator", "auto"), params["devices"], strategy)
+    check_numeric(params)
 
 
 def check_choice(value: Any, choices: Iterable[str], name: str) -> str:
@@ -110,8 +126,6 @@ def check_values(values: np.ndarray, where: str = "X", likelihood: str = "nb") -
 
 def _check_store(x: Any, where: str, likelihood: str) -> None:
     """One pass over the stored values of ``x``; for counts on disk, skipped when this store passed it before."""
-    from .data._tiles import is_backed_sparse
-
     kind = "finite" if likelihood == "gaussian" else "counts"
     key = None
     if is_backed_sparse(x):
@@ -152,7 +166,9 @@ def check_counts(x: Any, where: str = "X", likelihood: str = "nb") -> None:
 def check_obs_column(table: Any, key: str, what: str = "column") -> None:
     """Raise if ``key`` is not a column of ``table.obs``, listing the columns that exist."""
     if key not in table.obs:
-        cols = ", ".join(map(repr, list(table.obs.columns)[:20])) or "none"
+        from ._constants import user_columns
+
+        cols = ", ".join(map(repr, user_columns(table.obs)[:20])) or "none"
         raise KeyError(f"{what} {key!r} is not a column of obs (columns: {cols}).")
 
 

@@ -221,7 +221,9 @@ def test_starmap_sections_aligned_by_gene(shared_data):
 
 
 def test_starmap_errors():
-    with pytest.raises(ValueError, match="path="):
+    with pytest.raises(
+        ValueError, match=r"path is needed: a local folder with the STARmap files.*path='data/starmap_mpfc'"
+    ):
         starmap_mpfc()
     with pytest.raises(ValueError, match="BZ7"):
         starmap_mpfc(sections=["BZ7"], path=".")

@@ -97,7 +97,8 @@ def test_hist2expr_trains_on_backbone_features_from_a_file_and_checks_them_on_re
     common = {"table_key": "table_visium", "image_key": "he", "library_key": "section"}
     model = ss.tl.hist2expr(
         sdata, **common, train_regions=["section_0", "section_1"], predict_regions=["section_2"],
-        features="timm:resnet50", feature_weights=path, use_patches=False, n_validation_sections=0, max_epochs=2,
+        features="timm:resnet50", patch_kwargs={"feature_weights": path}, use_patches=False, n_validation_sections=0,
+        max_epochs=2,
         model_kwargs={"dim": 16, "transformer_depth": 1, "gnn_depth": 1}, train_kwargs={"enable_progress_bar": False},
     )  # fmt: skip
     record = model.patch_settings["feature_backbone"]

@@ -202,7 +202,7 @@ def test_gaussian_default_pool_has_the_standardised_features_baseline_as_safety_
     assert SCALED_NAME in scores and "PCA + logreg" not in scores  # the safety net is the standardised baseline
     ss.tl.annotate(adata, model, "cell_type", train_indices=train, candidates=["scaled"], overwrite=True)
     codes = adata.obs["cell_type"].cat.codes.to_numpy()
-    clf = LogisticRegression(class_weight="balanced", max_iter=1000, tol=1e-3).fit(expected[train], codes[train])
+    clf = LogisticRegression(class_weight="balanced", max_iter=3000).fit(expected[train], codes[train])
     classes = list(adata.obs["cell_type"].cat.categories)
     order = [list(adata.uns["annotate"]["classes"]).index(c) for c in classes]
     got = np.asarray(adata.obsm["annotate_probabilities"])[:, order]

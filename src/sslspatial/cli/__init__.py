@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def as_options(message: str, command_parser: argparse.ArgumentParser) -> str:
     """Rewrite the Python spelling of the command's own options in a library message.
 
-    ``n_neighs=6`` becomes ``--n-neighs 6`` and ``overwrite=True`` ``--overwrite``, so a hint reads as something to
-    type.
+    ``n_neighs=6`` becomes ``--n-neighs 6``, ``overwrite=True`` ``--overwrite`` and ``path=None`` ``no --path`` (the
+    option left out), so a hint reads as something to type.
 
     Examples
     --------
@@ -127,6 +127,8 @@ def as_options(message: str, command_parser: argparse.ArgumentParser) -> str:
     >>> _ = p.add_argument("--n-neighs"), p.add_argument("--overwrite", action="store_true")
     >>> as_options("pass n_neighs=6, or overwrite=True.", p)
     'pass --n-neighs 6, or --overwrite.'
+    >>> as_options("or n_neighs=None for the default", p)
+    'or no --n-neighs for the default'
     """
     import re
 
@@ -137,7 +139,8 @@ def as_options(message: str, command_parser: argparse.ArgumentParser) -> str:
         option = long[0]
         if isinstance(action, argparse._StoreTrueAction):
             message = re.sub(rf"(?<![\w.-]){re.escape(action.dest)}=True\b", option, message)
-        else:
+        else:  # name=None is the option left out
+            message = re.sub(rf"(?<![\w.'\"-]){re.escape(action.dest)}=None\b", f"no {option}", message)
             message = re.sub(rf"(?<![\w.'\"-]){re.escape(action.dest)}=", f"{option} ", message)
     return message
 

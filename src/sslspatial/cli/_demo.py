@@ -63,6 +63,10 @@ def prepare_folder(out: Path, overwrite: bool) -> None:
 
 def run(args) -> int:
     """Run the demo and print where its outputs are."""
+    from .._arguments import check_int, resolve_seed
+
+    check_int(args.n_cells, "n_cells", example=3000)  # before the folder is touched: a usage error, exit 2
+    resolve_seed(args.seed)
     out = Path(args.out)
     prepare_folder(out, args.overwrite)
     report = run_demo(out, n_cells=args.n_cells, seed=args.seed, only=args.only)

@@ -35,7 +35,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
     p.add_argument("--devices", default="auto", help="Lightning devices: auto, a count, or a comma-separated list")
-    p.add_argument("--seed", type=int, default=None, help="scvi-tools random seed (default: scvi's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation and the minibatches")
 
 
 def register(subparsers) -> None:
@@ -121,8 +121,8 @@ def _pretrain_run(args) -> int:
     check_output_folder(args.model_out, args.overwrite, "--model-out")
     sdata = read_store(args.zarr, args.table_key)
     check_new_key(sdata.tables[args.table_key].obsm, f"X_{key}", "obsm", args.overwrite)
-    _seed(args.seed)
     common = {
+        "seed": args.seed,
         "encoder": args.encoder,
         "likelihood": args.likelihood,
         "layer": args.layer,
@@ -148,13 +148,6 @@ def _pretrain_run(args) -> int:
         model.save(args.model_out, overwrite=True, save_anndata=True)
     print(f"embedding written to {args.zarr} (table {args.table_key!r}, obsm['X_{key}'])")
     return 0
-
-
-def _seed(seed: int | None) -> None:
-    if seed is not None:
-        import scvi
-
-        scvi.settings.seed = seed
 
 
 def _load_model(path: str, table):

@@ -14,7 +14,10 @@ def obs_columns(table: Any) -> list[str]:
     import pandas as pd
 
     out = []
-    for name, column in table.obs.items():
+    from .._constants import user_columns
+
+    for name in user_columns(table.obs):
+        column = table.obs[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
             cats = [str(c) for c in column.cat.categories]
             shown = ", ".join(cats[:_SHOWN_CATEGORIES]) + (", ..." if len(cats) > _SHOWN_CATEGORIES else "")
@@ -53,8 +56,13 @@ def graph_lines(table: Any) -> list[str]:
 def _plain(value: Any) -> str:
     import numpy as np
 
-    if isinstance(value, np.ndarray):
-        return ",".join(f"{v:g}" for v in value.ravel())
+    if isinstance(value, np.ndarray | list | tuple):  # a run record's list (zarr gives arrays back): numbers or names
+        try:
+            values = np.asarray(value).ravel()
+        except ValueError:  # ragged
+            return str(value)
+        numeric = np.issubdtype(values.dtype, np.number)
+        return ",".join(f"{v:g}" if numeric else str(v) for v in values)
     return str(value)
 
 

@@ -5,11 +5,11 @@ from .. import _attach
 __getattr__, __dir__, __all__ = _attach(
     __name__,
     attributes={
-        "LocalityBatchSampler": "_loaders",
+        "LocalityBatchSampler": "_samplers",
         "PatchSection": "_patch_loader",
         "PatchSource": "_patch_loader",
         "PatchWindowSplitter": "_patch_loader",
-        "ShardedLocalityBatchSampler": "_loaders",
+        "ShardedLocalityBatchSampler": "_samplers",
         "Split": "_splits",
         "Subgraph": "_subgraph",
         "SubgraphCollate": "_loaders",
@@ -21,7 +21,7 @@ __getattr__, __dir__, __all__ = _attach(
         "default_batch_size": "_loaders",
         "half_split": "_splits",
         "khop_subgraph": "_subgraph",
-        "locality_order": "_loaders",
+        "locality_order": "_samplers",
         "section_split": "_splits",
         "spatial_block_split": "_splits",
     },

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from .._arguments import check_int
 from .._constants import REGISTRY_KEYS as KEYS
 from ..pp._patches import ColourStats
 from ._patch_cache import as_float, cached_patches
@@ -127,6 +128,7 @@ def knn_edges(coords: np.ndarray, k: int = 4, max_distance: float | None = None)
 
 def partition_windows(coords: np.ndarray, window_size: int) -> list[np.ndarray]:
     """Split spots into spatially compact windows of at most ``window_size`` (recursive median splits)."""
+    check_int(window_size, "window_size", example=32)  # 0 would split forever
     out: list[np.ndarray] = []
     stack = [np.arange(len(coords))]
     while stack:

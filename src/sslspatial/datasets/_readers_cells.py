@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._arguments import ArgumentError
 from ._readers_common import Remote, check_path, fetch, github_raw
 
 if TYPE_CHECKING:
@@ -179,11 +180,14 @@ def starmap_mpfc(sections: Sequence[str] = ("BZ5", "BZ9"), path: str | Path | No
         raise ValueError(f"sections must be a non-empty list without duplicates, got {list(sections)}.")
     root = check_path(path, "starmap_mpfc")
     if root is None:
-        raise ValueError(
-            "starmap_mpfc needs path=: the per-cell STARmap mPFC tables have no stable public download address. "
-            "Get the data from https://www.starmapresources.org/data (or the processed starmap_mpfc.RData of "
-            "https://github.com/zhengli09/BASS-Analysis), write per section '<name>_counts_cells_x_genes.csv.gz' "
-            "and '<name>_cellinfo.csv' (x, y, c, z, cell), and pass the folder."
+        raise ArgumentError(
+            "path",
+            None,
+            "a local folder with the STARmap files: the per-cell STARmap mPFC tables have no stable public download "
+            "address. Get the data from https://www.starmapresources.org/data (or the processed starmap_mpfc.RData "
+            "of https://github.com/zhengli09/BASS-Analysis), write per section '<name>_counts_cells_x_genes.csv.gz' "
+            "and '<name>_cellinfo.csv' (x, y, c, z, cell), and pass the folder",
+            "data/starmap_mpfc",
         )
     files = {}
     for s in names:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._arguments import ArgumentError
+
 CACHE_NAME = "sslspatial"
 
 
@@ -91,7 +93,12 @@ def fetch(
     root = cache_dir(dataset)
     for rel, remote in [*required.items(), *((k, v) for k, v in optional.items() if v is not None)]:
         if remote is None:
-            raise ValueError(f"{dataset}: {rel} has no public download; pass path= to a folder holding it.")
+            raise ArgumentError(
+                "path",
+                None,
+                f"a local folder holding {dataset}'s {rel}, which has no public download",
+                f"data/{dataset}",
+            )
         target = root / rel
         if target.is_file() and remote.sha256 is None:
             continue

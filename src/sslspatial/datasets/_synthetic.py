@@ -14,8 +14,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.ndimage import gaussian_filter
-from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 from shapely import points as shapely_points
 from spatialdata import SpatialData
@@ -23,6 +21,8 @@ from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity, Scale, Sequence, Translation
 
 from sslspatial.pp._subspots import assign_to_subspots, make_subspot_shapes, subspot_offsets
+
+from ._synthetic_image import _IMAGE_MARGIN, _draw_he, _image_shape, _type_looks
 
 __all__ = ["synthetic_tissue"]
 
@@ -32,10 +32,7 @@ SPOT_LAYOUTS: dict[str, dict[str, Any]] = {
     "visium": {"pitch": 100.0, "diameter": 55.0, "lattice": "hexagonal", "subspot_layout": "hexagon", "n_per_side": 1},
     "st": {"pitch": 200.0, "diameter": 100.0, "lattice": "square", "subspot_layout": "square", "n_per_side": 2},
 }
-_HEMATOXYLIN = np.array([0.65, 0.70, 0.29]) / np.linalg.norm([0.65, 0.70, 0.29])  # optical density per RGB channel
-_EOSIN = np.array([0.07, 0.99, 0.11]) / np.linalg.norm([0.07, 0.99, 0.11])
 _N_NEIGHBOURS = 10
-_IMAGE_MARGIN = 10.0  # micrometres of blank slide around the tissue; also the image's translation
 
 
 def _check_args(n_cells, n_genes, n_cell_types, n_domains, n_sections, extent, spot_layouts, image, pixel_size, effect):
@@ -67,13 +64,6 @@ def _check_args(n_cells, n_genes, n_cell_types, n_domains, n_sections, extent, s
         raise ValueError(f"The image would have {width} x {height} pixels: raise `pixel_size` or pass `image=False`.")
 
 
-def _image_shape(extent_xy: tuple[float, float], pixel_size: float) -> tuple[int, int]:
-    """Width and height in pixels of the image covering the tissue plus its blank margin."""
-    width = int(np.ceil((extent_xy[0] + 2 * _IMAGE_MARGIN) / pixel_size))
-    height = int(np.ceil((extent_xy[1] + 2 * _IMAGE_MARGIN) / pixel_size))
-    return width, height
-
-
 def _domain_field(xy: np.ndarray, extent: float, params: dict[str, Any], n_domains: int) -> np.ndarray:
     """Domain index of section-local points: tilted, wavy layers (like cortical layers)."""
     centred = xy / extent - 0.5
@@ -101,62 +91,6 @@ def _lattice(layout: str, extent: float, scale: float) -> tuple[np.ndarray, np.n
     # Visium convention: even rows use even array_col, odd rows odd array_col
     array_col = 2 * cols + rows % 2 if spec["lattice"] == "hexagonal" else cols
     return xy, rows, array_col
-
-
-def _disc(radius_px: float) -> np.ndarray:
-    """Anti-aliased disc kernel of the given radius in pixels (peak 1)."""
-    half = int(np.ceil(radius_px)) + 1
-    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
-    return np.clip(radius_px + 0.5 - np.hypot(xx, yy), 0.0, 1.0)
-
-
-def _draw_he(xy, cell_type, type_look, tissue_boxes, extent_xy, pixel_size, rng) -> np.ndarray:
-    """H&E-like RGB image (3, y, x) uint8 by Beer-Lambert optical densities of stamped nuclei and cytoplasm."""
-    width, height = _image_shape(extent_xy, pixel_size)
-    pix = (xy + _IMAGE_MARGIN) / pixel_size  # intrinsic coordinates; pixel j covers [j, j + 1)
-    ix = np.clip(np.floor(pix[:, 0]).astype(np.int64), 0, width - 1)
-    iy = np.clip(np.floor(pix[:, 1]).astype(np.int64), 0, height - 1)
-    od = np.zeros((height, width, 3), dtype=np.float32)
-    cytoplasm = np.zeros((height, width), dtype=np.float32)
-    for t, look in enumerate(type_look):
-        mask = cell_type == t
-        if not mask.any():
-            continue
-        centres = np.zeros((height, width), dtype=np.float32)
-        np.add.at(centres, (iy[mask], ix[mask]), 1.0)
-        nucleus = np.clip(fftconvolve(centres, _disc(look["nucleus_radius"] / pixel_size), mode="same"), 0, 1)
-        cytoplasm += fftconvolve(centres, _disc(look["cell_radius"] / pixel_size), mode="same")
-        od += nucleus[..., None].astype(np.float32) * (look["darkness"] * look["stain"]).astype(np.float32)
-    tissue = np.zeros((height, width), dtype=np.float32)
-    for x_lo, x_hi, y_lo, y_hi in tissue_boxes:
-        cols = slice(int((x_lo + _IMAGE_MARGIN) / pixel_size), int(np.ceil((x_hi + _IMAGE_MARGIN) / pixel_size)))
-        rows = slice(int((y_lo + _IMAGE_MARGIN) / pixel_size), int(np.ceil((y_hi + _IMAGE_MARGIN) / pixel_size)))
-        tissue[rows, cols] = 1.0
-    eosin = 0.02 + 0.25 * tissue + 0.25 * np.clip(cytoplasm, 0, 1)
-    od += eosin[..., None] * _EOSIN.astype(np.float32)
-    od = gaussian_filter(od, sigma=(0.6, 0.6, 0))
-    od += rng.normal(0.0, 0.03, size=od.shape).astype(np.float32)
-    rgb = 255.0 * np.exp(-np.clip(od, 0, None))
-    return np.moveaxis(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), -1, 0)
-
-
-def _type_looks(n_types: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """Per-type nucleus size, darkness and hematoxylin tint, spread so that types look different."""
-    darkness = rng.permutation(np.linspace(0.7, 1.5, n_types))
-    nucleus = rng.permutation(np.linspace(2.5, 4.5, n_types))
-    looks = []
-    for t in range(n_types):
-        tint = _HEMATOXYLIN + rng.normal(0.0, 0.12, 3)
-        tint = np.clip(tint, 0.05, None)
-        looks.append(
-            {
-                "darkness": float(darkness[t]),
-                "nucleus_radius": float(nucleus[t]),
-                "cell_radius": float(nucleus[t] + 2.5),
-                "stain": tint / np.linalg.norm(tint),
-            }
-        )
-    return looks
 
 
 def _aggregate_table(layout, spot_xy, rows, cols, section_of_spot, spot_domain, radius, scale, cells) -> tuple:

@@ -20,7 +20,8 @@ def persist(sdata: SpatialData, element_names: str | list[str]) -> None:
     temporary name; only then is the old directory moved aside, the new one moved into place (two renames), and the
     old one deleted. If writing fails at any point, the store still reads back with the old element intact (a new
     element that fails half way is removed). Tables are checked first for names that zarr cannot store (a ``"/"`` in
-    a column or ``uns`` key), so such a table is refused before anything is written. Under distributed training
+    a column or ``uns`` key), so such a table is refused before anything is written. The bookkeeping a model leaves
+    in its table (``uns['_scvi_uuid']``) is not written. Under distributed training
     only the main process writes.
 
     Parameters
@@ -48,8 +49,10 @@ def persist(sdata: SpatialData, element_names: str | list[str]) -> None:
         if name in sdata.tables:
             check_storable(sdata.tables[name], f"table {name!r}")
     from .._warnings import quiet
+    from ._write import internal_fields_hidden
 
-    with quiet():  # zarr's autosharding notice, once per array, is nothing a user can act on
+    tables = [sdata.tables[name] for name in names if name in sdata.tables]
+    with quiet(), internal_fields_hidden(tables):  # zarr's autosharding notice: nothing a user can act on
         for name in names:
             _persist_one(sdata, name)
 

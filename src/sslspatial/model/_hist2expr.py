@@ -13,7 +13,7 @@ from scvi.data.fields import LayerField, NumericalObsField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from .._constants import REGISTRY_KEYS as KEYS
-from .._validate import check_counts
+from .._validate import check_counts, check_numbers
 from ..data._patch_loader import PatchSource, PatchWindowSplitter, WindowDataset
 from ..module._hist2expr import Hist2ExprModule
 from ..pp._normalize import log_normalize
@@ -261,6 +261,8 @@ class Hist2Expr(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Passed to :class:`~scvi.train.Trainer`. A progress bar over the epochs shows by default, as in
             scvi-tools; ``enable_progress_bar=False`` turns it off.
         """
+        check_numbers({"max_epochs": max_epochs, "lr": lr, "weight_decay": weight_decay, "window_size": window_size,
+                       "seed": seed, "devices": devices, "accelerator": accelerator})  # fmt: skip
         source = self._require_source(None)
         if early_stopping and not validation_sections:
             raise ValueError("early_stopping needs validation_sections (a section held out for validation).")

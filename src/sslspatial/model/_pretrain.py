@@ -2,51 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
-from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField, NumericalObsField
+from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
 from .._constants import Key
-from .._validate import (
-    check_choice,
-    check_counts,
-    check_finite,
-    check_graph,
-    check_graph_connected,
-    check_indices,
-    check_numbers,
-)
+from .._validate import check_choice, check_numbers
 from ..data._loaders import SubgraphDataLoader, SubgraphDataSplitter
 from ..module._pretrain import SpatialPretrainModule
 from ..nn import ENCODERS
 from ..objectives import LIKELIHOODS, OBJECTIVES
+from . import _reference
 from ._console import ConsoleMixin
 from ._plan import TrainingPlan
-
-logger = logging.getLogger(__name__)
-
-
-def _unused(n_obs: int, *used: np.ndarray) -> np.ndarray:
-    """Sorted indices in ``range(n_obs)`` found in none of ``used`` (``np.setdiff1d`` without its sort: 1 s at 1M)."""
-    taken = np.zeros(n_obs, dtype=bool)
-    for indices in used:
-        taken[indices] = True
-    return np.flatnonzero(~taken)
-
-
-class _AfterStep(Callback):
-    """Run the module's post-optimiser-step hook (BYOL's EMA target update) after every training batch."""
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        pl_module.module.after_optimizer_step()
+from ._pretrain_data import AfterStep, check_input, layer_name, locality, per_cell, training_seeds, unused
 
 
 class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelClass):
@@ -183,37 +156,13 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         >>> SpatialPretrainModel.setup_anndata(adata, layer="counts")  # doctest: +SKIP
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        adata.obs[Key.INDICES] = np.arange(adata.n_obs)
-        fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
-            NumericalObsField(REGISTRY_KEYS.INDICES_KEY, Key.INDICES),
-        ]
+        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)]  # seeds: row positions, no column
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
     def _check_data(self, adata: AnnData, encoder: str, likelihood: str) -> None:
-        manager = self.get_anndata_manager(adata, required=True)
-        x = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        where = self._layer_name(manager)
-        if likelihood == "gaussian":
-            check_finite(x, where)
-        else:
-            check_counts(x, where, likelihood)
-        if encoder != "mlp":
-            key = manager.registry["setup_args"].get("connectivity_key")
-            if key is None:
-                raise ValueError(
-                    f"encoder={encoder!r} needs a spatial graph but setup_anndata got connectivity_key=None: pass "
-                    "the obsp key built by `ss.pp.build_graph(data, ...)`, or use encoder='mlp'."
-                )
-            check_graph(adata, key)
-            check_graph_connected(adata, key)
-
-    @staticmethod
-    def _layer_name(manager) -> str:
-        layer = manager.registry["setup_args"].get("layer")
-        return "X" if layer is None else f"layers[{layer!r}]"
+        check_input(self.get_anndata_manager(adata, required=True), adata, encoder, likelihood)
 
     # ------------------------------------------------------------------ training
     def train(
@@ -282,33 +231,20 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         check_choice(batch_order, ("spatial", "random"), "batch_order")
         check_numbers({"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr})
         n_obs = self.adata.n_obs
-        train_idx = np.arange(n_obs) if train_indices is None else check_indices(train_indices, n_obs, "train_indices")
-        val_idx = (
-            np.array([], dtype=np.int64)
-            if validation_indices is None
-            else check_indices(validation_indices, n_obs, "validation_indices")
+        train_idx, val_idx, batch_size, max_epochs = training_seeds(
+            n_obs, train_indices, validation_indices, batch_size, max_epochs
         )
-        if batch_size is None:  # the default never exceeds the training cells
-            from ..data._loaders import default_batch_size
-
-            batch_size = min(default_batch_size(train_idx.size), max(train_idx.size, 1))
-        if train_idx.size < batch_size:
-            raise ValueError(
-                f"Fewer training cells ({train_idx.size}) than batch_size={batch_size}: pass a smaller batch_size "
-                f"(e.g. batch_size={max(2, train_idx.size // 4)})."
-            )
-        if max_epochs is None:
-            max_epochs = int(np.clip(round(200_000 / train_idx.size), 1, 200))
         plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
-        callbacks = list(trainer_kwargs.pop("callbacks", []) or []) + [_AfterStep()]
+        callbacks = list(trainer_kwargs.pop("callbacks", []) or []) + [AfterStep()]
         if val_idx.size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        spatial_order = batch_order == "spatial" and self.module.n_hops > 0
         datasplitter_kwargs = {
-            "external_indexing": [train_idx, val_idx, _unused(n_obs, train_idx, val_idx)],
+            "external_indexing": [train_idx, val_idx, unused(n_obs, train_idx, val_idx)],
             "n_hops": self.module.n_hops,
             "targets": targets,
-            "locality": self._locality() if batch_order == "spatial" and self.module.n_hops > 0 else None,
-            "value_check": (self._layer_name(self.adata_manager), self.module.likelihood),  # counts read from disk
+            "locality": locality(self.adata, self.adata_manager) if spatial_order else None,
+            "value_check": (layer_name(self.adata_manager), self.module.likelihood),  # counts read from disk
         }
         if early_stopping:
             trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
@@ -325,49 +261,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
             **trainer_kwargs,
         )
 
-    def _locality(self) -> np.ndarray:
-        """Locality rank of every cell (Z-order of ``obsm["spatial"]``, else reverse Cuthill-McKee of the graph)."""
-        from ..data._loaders import locality_order
-
-        if Key.SPATIAL in self.adata.obsm:
-            return locality_order(coordinates=np.asarray(self.adata.obsm[Key.SPATIAL]))
-        key = self.adata_manager.registry["setup_args"].get("connectivity_key")
-        return locality_order(adjacency=self.adata.obsp[key])
-
     # ------------------------------------------------------------------ outputs
-    def _per_cell(self, adata: AnnData | None, indices, batch_size: int, compute) -> np.ndarray:
-        """Apply ``compute`` (minibatch tensors -> per-seed rows) to every requested cell, rows in request order.
-
-        The cells are visited in locality order (much smaller subgraphs per batch) and the rows put back afterwards.
-        """
-        if adata is not None:
-            adata.obs[Key.INDICES] = np.arange(adata.n_obs)  # re-index: a subset's row ids changed
-        adata = self._validate_anndata(adata)
-        manager = self.get_anndata_manager(adata, required=True)
-        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
-        order = np.arange(indices.size)
-        if self.module.n_hops > 0 and indices.size > batch_size and Key.SPATIAL in adata.obsm:
-            from ..data._loaders import locality_order
-
-            order = np.argsort(locality_order(np.asarray(adata.obsm[Key.SPATIAL])[indices]), kind="stable")
-        loader = SubgraphDataLoader(
-            manager,
-            n_hops=self.module.n_hops,
-            indices=indices[order],
-            batch_size=batch_size,
-            shuffle=False,
-            value_check=(self._layer_name(manager), self.module.likelihood),
-        )
-        self.module.eval()
-        out, done = None, 0
-        for tensors in loader:  # rows written in place: one output array in memory, however many cells
-            rows = compute({k: v.to(self.device) for k, v in tensors.items()}).cpu().numpy()
-            if out is None:
-                out = np.empty((indices.size, *rows.shape[1:]), dtype=rows.dtype)
-            out[order[done : done + rows.shape[0]]] = rows  # loader row i belongs to requested cell order[i]
-            done += rows.shape[0]
-        return out
-
     @torch.inference_mode()
     def get_latent_representation(
         self, adata: AnnData | None = None, indices: np.ndarray | None = None, batch_size: int = 1024
@@ -392,10 +286,11 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         >>> z = model.get_latent_representation()  # doctest: +SKIP
         """
         self._check_if_trained(warn=False)
-        module = self.module
-        return self._per_cell(
-            adata, indices, batch_size, lambda tensors: module.inference(**module._get_inference_input(tensors))["qzm"]
-        )
+
+        def latent(tensors):
+            return self.module.inference(**self.module._get_inference_input(tensors))["qzm"]
+
+        return per_cell(self, adata, indices, batch_size, latent)
 
     @torch.inference_mode()
     def predict_proba(
@@ -408,7 +303,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         >>> proba = finetuned.predict_proba()  # doctest: +SKIP
         """
         self._check_if_trained(warn=False)
-        return self._per_cell(adata, indices, batch_size, self.module.classify)
+        return per_cell(self, adata, indices, batch_size, self.module.classify)
 
     # ------------------------------------------------------------------ derived models
     def derive(self, adata: AnnData | None = None, gene_present: list[bool] | None = None, **overrides):
@@ -416,18 +311,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
 
         with ``objective="classify"`` for fine-tuning, on ``adata`` (default: the same data).
         """
-        params = dict(self.init_params_["non_kwargs"])
-        params.update(overrides)
-        if gene_present is not None:
-            params["gene_present"] = gene_present
-        model = type(self)(self.adata if adata is None else adata, **params)
-        state = {k: v for k, v in self.module.state_dict().items() if k.startswith(("encoder.", "mask_token"))}
-        if params.get("objective") == self.init_params_["non_kwargs"]["objective"] and params.get(
-            "objective_kwargs"
-        ) == self.init_params_["non_kwargs"].get("objective_kwargs"):
-            state = self.module.state_dict()
-        model.module.load_state_dict(state, strict=False)
-        return model
+        return _reference.derived_model(self, adata, gene_present, overrides)
 
     @classmethod
     def load_query_data(
@@ -460,36 +344,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         >>> query_model = SpatialPretrainModel.load_query_data(query, reference)  # doctest: +SKIP
         >>> z = query_model.get_latent_representation()  # doctest: +SKIP
         """
-        ref_genes = reference.adata.var_names
-        query_genes = adata.var_names
-        position = ref_genes.get_indexer(query_genes)
-        keep = position >= 0
-        if not keep.any():
-            raise ValueError(
-                f"No gene overlap between the query ({', '.join(map(str, query_genes[:5]))}, ...) and the reference "
-                f"panel ({', '.join(map(str, ref_genes[:5]))}, ...): transfer needs genes with the same names "
-                "(check the species and the identifier type, e.g. symbols vs Ensembl ids)."
-            )
-        x = adata.X if layer is None else adata.layers[layer]
-        x = sp.csr_matrix(x)[:, np.flatnonzero(keep)].tocoo()
-        aligned_x = sp.csr_matrix(
-            (x.data.astype(np.float32), (x.row, position[keep][x.col])), shape=(adata.n_obs, ref_genes.size)
-        )
-        aligned = AnnData(aligned_x, obs=adata.obs.copy(), obsm=dict(adata.obsm), obsp=dict(adata.obsp))
-        aligned.var_names = ref_genes.copy()
-        setup = reference.adata_manager.registry["setup_args"]
-        cls.setup_anndata(aligned, layer=None, connectivity_key=setup.get("connectivity_key"))
-        present = np.zeros(ref_genes.size, dtype=bool)
-        present[position[keep]] = True
-        overrides = {"input_adapter": True} if input_adapter else {}
-        model = reference.derive(adata=aligned, gene_present=present.tolist(), **overrides)
-        state = reference.module.state_dict()
-        if input_adapter:  # the adapter starts as the identity; everything else is the reference's
-            state = {k: v for k, v in state.items() if not k.startswith("input_adapter.")}
-            state.update({k: v for k, v in model.module.state_dict().items() if k.startswith("input_adapter.")})
-        model.module.load_state_dict(state)
-        model.is_trained_ = True
-        return model
+        return _reference.query_model(cls, adata, reference, layer=layer, input_adapter=input_adapter)
 
     @classmethod
     def load_reference(
@@ -533,9 +388,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         >>> ref = SpatialPretrainModel.load_reference("reference_model", query, labels_key="cell_type")  # doctest: +SKIP
         >>> ss.tl.map_query(query, ref, "cell_type")  # doctest: +SKIP
         """
-        from ._reference import load_reference
-
-        return load_reference(
+        return _reference.load_reference(
             cls,
             dir_path,
             query,

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
 from .. import _logging
 
 #: Fewest shared genes a query may have (same threshold as ``ss.tl.map_query``).
@@ -102,4 +106,62 @@ def load_reference(
             f"The reference saved in {path} has no obs[{labels_key!r}] to map (label columns it has: {usable}). "
             "Add the labels to model.adata.obs before model.save(folder, save_anndata=True)."
         )
+    return model
+
+
+def query_model(cls, adata, reference, layer: str | None = None, input_adapter: bool = False):
+    """:meth:`SpatialPretrainModel.load_query_data <sslspatial.model.SpatialPretrainModel.load_query_data>`.
+
+    The query's expression aligned to the reference panel (missing genes: zero columns, flagged absent), set up like
+    the reference, with the reference's weights (and an identity input adapter when asked for).
+    """
+    ref_genes = reference.adata.var_names
+    query_genes = adata.var_names
+    position = ref_genes.get_indexer(query_genes)
+    keep = position >= 0
+    if not keep.any():
+        raise ValueError(
+            f"No gene overlap between the query ({', '.join(map(str, query_genes[:5]))}, ...) and the reference "
+            f"panel ({', '.join(map(str, ref_genes[:5]))}, ...): transfer needs genes with the same names "
+            "(check the species and the identifier type, e.g. symbols vs Ensembl ids)."
+        )
+    x = adata.X if layer is None else adata.layers[layer]
+    x = sp.csr_matrix(x)[:, np.flatnonzero(keep)].tocoo()
+    aligned_x = sp.csr_matrix(
+        (x.data.astype(np.float32), (x.row, position[keep][x.col])), shape=(adata.n_obs, ref_genes.size)
+    )
+    aligned = AnnData(aligned_x, obs=adata.obs.copy(), obsm=dict(adata.obsm), obsp=dict(adata.obsp))
+    aligned.var_names = ref_genes.copy()
+    setup = reference.adata_manager.registry["setup_args"]
+    cls.setup_anndata(aligned, layer=None, connectivity_key=setup.get("connectivity_key"))
+    present = np.zeros(ref_genes.size, dtype=bool)
+    present[position[keep]] = True
+    overrides = {"input_adapter": True} if input_adapter else {}
+    model = reference.derive(adata=aligned, gene_present=present.tolist(), **overrides)
+    state = reference.module.state_dict()
+    if input_adapter:  # the adapter starts as the identity; everything else is the reference's
+        state = {k: v for k, v in state.items() if not k.startswith("input_adapter.")}
+        state.update({k: v for k, v in model.module.state_dict().items() if k.startswith("input_adapter.")})
+    model.module.load_state_dict(state)
+    model.is_trained_ = True
+    return model
+
+
+def derived_model(source, adata=None, gene_present=None, overrides: dict | None = None):
+    """:meth:`SpatialPretrainModel.derive <sslspatial.model.SpatialPretrainModel.derive>`, on ``source``.
+
+    A new model with the encoder settings and weights of ``source`` (every weight when the objective and its settings
+    are the same).
+    """
+    params = dict(source.init_params_["non_kwargs"])
+    params.update(overrides or {})
+    if gene_present is not None:
+        params["gene_present"] = gene_present
+    model = type(source)(source.adata if adata is None else adata, **params)
+    state = {k: v for k, v in source.module.state_dict().items() if k.startswith(("encoder.", "mask_token"))}
+    if params.get("objective") == source.init_params_["non_kwargs"]["objective"] and params.get(
+        "objective_kwargs"
+    ) == source.init_params_["non_kwargs"].get("objective_kwargs"):
+        state = source.module.state_dict()
+    model.module.load_state_dict(state, strict=False)
     return model

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._docs import inject_docs
 from .._validate import check_choice
 from ..io._access import is_spatialdata
 from ._common import PathLike, as_table, check_save, finish, labels_from, new_figure
@@ -61,6 +62,7 @@ def _classes(truth: np.ndarray, pred: np.ndarray, classes: Sequence[Any] | None)
     return sorted(set(truth) | set(pred))
 
 
+@inject_docs
 def confusion_matrix(
     y_true: Any,
     y_pred: Any = None,
@@ -81,14 +83,7 @@ def confusion_matrix(
 
     Parameters
     ----------
-    y_true
-        True labels (array-like), or an AnnData / SpatialData whose obs holds ``true_key`` and ``pred_key``.
-    y_pred
-        Predicted labels (array-like) when ``y_true`` is an array.
-    true_key, pred_key
-        obs columns with the true and predicted labels (data input).
-    table_key
-        Table of a SpatialData.
+    %(labels_input)s
     mask
         Boolean array (or obs column) selecting the observations to evaluate, e.g. the held-out cells.
     normalize
@@ -102,10 +97,7 @@ def confusion_matrix(
         Colour map.
     ax
         Draw into this axes.
-    save
-        Write the figure to this PNG path.
-    show
-        Call ``plt.show()``.
+    %(save_show)s
 
     Returns
     -------
@@ -157,6 +149,7 @@ def confusion_matrix(
     return finish(fig, ax, save, show)
 
 
+@inject_docs
 def class_f1(
     y_true: Any,
     y_pred: Any = None,
@@ -175,14 +168,7 @@ def class_f1(
 
     Parameters
     ----------
-    y_true
-        True labels (array-like), or an AnnData / SpatialData whose obs holds ``true_key`` and ``pred_key``.
-    y_pred
-        Predicted labels (array-like) when ``y_true`` is an array.
-    true_key, pred_key
-        obs columns with the true and predicted labels (data input).
-    table_key
-        Table of a SpatialData.
+    %(labels_input)s
     mask
         Boolean array (or obs column) selecting the observations to evaluate.
     classes
@@ -191,10 +177,7 @@ def class_f1(
         Bar colour.
     ax
         Draw into this axes.
-    save
-        Write the figure to this PNG path.
-    show
-        Call ``plt.show()``.
+    %(save_show)s
 
     Returns
     -------

@@ -102,7 +102,9 @@ def obs_values(table: AnnData, key: str, what: str = "key") -> pd.Series:
         return table.obs[key]
     if key in table.var_names:
         return pd.Series(gene_values(table, key), index=table.obs_names, name=key)
-    cols = ", ".join(map(repr, table.obs.columns[:20])) or "none"
+    from .._constants import user_columns
+
+    cols = ", ".join(map(repr, user_columns(table.obs)[:20])) or "none"
     raise KeyError(f"{what}={key!r} is neither an obs column nor a gene of the table (obs columns: {cols}).")
 
 
@@ -112,7 +114,9 @@ def labels_from(y: Any, name: str, table: AnnData | None = None) -> np.ndarray:
         if table is None:
             raise TypeError(f"{name}={y!r} is a key; pass the AnnData / SpatialData as the first argument.")
         if y not in table.obs:
-            cols = ", ".join(map(repr, table.obs.columns[:20])) or "none"
+            from .._constants import user_columns
+
+            cols = ", ".join(map(repr, user_columns(table.obs)[:20])) or "none"
             raise KeyError(f"{name}={y!r} is not a column of obs (columns: {cols}).")
         y = table.obs[y]
     values = np.asarray(pd.Series(y).astype(object).to_numpy(), dtype=object)

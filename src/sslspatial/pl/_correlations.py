@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._docs import inject_docs
 from ..io._access import is_spatialdata
 from ._common import PathLike, as_table, check_save, finish, new_figure
 
@@ -59,6 +60,7 @@ def _correlation_series(pearson: Any, key: str | None, table_key: str, gene_name
     return pd.to_numeric(pearson, errors="coerce").astype(np.float64)
 
 
+@inject_docs
 def gene_correlations(
     pearson: Any,
     *,
@@ -95,10 +97,7 @@ def gene_correlations(
         Axes title (default states n and the median).
     ax
         Draw into this axes.
-    save
-        Write the figure to this PNG path.
-    show
-        Call ``plt.show()``.
+    %(save_show)s
 
     Returns
     -------

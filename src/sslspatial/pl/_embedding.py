@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._docs import inject_docs
 from .._types import DataLike
 from .._validate import check_choice
 from ..io._access import get_coordinates
@@ -118,6 +119,7 @@ def _draw(
         ax.set_aspect("auto")
 
 
+@inject_docs
 def embedding(
     data: DataLike,
     basis: str = "X_pretrain_mask",
@@ -174,10 +176,7 @@ def embedding(
         :func:`~sslspatial.pl.expression_maps`), else ``"coordinate units"``.
     ax
         Draw into this axes (only for a single panel: one colour and ``spatial=False``).
-    save
-        Write the figure to this PNG path.
-    show
-        Call ``plt.show()``.
+    %(save_show)s
 
     Returns
     -------

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._docs import inject_docs
 from .._types import DataLike
 from .._validate import check_choice
 from ..io._access import get_coordinates, get_image, get_sections, is_spatialdata
@@ -87,6 +88,7 @@ def _frame(table: AnnData, data: Any, table_key: str | None, library_key: str | 
     )
 
 
+@inject_docs
 def expression_maps(
     data: DataLike,
     genes: str | Sequence[str],
@@ -168,10 +170,7 @@ def expression_maps(
         coordinates is drawn in its pixels, and the axes then read ``"pixels"``.
     cmap, point_size, invert_y
         Colour map, scatter marker area (points^2, default automatic) and image-style y axis (rows down).
-    save
-        Write the figure to this PNG path.
-    show
-        Call ``plt.show()``.
+    %(save_show)s
 
     Returns
     -------

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._docs import inject_docs
 from ._common import PathLike, check_save, finish, new_figure
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ def drop_redundant(curves: dict[str, pd.Series]) -> tuple[dict[str, list[str]], 
     return {q: kept[q] for q in groups if q in kept}, notes
 
 
+@inject_docs
 def history(
     model_or_history: Any,
     keys: str | Sequence[str] | None = None,
@@ -152,10 +154,7 @@ def history(
         Draw every curve on this axes instead of one panel per quantity.
     ncols
         Panels per row.
-    save
-        Write the figure to this PNG path.
-    show
-        Call ``plt.show()``.
+    %(save_show)s
 
     Returns
     -------

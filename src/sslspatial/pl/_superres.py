@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from anndata import AnnData
 
+from .._docs import inject_docs
 from ..io._access import table_attrs
 from ._common import (
     PathLike,
@@ -61,6 +62,7 @@ def _section_mask(table: AnnData, library_key: str | None, section: str | None, 
     return mask
 
 
+@inject_docs
 def superres_maps(
     spot_table: AnnData,
     subspot_table: AnnData,
@@ -115,10 +117,7 @@ def superres_maps(
     unit
         Axis unit (labelled ``"x (<unit>)"``); default from the spot table's ``uns`` (``"coordinate_unit"``, e.g.
         ``uns["spot_geometry"]["coordinate_unit"]`` of ``ss.datasets.synthetic_tissue``), else ``"coordinate units"``.
-    save
-        Write the figure to this PNG path.
-    show
-        Call ``plt.show()``.
+    %(save_show)s
 
     Returns
     -------

@@ -155,7 +155,9 @@ def _squidpy_graph(table, coords, sections_key, method, radius, n_neighs, n_ring
     shell = ad.AnnData(obs=obs, obsm={"spatial": coords})
     library_key = "section" if sections_key is not None else None
     common = {"spatial_key": "spatial", "library_key": library_key, "copy": True}
-    with warnings.catch_warnings():
+    from .._warnings import quiet
+
+    with quiet(), warnings.catch_warnings():  # squidpy's INFO "Creating graph using ..." is nothing to act on
         warnings.simplefilter("ignore", category=FutureWarning)
         if method == "radius":
             result = sq.gr.spatial_neighbors_radius(shell, radius=radius, **common)
@@ -218,7 +220,7 @@ def _format_radius(radius) -> str:
 
 def coordinate_unit(data, table) -> str:
     """The coordinates' unit for messages (``"pixels"``, ``"µm"``; ``"coordinate units"`` when nothing says)."""
-    from ..pl._spatial import coordinate_unit as unit_of
+    from ..io._units import coordinate_unit as unit_of
 
     return unit_of(data, table)
 

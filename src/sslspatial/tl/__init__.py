@@ -9,7 +9,7 @@ __getattr__, __dir__, __all__ = _attach(
         "domains": "_domains",
         "hist2expr": "_hist2expr",
         "map_query": "_map_query",
-        "pretrain_contrastive": "_pretrain",
+        "pretrain_contrastive": "_pretrain_contrastive",
         "pretrain_image": "_pretrain_image",
         "pretrain_mask": "_pretrain",
         "pretrain_pseudolabel": "_pretrain",

@@ -13,7 +13,6 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from .. import _logging as logg
 from .._constants import DomainKey, Key, check_key
@@ -21,7 +20,7 @@ from .._provenance import run_record
 from .._types import DataLike
 from .._validate import ArgumentError, check_absent, check_choice, check_numbers, resolve_seed, storable_key
 from ..io import _access as _io
-from ..pp._aggregate import _aggregate, hop_matrices, representation
+from ._features import center_per_section, features, smooth_features, standardize_block  # noqa: F401
 
 DomainMethod = Literal["leiden", "gmm"]
 DOMAIN_METHODS = get_args(DomainMethod)
@@ -197,17 +196,7 @@ def domains(
     section_of = _io.get_sections(table, library_key=library_key)
     sections = section_of if per_section else pd.Categorical(["all"] * table.n_obs)
     counts = pd.Series(np.asarray(sections)).value_counts()
-    needed = n_domains if n_domains is not None else (hi_k if autok else None)
-    if needed is not None and (counts < needed).any():
-        what = f"n_domains={n_domains}" if n_domains is not None else f"autok_range up to {hi_k}"
-        raise ValueError(f"{what} exceeds the number of cells of section {counts.idxmin()!r} ({counts.min()}).")
-    if n_domains is not None and n_domains > 1 and counts.min() < MIN_CELLS_PER_DOMAIN * n_domains:
-        most = max(1, int(counts.min()) // MIN_CELLS_PER_DOMAIN)
-        raise ValueError(
-            f"n_domains={n_domains} on {counts.min()} cells (section {counts.idxmin()!r}) leaves fewer than "
-            f"{MIN_CELLS_PER_DOMAIN} cells per domain: domains are regions of many cells. Pass n_domains <= {most}, "
-            "or n_domains=None with method='gmm' to choose it (AutoK)."
-        )
+    _check_domains_fit(counts, n_domains, (lo_k, hi_k) if autok else None)
 
     center = bool(center_sections) and not per_section and len(section_of.categories) > 1
     rep = features(
@@ -270,90 +259,6 @@ def domains(
     logg.info(f"Found {table.obs[key_added].nunique()} domains with {method} on {use_rep!r} -> obs[{key_added!r}].")
 
 
-def features(
-    table,
-    use_rep: str | Sequence[str],
-    *,
-    n_hops: int = 0,
-    smooth: int = 0,
-    connectivity_key: str = Key.CONNECTIVITIES,
-    seed: int = 0,
-    sections: np.ndarray | None = None,
-) -> np.ndarray:
-    """Return the features :func:`domains` clusters: standardised ``use_rep`` block(s), ring means, smoothing.
-
-    With ``sections`` (one label per cell), each block first has its per-section mean subtracted. A single
-    representation is then used as it is; a list concatenates its blocks, each centred and scaled to unit mean
-    squared row norm so that none dominates. ``n_hops`` appends the mean over each ring 1 to ``n_hops`` of the spatial graph; ``smooth``
-    rounds of :func:`smooth_features` follow.
-    """
-    reps = [use_rep] if isinstance(use_rep, str) else list(use_rep)
-    blocks = [representation(table, r, seed=seed) for r in reps]
-    if sections is not None:
-        blocks = [center_per_section(b, sections) for b in blocks]
-    rep = blocks[0] if len(blocks) == 1 else np.hstack([standardize_block(b) for b in blocks])
-    if n_hops > 0:
-        rings = hop_matrices(table.obsp[connectivity_key], n_hops)
-        rep = np.hstack([rep] + [_aggregate(ring, rep, "mean") for ring in rings])
-    if smooth > 0:
-        rep = smooth_features(table.obsp[connectivity_key], rep, smooth)
-    return rep
-
-
-def center_per_section(block: np.ndarray, sections: np.ndarray) -> np.ndarray:
-    """Subtract from each row the mean of its section's rows.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> center_per_section(np.array([[1.0], [3.0], [10.0]]), np.array(["a", "a", "b"])).ravel().tolist()
-    [-1.0, 1.0, 0.0]
-    """
-    out = np.array(block, dtype=np.float64)
-    codes, inverse = np.unique(np.asarray(sections), return_inverse=True)
-    for code in range(len(codes)):
-        rows = inverse == code
-        out[rows] -= out[rows].mean(axis=0)
-    return out
-
-
-def standardize_block(block: np.ndarray) -> np.ndarray:
-    """Centre the columns of ``block`` and scale it so that the mean squared row norm is 1.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> out = standardize_block(np.array([[0.0, 0.0], [2.0, 4.0]]))
-    >>> round(float((out**2).sum(axis=1).mean()), 6)
-    1.0
-    """
-    centred = np.asarray(block, dtype=np.float64) - np.asarray(block, dtype=np.float64).mean(axis=0)
-    scale = np.sqrt((centred**2).sum(axis=1).mean())
-    return centred / scale if scale > 0 else centred
-
-
-def smooth_features(adjacency: sp.spmatrix, rep: np.ndarray, rounds: int) -> np.ndarray:
-    """Average ``rep`` over each cell's closed neighbourhood (itself and its graph neighbours), ``rounds`` times.
-
-    Examples
-    --------
-    >>> import numpy as np, scipy.sparse as sp
-    >>> a = sp.csr_matrix(np.array([[0, 1], [1, 0]]))
-    >>> smooth_features(a, np.array([[0.0], [2.0]]), 1).ravel().tolist()
-    [1.0, 1.0]
-    """
-    a = sp.csr_matrix(adjacency, copy=True)
-    a.setdiag(0)
-    a.eliminate_zeros()
-    a.data = np.ones_like(a.data, dtype=np.float64)
-    closed = (a + sp.identity(a.shape[0], format="csr")).tocsr()
-    operator = sp.diags(1.0 / np.asarray(closed.sum(axis=1)).ravel()) @ closed
-    out = np.asarray(rep, dtype=np.float64)
-    for _ in range(rounds):
-        out = operator @ out
-    return out
-
-
 def _gmm(rep: np.ndarray, n_domains: int, seed: int, kwargs: dict, *, with_score: bool = False):
     """Labels of a Gaussian mixture fitted to ``rep`` (and, with ``with_score``, its mean log-likelihood)."""
     from sklearn.mixture import GaussianMixture
@@ -362,6 +267,29 @@ def _gmm(rep: np.ndarray, n_domains: int, seed: int, kwargs: dict, *, with_score
     mixture = GaussianMixture(n_components=n_domains, **options).fit(rep)
     labels = mixture.predict(rep)
     return (labels, float(mixture.score(rep))) if with_score else labels
+
+
+def _check_domains_fit(counts: pd.Series, n_domains: int | None, autok_range: tuple[int, int] | None) -> None:
+    """Refuse (:class:`ArgumentError`, a usage error) more domains than the smallest section's cells can hold."""
+    smallest, where = int(counts.min()), counts.idxmin()
+    most = max(1, smallest // MIN_CELLS_PER_DOMAIN)
+    if n_domains is not None and n_domains > 1 and smallest < MIN_CELLS_PER_DOMAIN * n_domains:
+        raise ArgumentError(
+            "n_domains",
+            n_domains,
+            f"at most {most} on {smallest} cells (section {where!r}), so that each domain has at least "
+            f"{MIN_CELLS_PER_DOMAIN} cells: domains are regions of many cells",
+            most,
+            "Without n_domains (n_domains=None), method='gmm' chooses it (AutoK).",
+        )
+    if autok_range is not None and smallest < autok_range[1]:
+        low = min(autok_range[0], smallest)
+        raise ArgumentError(
+            "autok_range",
+            tuple(autok_range),
+            f"a range whose largest number of domains is at most the {smallest} cells of section {where!r}",
+            (low, smallest),
+        )
 
 
 def _check_autok(autok_range, autok_runs) -> tuple[int, int]:

@@ -309,7 +309,7 @@ def hist2expr(
     Examples
     --------
     >>> import sslspatial as ss
-    >>> sdata = ss.datasets.her2st(path="../shared/data/her2st", genes="hvg", image_downscale=4)  # doctest: +SKIP
+    >>> sdata = ss.datasets.her2st(path="data/her2st", genes="hvg", image_downscale=4)  # doctest: +SKIP
     >>> model = ss.tl.hist2expr(sdata, train_regions=["B4_spots", "C2_spots"], predict_regions=["C3_spots"])  # doctest: +SKIP
     >>> sdata["hist2expr"].uns["hist2expr"]["mean_pearson"]  # doctest: +SKIP
     >>> model.save("her2st_model", save_anndata=True)  # doctest: +SKIP

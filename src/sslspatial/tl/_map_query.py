@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import _logging
-from .._constants import Key, check_key
+from .._constants import Key, check_key, user_columns
 from .._provenance import run_record
 from .._types import DataLike
 from .._validate import (
@@ -157,7 +157,7 @@ def map_query(
     >>> query.uns["map_query"]["adaptation"]  # doctest: +SKIP
     """
     params = {k: v for k, v in locals().items() if k not in ("data", "model")}
-    check_numbers(params)  # folds, PCs, epochs, seed: before any work
+    check_numbers({k: v for k, v in params.items() if not (k == "lr" and v is None)})  # None: its own default
     seed = params["seed"] = resolve_seed(seed)  # None: a fresh seed, recorded in uns[key_added]["params"]
     if not isinstance(model, SpatialPretrainModel) or not model.is_trained_:
         raise TypeError("model must be a trained SpatialPretrainModel (from ss.tl.pretrain_*).")
@@ -180,7 +180,7 @@ def map_query(
     check_unique_var_names(query, "the query table")
     if labels_key not in reference.obs:
         raise KeyError(
-            f"The reference table of the model has no obs[{labels_key!r}] (columns: {list(reference.obs.columns)}): "
+            f"The reference table of the model has no obs[{labels_key!r}] (columns: {user_columns(reference.obs)}): "
             "map_query reads the labels from model.adata. Add them there, and share the model with "
             "model.save(folder, save_anndata=True) so the labels travel with it."
         )
@@ -265,7 +265,10 @@ def _adapt_options(model, adapt: bool, epochs: int, kwargs: dict | None) -> dict
     options = {"max_epochs": int(epochs), "lr": 1e-2, "batch_size": 256, "penalty": 1.0}
     unknown = set(kwargs or {}) - {"lr", "batch_size", "penalty"}
     if unknown:
-        raise ValueError(f"Unknown adapt_kwargs {sorted(unknown)}: the options are 'lr', 'batch_size', 'penalty'.")
+        raise ValueError(
+            f"Unknown adapt_kwargs / train_kwargs {sorted(unknown)}: the adaptation's options are 'lr', 'batch_size', "
+            "'penalty' (it runs its own loop, without Lightning's trainer options)."
+        )
     options.update(kwargs or {})
     if adapt and model.module.objective_name not in ADAPTABLE:
         raise TypeError(

@@ -1,13 +1,14 @@
 """User functions for self-supervised pretraining.
 
-``pretrain_mask``, ``pretrain_contrastive``, ``pretrain_pseudolabel``. Each validates its input before any training,
+``pretrain_mask``, ``pretrain_pseudolabel`` (and ``pretrain_contrastive`` in :mod:`._pretrain_contrastive`, on the
+same harness: ``_prepare`` and ``_train_and_write``). Each validates its input before any training,
 trains a :class:`~sslspatial.model.SpatialPretrainModel`, writes the embedding to ``obsm["X_<key_added>"]`` and returns the
 model.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -30,10 +31,7 @@ from ..nn._graph_encoders import Encoder
 from ..nn._likelihoods import Likelihood, is_count
 from ..objectives import kmeans_pseudolabels
 from ..objectives._masking import Strategy
-from ..pp._normalize import expression_pcs
-from ._domains import center_per_section, smooth_features
-
-ContrastiveMethod = Literal["barlow", "byol"]
+from ._features import center_per_section, pseudolabel_features, smooth_features
 
 #: ``pretrain_pseudolabel``'s pseudo-label clustering: per section (``"each"``) or across sections (``"joint"``).
 DEFAULT_CLUSTER_SECTIONS = "each"
@@ -66,9 +64,26 @@ def _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, 
     return table
 
 
-def _train_and_write(table, model, function, params, targets):
-    """Train with the run's settings, write the embedding and ``uns[key_added]`` (function, parameters, version)."""
+def _train_and_write(table, function, params, objective, objective_kwargs, targets):
+    """Seed, build the model from the run's encoder settings, train, write the embedding and ``uns[key_added]``.
+
+    ``params`` are the function's arguments (``dict(locals())``, taken first thing); the record holds every one of
+    them but the inputs (function, parameters, version).
+    """
     key_added = params["key_added"]
+    seed_everything(params["seed"])
+    model = SpatialPretrainModel(
+        table,
+        encoder=params["encoder"],
+        n_latent=params["n_latent"],
+        n_hidden=params["n_hidden"],
+        n_layers=params["n_layers"],
+        dropout=params["dropout"],
+        likelihood=params["likelihood"],
+        objective=objective,
+        objective_kwargs=objective_kwargs,
+        **(params["model_kwargs"] or {}),
+    )
     model.train(
         max_epochs=params["max_epochs"],
         batch_size=params["batch_size"],
@@ -194,120 +209,7 @@ def pretrain_mask(
         check_obs_column(table, celltype_key, "celltype_key")
         targets = {"celltype": pd.Categorical(table.obs[celltype_key]).codes.astype(np.int64)}
     table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
-    seed_everything(seed)
-    model = SpatialPretrainModel(
-        table,
-        encoder=encoder,
-        n_latent=n_latent,
-        n_hidden=n_hidden,
-        n_layers=n_layers,
-        dropout=dropout,
-        likelihood=likelihood,
-        objective="mask",
-        objective_kwargs=objective_kwargs,
-        **(model_kwargs or {}),
-    )
-    return _train_and_write(table, model, "pretrain_mask", params, targets)
-
-
-def pretrain_contrastive(
-    data: DataLike,
-    *,
-    method: ContrastiveMethod = "barlow",
-    encoder: Encoder = "gat",
-    likelihood: Likelihood = "nb",
-    layer: str | None = None,
-    table_key: str = Key.DEFAULT_TABLE,
-    connectivity_key: str = Key.CONNECTIVITIES,
-    n_latent: int = 32,
-    n_hidden: int = 128,
-    n_layers: int = 2,
-    dropout: float = 0.0,
-    noise: float = 0.2,
-    view_dropout: float = 0.2,
-    max_epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float = 1e-3,
-    key_added: str = "pretrain_contrastive",
-    overwrite: bool = False,
-    seed: int | None = 0,
-    accelerator: str = "auto",
-    devices: Devices = "auto",
-    model_kwargs: dict | None = None,
-    train_kwargs: dict | None = None,
-    objective_kwargs: dict | None = None,
-) -> SpatialPretrainModel:
-    """Joint-embedding pretraining: Barlow Twins (``method="barlow"``) or BYOL (``method="byol"``, EMA target).
-
-    Two views of each seed's subgraph are made by Gaussian noise (``noise``) and random entry masking
-    (``view_dropout``) of the log-normalised input; ``likelihood`` only decides the input transform (``log1p`` of
-    normalised counts unless ``"gaussian"``) and which values are accepted.
-
-    Parameters
-    ----------
-    data, encoder, likelihood, layer, table_key, connectivity_key, n_latent, n_hidden, n_layers, dropout
-        As in :func:`pretrain_mask`.
-    method
-        ``"barlow"`` or ``"byol"``.
-    noise, view_dropout
-        View augmentation strengths.
-    max_epochs, batch_size, lr, key_added, overwrite, seed, accelerator, devices, model_kwargs, train_kwargs
-        As in :func:`pretrain_mask`.
-    objective_kwargs
-        More objective arguments (``lambd``, ``projector`` for Barlow Twins; ``tau``, ``projection``, ``hidden`` for
-        BYOL).
-
-    Returns
-    -------
-    The trained model.
-
-    Examples
-    --------
-    >>> model = ss.tl.pretrain_contrastive(adata, method="byol", max_epochs=10)  # doctest: +SKIP
-    """
-    params = dict(locals())
-    check_numbers(params)  # sizes, rates, lr, seed: before any work
-    check_choice(method, get_args(ContrastiveMethod), "method")
-    table = _prepare(data, table_key, key_added, overwrite, layer, batch_size, encoder, connectivity_key)
-    kwargs = {"noise": noise, "dropout": view_dropout, **(objective_kwargs or {})}
-    seed_everything(seed)
-    model = SpatialPretrainModel(
-        table,
-        encoder=encoder,
-        n_latent=n_latent,
-        n_hidden=n_hidden,
-        n_layers=n_layers,
-        dropout=dropout,
-        likelihood=likelihood,
-        objective=method,
-        objective_kwargs=kwargs,
-        **(model_kwargs or {}),
-    )
-    return _train_and_write(table, model, "pretrain_contrastive", params, None)
-
-
-def pseudolabel_features(
-    table,
-    layer: str | None = None,
-    n_pcs: int = 30,
-    log1p: bool = True,
-    scale: bool = False,
-    pearson: bool = False,
-) -> np.ndarray:
-    """PCA of (log1p-normalised) expression, the features clustered into pseudo-labels.
-
-    With ``scale=True`` every gene is standardised (clipped at 10 sd) before the PCA, the scanpy recipe
-    (``normalize_total``, ``log1p``, ``scale``, ``pca``): the expression features of ``ss.tl.annotate``.
-    See :func:`sslspatial.pp._normalize.expression_pcs`.
-
-    Examples
-    --------
-    >>> from anndata import AnnData
-    >>> pseudolabel_features(AnnData(np.random.default_rng(0).poisson(2, (50, 10)).astype(float)), n_pcs=3).shape
-    (50, 3)
-    """
-    x = table.X if layer is None else table.layers[layer]
-    return expression_pcs(x, n_pcs, log1p=log1p, scale=scale, pearson=pearson)
+    return _train_and_write(table, "pretrain_mask", params, "mask", objective_kwargs, targets)
 
 
 def pretrain_pseudolabel(
@@ -412,17 +314,11 @@ def pretrain_pseudolabel(
         targets, sizes = kmeans_pseudolabels(features, None)
     else:
         targets, sizes = kmeans_pseudolabels(features, sections)
-    seed_everything(seed)
-    model = SpatialPretrainModel(
+    return _train_and_write(
         table,
-        encoder=encoder,
-        n_latent=n_latent,
-        n_hidden=n_hidden,
-        n_layers=n_layers,
-        dropout=dropout,
-        likelihood=likelihood,
-        objective="pseudolabel",
-        objective_kwargs={"sizes": sizes, "gene_dropout": float(gene_dropout)},
-        **(model_kwargs or {}),
+        "pretrain_pseudolabel",
+        params,
+        "pseudolabel",
+        {"sizes": sizes, "gene_dropout": float(gene_dropout)},
+        {"pseudolabels": targets},
     )
-    return _train_and_write(table, model, "pretrain_pseudolabel", params, {"pseudolabels": targets})

@@ -11,7 +11,7 @@ from .._constants import check_key
 from .._logging import info
 from .._provenance import run_record, seed_everything
 from .._types import DataLike
-from .._validate import check_absent
+from .._validate import check_absent, check_numbers
 from ..io._access import get_coordinates, get_image, get_table, require_spatialdata
 from ..model._image_encoder import ImageEncoder
 from ..module._image_ssl import CONTEXT
@@ -144,13 +144,12 @@ def pretrain_image(
     >>> enc = ss.tl.pretrain_image(sdata, table_key="table_visium", max_epochs=2)  # doctest: +SKIP
     >>> ss.tl.hist2expr(sdata, table_key="table_visium", library_key="section", image_encoder=enc)  # doctest: +SKIP
     """
+    check_numbers(dict(locals()))  # sizes, epochs, lr, seed, devices: before any work (shared checks)
     params = {k: v for k, v in locals().items() if k != "data"}
     require_spatialdata(data, "pretrain_image", "the H&E image(s)")
     check_key(key_added, "key_added")
     if size_unit not in ("coords", "px"):
         raise ValueError(f"size_unit={size_unit!r} is not one of 'coords', 'px'.")
-    if tiles_per_image < 1 or max_epochs < 1:
-        raise ValueError("tiles_per_image and max_epochs must be positive.")
     table = get_table(data, table_key)
     check_absent(f"X_{key_added}" in table.obsm and not overwrite, f"obsm['X_{key_added}']")
     check_absent(key_added in table.uns and not overwrite, f"uns[{key_added!r}]")
