@@ -45,7 +45,9 @@ No benchmark results were found in `benchmarks/results/` when these pages were b
 _HEADING = re.compile(r"^(#{1,5})(\s)", flags=re.MULTILINE)
 _FENCE = re.compile(r"^(```|~~~)")
 _LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?![\d.])")
-_ISSUE = re.compile(r"\s*\(?\b[Ii]ssue \d+\)?(?=\s*$)")  # "(issue 12)" at the end of a heading
+_ISSUE = re.compile(
+    r"\s*\(\s*[Ii]ssue \d+\s*\)|\s*\b[Ii]ssue \d+(?=\s*$)"
+)  # "(issue 12)" anywhere, or "issue 12" at the end
 _NUMBER = re.compile(r"^\s*\**([-+]?\d+(?:\.\d+)?)")
 
 
@@ -477,7 +479,10 @@ def build(results: Path = RESULTS, out: Path = OUT) -> Path:
             body = None
         body = body or "The results file has no table this summary can read; see the full results."
         sections.append(f"## {title}\n\n{body}\n\nFull results: [{_title(texts[name], name)}](results/{name}.md).\n")
-    listing = [f"- [{_title(texts[n], n)}](results/{n}.md) (`benchmarks/results/{n}.md`)" for n in names]
+    titles = {n: _title(texts[n], n) for n in names}
+    repeated = {t for t in titles.values() if list(titles.values()).count(t) > 1}
+    titles = {n: f"{t} ({n})" if t in repeated else t for n, t in titles.items()}  # one sidebar entry each
+    listing = [f"- [{titles[n]}](results/{n}.md) (`benchmarks/results/{n}.md`)" for n in names]
     text = HEADER
     if names:
         text += "\n" + "\n".join(sections) + "\n## All results files\n\n" + "\n".join(listing) + "\n"
@@ -487,8 +492,9 @@ def build(results: Path = RESULTS, out: Path = OUT) -> Path:
     for name in names:
         script = f"`benchmarks/{name}.py`" if (results.parent / f"{name}.py").exists() else "its benchmark script"
         page = readable(texts[name])
-        if not page.lstrip().startswith("# "):
-            page = f"# {name}\n\n{page}"
+        if page.lstrip().startswith("# "):  # the page title without issue numbers, unique among the pages
+            page = page.lstrip().split("\n", 1)[1] if "\n" in page.lstrip() else ""
+        page = f"# {titles[name]}\n\n{page}"
         _write(
             pages / f"{name}.md",
             f"{page}\n\n<small>Source: `benchmarks/results/{name}.md`, written by {script}.</small>\n",
