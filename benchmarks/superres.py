@@ -92,6 +92,27 @@ def _scores(truth, pred, sub_centres, cell) -> dict:
             "pearson_per_gene": [float(v) for v in pear]}  # fmt: skip
 
 
+def simple_baselines(ps: dict, k: int, sub_centres: np.ndarray, cell: float, pitch: float) -> dict:
+    """The uniform split and the Gaussian-kernel baselines of pseudo-spots ``ps``, scored against their sub-spots.
+
+    kernel: interpolated spot / K at each sub-spot; kernel_split: the same values used only as the shape of each spot's
+    split (sub-spots sum to the spot). Each at its best bandwidth of 0.25 / 0.5 / 1 x ``pitch`` (chosen on the truth,
+    so optimistic).
+    """
+    spots, truth = ps["spots"], ps["subspots"]
+    out = {"uniform": _scores(truth, uniform_split(spots, k), sub_centres, cell)}
+    for label in ("kernel", "kernel_split"):
+        scored = []
+        for bw in (0.25, 0.5, 1.0):
+            pred = kernel_interpolation(spots, ps["centres"], sub_centres.reshape(len(spots), k, 2), bw * pitch)
+            if label == "kernel_split":
+                shape = pred.reshape(len(spots), k, -1) + 1e-3
+                pred = (shape / shape.sum(1, keepdims=True) * spots[:, None, :]).reshape(len(spots) * k, -1)
+            scored.append({**_scores(truth, pred, sub_centres, cell), "bandwidth_pitch": bw})
+        out[label] = max(scored, key=lambda sc: sc["pearson"])
+    return out
+
+
 def point_split(spots: np.ndarray, n_points: np.ndarray, k: int) -> np.ndarray:
     """Each spot split among its ``k`` sub-spots in proportion to the points (cells, transcripts) they hold.
 
@@ -121,18 +142,7 @@ def run_dataset(name, ps, layout, modalities, epochs, pitch) -> dict:
         results["points_per_subspot"] = {"mean": float(np.mean(ps["n_points"])),
                                          "empty_fraction": float(np.mean(ps["n_points"] == 0))}  # fmt: skip
     cell = r_sub * (2 if layout == "square" else 1.0)
-    results["methods"]["uniform"] = _scores(truth, uniform_split(spots, k), sub_centres, cell)
-    # kernel: interpolated spot / K at each sub-spot; kernel_split: the same values used only as the shape of each
-    # spot's split (sub-spots sum to the spot). Each at its best bandwidth.
-    for label in ("kernel", "kernel_split"):
-        scored = []
-        for bw in (0.25, 0.5, 1.0):
-            pred = kernel_interpolation(spots, ps["centres"], sub_centres.reshape(len(spots), k, 2), bw * pitch)
-            if label == "kernel_split":
-                shape = pred.reshape(len(spots), k, -1) + 1e-3
-                pred = (shape / shape.sum(1, keepdims=True) * spots[:, None, :]).reshape(len(spots) * k, -1)
-            scored.append({**_scores(truth, pred, sub_centres, cell), "bandwidth_pitch": bw})
-        results["methods"][label] = max(scored, key=lambda sc: sc["pearson"])
+    results["methods"] |= simple_baselines(ps, k, sub_centres, cell, pitch)
     if "n_points" in ps:  # oracle: what knowing where the cells / transcripts lie (not what they express) is worth
         results["methods"]["oracle_point_split"] = _scores(truth, point_split(spots, ps["n_points"], k), sub_centres,
                                                            cell)  # fmt: skip
