@@ -226,3 +226,26 @@ def test_unsorted_warning_states_the_read_amplification_of_the_store(tmp_path):
 def _write(adata, path):
     adata.write_zarr(path)
     return path
+
+
+@pytest.mark.parametrize("cache_chunks", [1, 4])
+def test_chunk_cache_reads_the_rows_of_the_matrix_and_each_chunk_once_per_pass(tmp_path, cache_chunks):
+    """Rows served from cached whole chunks equal the matrix's rows, over chunk borders, repeats and evictions; walking
+    the store in order (as embedding does) decompresses every stored chunk exactly once."""
+    from sslspatial.data._tiles import TileReader
+
+    rng = np.random.default_rng(0)
+    dense = rng.poisson(0.4, (300, 20)).astype(np.float32)
+    matrix = sp.csr_matrix(dense)
+    group = zarr.open_group(str(tmp_path / "x.zarr"), mode="w")
+    ad.io.write_elem(group, "X", matrix, dataset_kwargs={"chunks": (97,)})  # chunk borders inside rows
+    reader = TileReader(ad.io.sparse_dataset(group["X"]), cache_chunks=cache_chunks)
+    n_chunks = -(-matrix.nnz // 97)
+    for start in range(0, 300, 25):  # in order, overlapping halos: each chunk read once
+        rows = np.arange(max(start - 5, 0), min(start + 30, 300))
+        np.testing.assert_array_equal(reader[rows].toarray(), dense[rows])
+    assert reader.chunks_read == 2 * n_chunks
+    for _ in range(20):  # random rows, repeats, any order, evictions
+        rows = rng.integers(0, 300, rng.integers(1, 60))
+        np.testing.assert_array_equal(reader[rows].toarray(), dense[rows])
+    assert all(len(c) <= max(cache_chunks, n_chunks) for c in reader._cache.values())

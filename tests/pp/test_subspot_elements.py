@@ -93,6 +93,13 @@ def test_polygon_radius_and_pseudo_spots_sum_exactly():
     np.testing.assert_allclose(out["centres"], [[0.5, 0.5], [1.5, 0.5]])
     np.testing.assert_allclose(out["subspots"][:4], [[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]])
     np.testing.assert_allclose(out["subspots"][4:], [[0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 0, 0]])
+    # the minimum point lies exactly on the first bin's edge: (lo + r) - lo is not r in floating point for this lo
+    # (STARmap BZ9's minimum x), which used to leave the point outside every bin
+    lo = 43.6248204391545
+    assert (lo + 250.0) - lo != 250.0
+    out = pseudo_spots(np.array([[lo, 5377.36], [900.0, 5000.0], [lo + 1.0, 38.4]]), np.eye(3), 500.0)
+    np.testing.assert_allclose(out["spots"].sum(0), [1, 1, 1])
+    assert out["centres"][:, 0].min() == pytest.approx(lo + 250.0)
 
 
 def test_nuclei_image_draws_one_unit_blob_per_cell_where_its_transformation_says():

@@ -4,14 +4,18 @@ A table opened with :func:`sslspatial.io.read_backed` (or ``anndata.read_h5ad(..
 in the store as an anndata backed sparse dataset (:class:`anndata.abc.CSRDataset`). :class:`TileReader` serves the
 rows of a minibatch subgraph from it: the requested rows are sorted, grouped into runs whose gaps are at most ``gap``
 rows, and each run is one contiguous slice of the dataset (one read of ``indptr``, ``indices`` and ``data`` each).
-A zarr store is read faster still: ``indptr`` (one integer per cell) is held in memory and the values of all the
-rows of a minibatch come in one coordinate selection per array (zarr's ``vindex``), which decompresses each stored
-chunk once. When the rows of the store are in spatial (Z-order) order (:func:`sslspatial.io.sort_spatially` before
+A zarr store is read faster still: ``indptr`` (one integer per cell) is held in memory, the stored chunks of
+``data`` and ``indices`` that a minibatch's rows fall in are read whole (consecutive chunks in one slice) and kept,
+decompressed, in a small least-recently-used cache, and the rows' values are gathered from it in memory. Minibatches
+of neighbouring tiles share chunks (a tile's halo lies in the next tile's chunks; embedding walks the store in order),
+so most chunks are decompressed once per pass. When the rows of the store are in spatial (Z-order) order (:func:`sslspatial.io.sort_spatially` before
 writing), the seeds of a batch and their k-hop halo lie in a few chunks. Nothing of the size of the matrix is read.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,9 @@ class TileReader:
         for ``"gaussian"``) and raise the error of :func:`sslspatial._validate.check_counts`, so that values the
         up-front check skipped (a store checked once before, :func:`sslspatial._validate.check_counts`) are still
         caught when training meets them. ``None``: no check.
+    cache_chunks
+        Decompressed stored chunks kept per array of a zarr store (``data`` and ``indices``; at least those of the
+        current minibatch): about ``2 * cache_chunks`` stored chunks of memory.
 
     Attributes
     ----------
@@ -48,6 +55,8 @@ class TileReader:
         Rows read so far (requested rows plus the gaps read through).
     max_rows_per_read
         The most rows one call read.
+    chunks_read
+        Stored chunks read and decompressed so far (zarr; both arrays): the cache's misses.
 
     Examples
     --------
@@ -55,11 +64,13 @@ class TileReader:
     >>> group = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
     >>> ad.io.write_elem(group, "X", sp.csr_matrix(np.arange(12.0).reshape(4, 3)))
     >>> reader = TileReader(ad.io.sparse_dataset(group["X"]), gap=1)
-    >>> reader[np.array([3, 0])].toarray().tolist(), reader.n_reads  # one coordinate selection per array
+    >>> reader[np.array([3, 0])].toarray().tolist(), reader.n_reads  # one read per call
     ([[9.0, 10.0, 11.0], [0.0, 1.0, 2.0]], 1)
+    >>> _ = reader[np.array([1, 2])]; reader.chunks_read  # the store's one chunk per array, read once
+    2
     """
 
-    def __init__(self, dataset: Any, gap: int = 32, check: tuple[str, str] | None = None):
+    def __init__(self, dataset: Any, gap: int = 32, check: tuple[str, str] | None = None, cache_chunks: int = 16):
         if getattr(dataset, "format", "csr") != "csr":
             raise ValueError(
                 "Counts stored column-major (CSC) cannot be read by rows without reading the whole matrix: rewrite "
@@ -70,15 +81,29 @@ class TileReader:
         self.check = check
         self.shape = tuple(dataset.shape)
         self.gap = int(gap)
-        self.n_reads = self.rows_read = self.max_rows_per_read = 0
+        self.n_reads = self.rows_read = self.max_rows_per_read = self.chunks_read = 0
         group = getattr(dataset, "group", None)
         self._zarr = group is not None and hasattr(group["data"], "vindex")  # else HDF5: contiguous ranges
         if self._zarr:
             self._indptr = np.asarray(group["indptr"][:], dtype=np.int64)
             self._data, self._indices = group["data"], group["indices"]
+            self.cache_chunks = max(int(cache_chunks), 1)
+            self._cache: dict[str, OrderedDict] = {"data": OrderedDict(), "indices": OrderedDict()}
+            self._lock = threading.Lock()  # the prefetch thread and the caller may read at once
 
     def __deepcopy__(self, memo):  # share the open store
         return self
+
+    def __getstate__(self):  # to another process (DataLoader workers, DDP): without the cache and its lock
+        state = self.__dict__.copy()
+        if self._zarr:
+            state["_cache"], state["_lock"] = {"data": OrderedDict(), "indices": OrderedDict()}, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._zarr:
+            self._lock = threading.Lock()
 
     def ranges(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(starts, ends)`` of the contiguous row ranges that cover the sorted unique ``rows``."""
@@ -101,8 +126,10 @@ class TileReader:
             if positions.size == 0:
                 return sp.csr_matrix((rows.size, self.shape[1]), dtype=self._data.dtype)
             indptr = np.concatenate([[0], np.cumsum(ends - starts)])
-            values = self._checked(self._data.vindex[positions])
-            block = sp.csr_matrix((values, self._indices.vindex[positions], indptr), shape=(unique.size, self.shape[1]))
+            with self._lock:
+                values = self._checked(self._gather("data", self._data, positions))
+                columns = self._gather("indices", self._indices, positions)
+            block = sp.csr_matrix((values, columns, indptr), shape=(unique.size, self.shape[1]))
             return block[inverse]
         starts, ends = self.ranges(unique)
         blocks = [self.dataset[int(a) : int(b)] for a, b in zip(starts, ends, strict=True)]
@@ -117,6 +144,30 @@ class TileReader:
         run = np.searchsorted(starts, unique, side="right") - 1
         offsets = np.concatenate([[0], np.cumsum(ends - starts)[:-1]])
         return stacked[(unique - starts[run] + offsets[run])[inverse]]
+
+    def _gather(self, name: str, array: Any, positions: np.ndarray) -> np.ndarray:
+        """``array[positions]`` (increasing positions) from its stored chunks, read whole and cached (LRU)."""
+        size, cache = int(array.chunks[0]), self._cache[name]
+        chunk_of = positions // size
+        needed = np.unique(chunk_of)
+        missing = np.array([c for c in needed.tolist() if c not in cache], dtype=np.int64)
+        if missing.size:  # runs of consecutive missing chunks, one slice each
+            breaks = np.flatnonzero(np.diff(missing) > 1) + 1
+            for run in np.split(missing, breaks):
+                first, last = int(run[0]), int(run[-1])
+                values = np.asarray(array[first * size : min((last + 1) * size, array.shape[0])])
+                for c in range(first, last + 1):
+                    cache[c] = values[(c - first) * size : (c - first + 1) * size]
+            self.chunks_read += int(missing.size)
+        for c in needed.tolist():
+            cache.move_to_end(c)
+        while len(cache) > max(self.cache_chunks, needed.size):
+            cache.popitem(last=False)
+        out = np.empty(positions.size, dtype=array.dtype)
+        bounds = np.searchsorted(chunk_of, needed, side="left").tolist() + [positions.size]
+        for c, lo, hi in zip(needed.tolist(), bounds[:-1], bounds[1:], strict=True):
+            out[lo:hi] = cache[c][positions[lo:hi] - c * size]
+        return out
 
     def _checked(self, values: np.ndarray) -> np.ndarray:
         """``values``, after the check asked for (the up-front check's error on a bad value)."""

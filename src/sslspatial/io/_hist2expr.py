@@ -9,7 +9,7 @@ predictions). Nothing below this module sees a SpatialData.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,42 @@ class Options:
             raise TypeError(f"Unknown patch_kwargs {unknown}: use {sorted(PATCH_DEFAULTS)}.")
         args = {k: v for k, v in params.items() if k not in ("patch_kwargs", "model")}
         return cls(**args, encoder_lr_scale=encoder_lr_scale, **patch)
+
+    def for_model(self, model: Any) -> Options:
+        """Checks of prediction-only use (``model=``); these options with the model's genes and patch settings."""
+        from ..model._hist2expr import Hist2Expr
+
+        if not isinstance(model, Hist2Expr):
+            raise TypeError(f"model must be a trained sslspatial.model.Hist2Expr, not {type(model).__name__}.")
+        if self.train_regions:
+            raise ValueError("With model= nothing is trained: leave train_regions empty, or pass model=None to train.")
+        if not self.predict_regions:
+            raise ValueError("With model=, name the sections, shapes or images to predict in predict_regions.")
+        if self.image_encoder is not None:
+            raise ValueError("With model= nothing is trained, so image_encoder is unused: leave it None.")
+        if model.adata is None:
+            raise ValueError(
+                "The model carries no AnnData, so its genes are unknown: load it with Hist2Expr.load(path, adata=...) "
+                "or save it with model.save(path, save_anndata=True)."
+            )
+        if self.genes is not None and list(self.genes) != list(model.adata.var_names):
+            raise ValueError("With model=, genes are the model's (model.adata.var_names): leave genes=None.")
+        settings = model.patch_settings
+        return replace(
+            self,
+            genes=list(model.adata.var_names),
+            patch_px=model.module.patch_px,
+            use_patches=model.module.use_patches,
+            features=settings.get("features"),
+            feature_weights=settings.get("feature_weights"),
+            feature_kwargs=settings.get("feature_kwargs"),
+            colour_normalize=bool(settings.get("colour_normalize", False)),
+            size_unit=settings.get("size_unit", self.size_unit),
+            spot_size=self.spot_size if self.spot_size is not None else settings.get("spot_size"),
+            grid_spacing=self.grid_spacing if self.grid_spacing is not None else settings.get("pitch"),
+            train_regions=[],
+            n_validation_sections=0,
+        )
 
 
 #: ``patch_kwargs`` of :func:`sslspatial.tl.hist2expr`: how patches are cut, described and predicted, and their defaults.

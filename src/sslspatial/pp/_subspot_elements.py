@@ -190,21 +190,24 @@ def pseudo_spots(
     x = np.asarray(counts, dtype=np.float64)
     k = n_subspots_of(layout, n_per_side)
     r = spot_size / 2.0
-    lo, hi = pts.min(0), pts.max(0)
+    lo = pts.min(0)
+    rel = pts - lo  # the grid is anchored at 0 in these coordinates, so a point on the first edge is exactly r away
+    hi = rel.max(0)
     if layout == "square":
-        gx = lo[0] + r + spot_size * np.arange(int(np.ceil((hi[0] - lo[0]) / spot_size)) + 1)
-        gy = lo[1] + r + spot_size * np.arange(int(np.ceil((hi[1] - lo[1]) / spot_size)) + 1)
+        gx = r + spot_size * np.arange(int(np.ceil(hi[0] / spot_size)) + 1)
+        gy = r + spot_size * np.arange(int(np.ceil(hi[1] / spot_size)) + 1)
         shape = "square"
     else:
         pitch = spot_size * np.sqrt(3) / 2
-        gx = lo[0] + pitch * np.arange(int(np.ceil((hi[0] - lo[0]) / pitch)) + 2)
-        gy = lo[1] + pitch * np.sqrt(3) / 2 * np.arange(int(np.ceil((hi[1] - lo[1]) / (pitch * np.sqrt(3) / 2))) + 2)
+        gx = pitch * np.arange(int(np.ceil(hi[0] / pitch)) + 2)
+        gy = pitch * np.sqrt(3) / 2 * np.arange(int(np.ceil(hi[1] / (pitch * np.sqrt(3) / 2))) + 2)
         shape = "circle"
     xx, yy = np.meshgrid(gx, gy)
     if layout == "hexagon":
         xx = xx + (np.arange(len(gy))[:, None] % 2) * pitch / 2
-    centres = np.c_[xx.ravel(), yy.ravel()]
-    spot, sub = assign_to_subspots(pts, centres, r, layout, n_per_side, spot_shape=shape)
+    grid = np.c_[xx.ravel(), yy.ravel()]
+    spot, sub = assign_to_subspots(rel, grid, r, layout, n_per_side, spot_shape=shape)
+    centres = grid + lo
     if (spot < 0).any():
         raise RuntimeError("Some points fell outside every pseudo-spot; this is a bug.")
     used, new_spot = np.unique(spot, return_inverse=True)

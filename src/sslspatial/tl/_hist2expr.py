@@ -14,145 +14,21 @@ from typing import Any, Literal, get_args
 from .._constants import check_key
 from .._docs import inject_docs
 from .._logging import info
-from .._provenance import run_record, seed_everything
+from .._provenance import run_record
 from .._types import DataLike
-from .._validate import check_absent, check_numbers, trainer_options
+from .._validate import check_absent, check_numbers
 from ..data._patch_loader import PatchSource
 from ..io._access import require_spatialdata
-from ..io._hist2expr import Options, Plan, Sections, read_sections
+from ..io._hist2expr import Options, read_sections
 from ..io._hist2expr import Patches as _Patches  # noqa: F401 (its old import path, used by tests)
 from ..io._hist2expr_write import write_predictions as _write
 from ..model._hist2expr import DEFAULT_ENCODER_LR_SCALE, TRAIN_DEFAULTS, Hist2Expr, Hist2ExprLikelihood
-from ..pp._backbones import LoadedBackbone, load_backbone
+from ..model._hist2expr_setup import checked_backbone, checked_image_encoder, torch_device, train_on_sections
 
 SIZE_UNITS = get_args(Literal["coords", "px"])
 
 #: Default patch side, in spot diameters (chosen on folds B4 and C5 of ``benchmarks/hist2expr_her2st.py``).
 DEFAULT_PATCH_SCALE = 1.5
-
-
-def _backbone(features, weights, kwargs, model) -> LoadedBackbone | None:
-    """Build a backbone ``features`` once (None for ``"stats"`` / None); a reloaded model checks the weights file."""
-    if features is None or features == "stats":
-        return None
-    loaded = load_backbone(features, weights, kwargs)
-    trained = (model.patch_settings if model is not None else {}).get("feature_backbone") or {}
-    saved, now = trained.get("weights_sha256"), loaded.info.get("weights_sha256")
-    if saved is not None and saved != now:
-        raise ValueError(
-            f"The backbone weights {weights!r} are not the file this model was trained with (SHA-256 {now} vs "
-            f"{saved}): its predictions would be meaningless. Put the original file at that path."
-        )
-    return loaded
-
-
-def _torch_device(accelerator: str) -> str:
-    """The torch device the backbone features are computed on, from the trainer's ``accelerator``."""
-    import torch
-
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "mps" if accelerator == "mps" else "cpu"
-
-
-def _image_encoder(opts: Options):
-    """The pretrained encoder (loaded from its folder when a path), checked against the run's patch settings."""
-    from ..model._image_encoder import ImageEncoder
-
-    enc = opts.image_encoder
-    if enc is None:
-        return None
-    if not isinstance(enc, ImageEncoder):
-        enc = ImageEncoder.load(enc)
-    if enc.patch_px != opts.patch_px:
-        raise ValueError(
-            f"The image encoder takes {enc.patch_px} px patches, but patch_px={opts.patch_px}: pass "
-            f"patch_px={enc.patch_px}."
-        )
-    fixed = set(enc.encoder_kwargs) & set(opts.model_kwargs or {})
-    if any((opts.model_kwargs or {})[k] != enc.encoder_kwargs[k] for k in fixed):
-        raise ValueError(
-            f"model_kwargs {sorted(fixed)} change the encoder's architecture; the pretrained one has "
-            f"{enc.encoder_kwargs}: leave them out."
-        )
-    if not opts.encoder_lr_scale >= 0:
-        raise ValueError(f"encoder_lr_scale={opts.encoder_lr_scale} must be >= 0 (0 freezes the encoder).")
-    tile, unit = enc.settings.get("tile_size"), enc.settings.get("size_unit")
-    if tile and opts.spot_size and unit == opts.size_unit and not 0.8 <= opts.spot_size / tile <= 1.25:
-        import warnings
-
-        warnings.warn(
-            f"The image encoder was pretrained on tiles of {tile:g} {unit}, the patches here are {opts.spot_size:g}: "
-            "pretrain it with tile_size=spot_size for features at the scale it learnt.",
-            stacklevel=3,
-        )
-    return enc
-
-
-def _with_model_settings(opts: Options, model) -> Options:
-    """Checks of prediction-only use (``model=``); the options with the model's genes and patch settings."""
-    if not isinstance(model, Hist2Expr):
-        raise TypeError(f"model must be a trained sslspatial.model.Hist2Expr, not {type(model).__name__}.")
-    if opts.train_regions:
-        raise ValueError("With model= nothing is trained: leave train_regions empty, or pass model=None to train.")
-    if not opts.predict_regions:
-        raise ValueError("With model=, name the sections, shapes or images to predict in predict_regions.")
-    if model.adata is None:
-        raise ValueError(
-            "The model carries no AnnData, so its genes are unknown: load it with Hist2Expr.load(path, adata=...) "
-            "or save it with model.save(path, save_anndata=True)."
-        )
-    if opts.genes is not None and list(opts.genes) != list(model.adata.var_names):
-        raise ValueError("With model=, genes are the model's (model.adata.var_names): leave genes=None.")
-    settings = model.patch_settings
-    return replace(
-        opts,
-        genes=list(model.adata.var_names),
-        patch_px=model.module.patch_px,
-        use_patches=model.module.use_patches,
-        features=settings.get("features"),
-        feature_weights=settings.get("feature_weights"),
-        feature_kwargs=settings.get("feature_kwargs"),
-        colour_normalize=bool(settings.get("colour_normalize", False)),
-        size_unit=settings.get("size_unit", opts.size_unit),
-        spot_size=opts.spot_size if opts.spot_size is not None else settings.get("spot_size"),
-        grid_spacing=opts.grid_spacing if opts.grid_spacing is not None else settings.get("pitch"),
-        train_regions=[],
-        n_validation_sections=0,
-    )
-
-
-def _train(opts: Options, plan: Plan, sections: Sections, backbone: LoadedBackbone | None) -> Hist2Expr:
-    """Set up and train :class:`~sslspatial.model.Hist2Expr` on the training sections' patches and counts."""
-    view = plan.table[:, plan.genes]
-    adata = view.copy() if opts.layer is None else _with_layer(view, opts.layer)
-    adata.obs["_hist2expr_total"] = plan.library
-    Hist2Expr.setup_anndata(adata, library_key="_hist2expr_total")
-    first = sections.measured[plan.train_regions[0]].features
-    settings = {"colour_normalize": opts.colour_normalize, "features": opts.features,
-                "feature_weights": opts.feature_weights, "size_unit": opts.size_unit, "spot_size": sections.train_size,
-                "pitch": sections.pitch}  # fmt: skip
-    if backbone is not None:
-        settings |= {"feature_kwargs": dict(opts.feature_kwargs or {}), "feature_backbone": backbone.info}
-    encoder, module_kwargs = opts.image_encoder, dict(opts.model_kwargs or {})
-    if encoder is not None:
-        settings["image_encoder"] = {**encoder.info, "lr_scale": opts.encoder_lr_scale}
-        module_kwargs |= {**encoder.encoder_kwargs, "freeze_encoder": opts.encoder_lr_scale == 0}
-    seed_everything(opts.seed)
-    model = Hist2Expr(
-        adata, patch_px=opts.patch_px, likelihood=opts.likelihood, n_features=0 if first is None else first.shape[1], use_patches=opts.use_patches, patch_settings=settings,
-        **module_kwargs,
-    )  # fmt: skip
-    if encoder is not None:
-        model.module.encoder.load_state_dict(encoder.module.encoder.state_dict())
-    model.set_patch_source(PatchSource([sections.measured[n] for n in plan.train_regions], opts.patch_px))
-    info(f"hist2expr: training on {plan.train_regions} (validation {plan.validation}), {len(plan.genes)} genes")
-    model.train(
-        max_epochs=opts.max_epochs, lr=opts.lr, validation_sections=plan.validation, window_size=opts.window_size,
-        early_stopping=bool(plan.validation), encoder_lr_scale=opts.encoder_lr_scale if encoder is not None else 1.0,
-        **trainer_options("hist2expr", opts.accelerator, opts.devices, opts.train_kwargs),
-    )  # fmt: skip
-    return model
 
 
 @inject_docs
@@ -325,32 +201,24 @@ def hist2expr(
     encoder_lr_scale = train_kwargs.pop("encoder_lr_scale", DEFAULT_ENCODER_LR_SCALE)
     opts = Options.of({**params, "train_kwargs": train_kwargs}, encoder_lr_scale)
     if model is not None:  # prediction only: the patch settings and genes are the trained model's
-        if image_encoder is not None:
-            raise ValueError("With model= nothing is trained, so image_encoder is unused: leave it None.")
-        opts = _with_model_settings(opts, model)
+        opts = opts.for_model(model)
     else:
-        opts = replace(opts, image_encoder=_image_encoder(opts))
+        opts = replace(opts, image_encoder=checked_image_encoder(opts))
     if not opts.use_patches and opts.features is None:
         raise ValueError("use_patches=False needs features (e.g. features='stats').")
     if opts.size_unit not in SIZE_UNITS:
         raise ValueError(f"size_unit={opts.size_unit!r} is not one of 'coords', 'px'.")
     if not opts.patch_scale > 0:
         raise ValueError(f"patch_scale={opts.patch_scale} must be positive (patch side in spot diameters).")
-    backbone = _backbone(opts.features, opts.feature_weights, opts.feature_kwargs, model)
+    backbone = checked_backbone(opts.features, opts.feature_weights, opts.feature_kwargs, model)
 
-    feats = None if opts.features is None else (backbone or opts.features, _torch_device(accelerator))
+    feats = None if opts.features is None else (backbone or opts.features, torch_device(accelerator))
     plan, sections = read_sections(data, opts, trained=model is not None, features=feats)
 
     if model is None:
-        model = _train(opts, plan, sections, backbone)
+        model = train_on_sections(opts, plan, sections, backbone)
     else:
         info(f"hist2expr: predicting {opts.predict_regions} with the given model, {len(plan.genes)} genes")
     preds = model.predict(PatchSource(sections.in_order(plan), opts.patch_px), window_size=window_size, tta=opts.tta)
     _write(data, plan, sections, model.module.target_sum, preds, run_record("hist2expr", params))
     return model
-
-
-def _with_layer(view, layer):
-    adata = view.copy()
-    adata.X = adata.layers[layer]
-    return adata
