@@ -148,8 +148,13 @@ class TileReader:
     def _gather(self, name: str, array: Any, positions: np.ndarray) -> np.ndarray:
         """``array[positions]`` (increasing positions) from its stored chunks, read whole and cached (LRU)."""
         size, cache = int(array.chunks[0]), self._cache[name]
-        chunk_of = positions // size
-        needed = np.unique(chunk_of)
+        if positions.size == 0:
+            return np.empty(0, dtype=array.dtype)
+        # chunk borders in the sorted positions (a search per chunk of the span, not a pass over the positions)
+        span = np.arange(positions[0] // size, positions[-1] // size + 2, dtype=np.int64)
+        cuts = np.searchsorted(positions, span * size)
+        keep = cuts[1:] > cuts[:-1]
+        needed, lows, highs = span[:-1][keep], cuts[:-1][keep], cuts[1:][keep]
         missing = np.array([c for c in needed.tolist() if c not in cache], dtype=np.int64)
         if missing.size:  # runs of consecutive missing chunks, one slice each
             breaks = np.flatnonzero(np.diff(missing) > 1) + 1
@@ -164,8 +169,7 @@ class TileReader:
         while len(cache) > max(self.cache_chunks, needed.size):
             cache.popitem(last=False)
         out = np.empty(positions.size, dtype=array.dtype)
-        bounds = np.searchsorted(chunk_of, needed, side="left").tolist() + [positions.size]
-        for c, lo, hi in zip(needed.tolist(), bounds[:-1], bounds[1:], strict=True):
+        for c, lo, hi in zip(needed.tolist(), lows.tolist(), highs.tolist(), strict=True):
             out[lo:hi] = cache[c][positions[lo:hi] - c * size]
         return out
 
