@@ -53,6 +53,17 @@ DEFAULT_MODEL = "superres_count_aware"  # the ss.tl.superres defaults (count_awa
 OUT = Path(__file__).resolve().parent / "results"
 
 
+def _package_defaults() -> str:
+    """The ``ss.tl.superres`` defaults the model rows run with, as the protocol states them."""
+    import inspect
+
+    p = inspect.signature(ss.tl.superres).parameters
+    from sslspatial.model._superres import TRAIN_DEFAULTS
+
+    return (f"hidden {p['n_hidden'].default}, latent {p['n_latent'].default}, batch {p['batch_size'].default}, "
+            f"{p['n_layers'].default} encoder layer(s), {TRAIN_DEFAULTS['max_epochs']} epochs")  # fmt: skip
+
+
 def _sdata(ps: dict, layout: str, tables: dict[str, np.ndarray]) -> sd.SpatialData:
     n, r = len(ps["centres"]), float(ps["radius"])
     if layout == "square":
@@ -328,7 +339,7 @@ def timing_rows(quick: bool) -> list[dict]:
 
 
 def early_stopping_check(seeds: tuple[int, ...] = (0, 1)) -> list[dict]:
-    """Early stopping (``early_stopping=True``) against the epoch formula (30 epochs) on the largest real pseudo-spots.
+    """Early stopping (``early_stopping=True``) against the default 30 epochs on the largest real pseudo-spots.
 
     ss.tl.superres turns early stopping on by default from 5,000 spots; none of the real datasets here reaches that
     (osmFISH has ~5,000 cells in all), so this forces it on the two with the most spots: osmFISH in 14 um square bins
@@ -410,7 +421,7 @@ def _markdown(res: dict) -> str:
     if "early_stopping" in res:
         lines += ["", "## Early stopping on real pseudo-spots", "", early_stopping_check.__doc__.split("\n\n")[1]
                   .replace("\n    ", " ").strip() + " 10 % of the spots are held out for the stopping decision (and "
-                  "still enhanced); without early stopping every spot trains for the formula's 30 epochs.", "",
+                  "still enhanced); without early stopping every spot trains for the default 30 epochs.", "",
                   "| dataset | spots | early stopping | seed | epochs | seconds | mean Pearson | mean RMSE |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in res["early_stopping"]:
@@ -448,17 +459,16 @@ def main() -> None:
             res["early_stopping"] = early_stopping_check()
         _write(res)
         return
-    epochs = 10 if args.quick else None  # None: the package's epochs (min(300, max(30, 30000 // spots)))
+    epochs = 10 if args.quick else None  # None: the package default (30 epochs; early stopping from 5,000 spots)
     res = {"stamp": stamp(__file__), "protocol": (
-        "Every model row runs `ss.tl.superres` with the package defaults (hidden 128, latent 128, batch 128, one "
-        "encoder layer, epochs min(300, max(30, 30000 // spots)), early stopping from 5,000 spots, spot_mean="
-        "'observed'), only the row's own option changed; `--quick` fixes 10 epochs. Each model twice: the share model "
+        f"Every model row runs `ss.tl.superres` with the package defaults ({_package_defaults()}, early stopping from "
+        "5,000 spots, spot_mean='observed'; chosen on STARmap pseudo-spots by superres_tuning.py, none of the data "
+        "below), only the row's own option changed; `--quick` fixes 10 epochs. Each model twice: the share model "
         "(count_aware=False: the sub-spot branch splits the observed spot total) and the count-aware model "
         "(count_aware=True: absolute sub-spot rates, so it also learns where the transcripts are). osmFISH and "
         "CITE-seq have no image (graph only); CosMx has the stitched composite image of its two fields of view "
         "('stats' features: its blue nuclear stain tracks transcript density). The CosMx mini data covers two "
-        "121 x 117 um fields: 10 um bins (5 um sub-bins) give 260 spots, 20 um bins only 60 (too few to train on: "
-        "the package gives it 300 epochs). Genes with >= 50 "
+        "121 x 117 um fields: 10 um bins (5 um sub-bins) give 260 spots, 20 um bins only 60. Genes with >= 50 "
         "transcripts. Kernel baseline: best of bandwidths 0.25 / 0.5 / 1 x spot pitch (chosen on the truth, i.e. "
         "optimistic); kernel_split: the same interpolation used only as the shape of each spot's split (sub-spots sum "
         "to the spot), best bandwidth likewise. oracle_point_split: each spot split in proportion to "
@@ -467,7 +477,7 @@ def main() -> None:
         "(not what they express) is worth, as a perfect nucleus detector in an image could tell. The osmFISH hexagon "
         "also runs with a stand-in for its nuclear stain (not in the shared data): one Gaussian blob (sd 3 um) per "
         "cell centroid rendered at 1 um per pixel, the image input of the model ('stats' features). Default uniform prior (uniform_weight=0.1) in every model run. Every variant trains with seed=0; the default "
-        "model (superres_count_aware) also with seed=1 and seed=2 (last column). Runtime: default model sizes (hidden 128, latent 128, one encoder layer, gene-reduction layer of width 128), default (count-aware) model. No accuracy dataset reaches 5,000 spots, so early stopping does not apply to them; the gene-reduction layer (width 128) only acts on CITE-seq (293 features), the other panels have fewer than 128 genes."
+        "model (superres_count_aware) also with seed=1 and seed=2 (last column). Runtime: default model sizes (as above, gene-reduction layer of width 128), default (count-aware) model. No accuracy dataset reaches 5,000 spots, so early stopping does not apply to them; the gene-reduction layer (width 128) only acts on CITE-seq (293 features), the other panels have fewer than 128 genes."
     ), "datasets": {}}  # fmt: skip
     t0 = time.perf_counter()
     for name, (ps, mods, pitch), layout in (

@@ -27,8 +27,13 @@ from ._plan import TrainingPlan
 
 __all__ = ["SUPERRES", "RelativeEarlyStopping"]
 
-#: The training defaults of :meth:`SUPERRES.train`, which :func:`sslspatial.tl.superres` takes over.
-TRAIN_DEFAULTS = {"batch_size": 128, "lr": 3e-3}
+#: The training defaults of :meth:`SUPERRES.train`, which :func:`sslspatial.tl.superres` takes over (batch size and
+#: epochs chosen by ``benchmarks/superres_tuning.py`` on STARmap pseudo-spots; with early stopping the epochs are an
+#: upper bound).
+TRAIN_DEFAULTS = {"batch_size": 256, "lr": 3e-3, "max_epochs": 30}
+#: The encoder sizes of :func:`sslspatial.tl.superres` (chosen with the training defaults; the model class keeps
+#: soScope's 128 / 128 / 3 layers as its own defaults).
+TL_MODEL_DEFAULTS = {"n_hidden": 64, "n_latent": 32, "n_layers": 1}
 #: ``SUPERRES.train(early_stopping=None)`` turns early stopping on from this many spots (with ``max_epochs=None``).
 EARLY_STOPPING_MIN_SPOTS = 5000
 #: The ``uniform_weight`` of :func:`sslspatial.tl.superres` (the module's own default, 0, is the plain model).
@@ -254,7 +259,9 @@ class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
         Parameters
         ----------
         max_epochs
-            Epochs; default ``min(300, max(30, 30000 // n_spots))`` (with ``early_stopping`` an upper bound).
+            Epochs; default 30 (``TRAIN_DEFAULTS``; with ``early_stopping`` an upper bound). The epoch count once
+            grew for small data (``min(300, max(30, 30000 // n_spots))``); on the tuning pseudo-spots that overfitted
+            (``benchmarks/results/superres_tuning.md``).
         batch_size
             Seed spots per minibatch.
         lr
@@ -275,7 +282,7 @@ class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
         if early_stopping is None:
             early_stopping = max_epochs is None and n_spots >= EARLY_STOPPING_MIN_SPOTS
         if max_epochs is None:
-            max_epochs = int(min(300, max(30, 30000 // n_spots)))
+            max_epochs = TRAIN_DEFAULTS["max_epochs"]
         warmup = 1 if early_stopping else max(1, max_epochs // 3)
         plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": warmup, **(plan_kwargs or {})}
         if early_stopping:

@@ -24,7 +24,7 @@ from ..io._superres import (
     read_spots,
     write_subspots,
 )
-from ..model._superres import SUPERRES, TRAIN_DEFAULTS, UNIFORM_WEIGHT
+from ..model._superres import SUPERRES, TL_MODEL_DEFAULTS, TRAIN_DEFAULTS, UNIFORM_WEIGHT
 from ..nn._likelihoods import LIKELIHOODS, Likelihood
 from ..pp._subspots import Layout
 
@@ -58,10 +58,10 @@ def superres(
     max_epochs: int | None = None,
     batch_size: int = TRAIN_DEFAULTS["batch_size"],
     lr: float = TRAIN_DEFAULTS["lr"],
-    n_hidden: int = 128,
-    n_latent: int = 128,
+    n_hidden: int = TL_MODEL_DEFAULTS["n_hidden"],
+    n_latent: int = TL_MODEL_DEFAULTS["n_latent"],
     count_aware: bool = True,
-    n_layers: int = 1,
+    n_layers: int = TL_MODEL_DEFAULTS["n_layers"],
     overwrite: bool = False,
     seed: int | None = 0,
     accelerator: str = "auto",
@@ -125,14 +125,15 @@ def superres(
         ``"observed"``: the sub-spots of a spot sum exactly to its measured profile; ``"fitted"``: to the model's
         fitted (denoised) spot mean.
     max_epochs, batch_size, lr
-        Training (default epochs: ``min(300, max(30, 30000 // n_spots))``, with early stopping an upper bound).
+        Training (default 30 epochs, with early stopping an upper bound; the sizes, batch and epochs were chosen on
+        STARmap pseudo-spots by ``benchmarks/superres_tuning.py``).
         Early stopping (``train_kwargs={"early_stopping": True}``) holds out 10 % of the spots and stops when their
         sub-spot-sum negative log-likelihood (the loss of the branch that gives the enhanced profiles) has not
         improved by 0.1 % for 2 epochs; the held-out spots are enhanced all the same. By default it is on for
         ``max_epochs=None`` with at least 5,000 spots (a Visium HD-sized run needs a few epochs, not 30), off
-        otherwise (small data keep every spot for training and the epoch formula); see :meth:`SUPERRES.train`.
+        otherwise (small data keep every spot for training); see :meth:`SUPERRES.train`.
     n_hidden, n_latent
-        Model sizes (``model_kwargs={"image_weight": ...}``: the image-regulariser weight, default 1).
+        Model sizes (default 64 and 32, chosen with the training defaults; ``model_kwargs={"image_weight": ...}``: the image-regulariser weight, default 1).
     count_aware
         Let the sub-spot branch predict absolute rates, explaining each spot's total count as well as its composition
         (learns where the transcripts are, e.g. from nuclear-stain density in the image). False: the branch only
