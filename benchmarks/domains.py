@@ -46,6 +46,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from _stamp import stamp, stamp_line  # noqa: E402
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score  # noqa: E402
 
 import sslspatial as ss  # noqa: E402
@@ -320,6 +321,8 @@ def markdown(payload: dict, args) -> str:
         "",
         f"Written by `{cmd}`; do not edit by hand.",
         "",
+        stamp_line(payload.get("stamp")),
+        "",
         "Protocol. Tuning split: STARmap BZ5 (4 layers); it alone chose every default of `ss.tl.domains`. Evaluation "
         "splits, never used for a choice: STARmap BZ9 and osmFISH (11 regions). "
         f"Graph: {N_NEIGHS} nearest neighbours per section. Number of domains = number of annotated classes "
@@ -439,7 +442,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    start = time.perf_counter()
+    start, run_stamp = time.perf_counter(), stamp(__file__)
     prepared = {name: prepare(name, args.epochs) for name in datasets}  # pretraining: once per dataset
     adata, truth, _ = prepared["starmap"]
     grid, selection = tune(adata, truth, args.seeds)
@@ -448,6 +451,7 @@ def main() -> None:
     for name, (adata, truth, log) in prepared.items():
         records += evaluate(name, adata, truth, log, args.seeds)
     payload = {
+        "stamp": run_stamp,
         "protocol": {
             "seeds": args.seeds,
             "epochs": args.epochs,

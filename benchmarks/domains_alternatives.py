@@ -40,6 +40,7 @@ from sklearn.mixture import GaussianMixture  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import domains as bench  # noqa: E402
+from _stamp import stamp, stamp_line  # noqa: E402
 
 import sslspatial as ss  # noqa: E402
 from sslspatial.pp._aggregate import representation  # noqa: E402
@@ -218,6 +219,8 @@ def markdown(payload: dict) -> str:
         "default pipeline of `ss.tl.domains` (50 PCs, 2 smoothing rounds, diagonal mixture, 2 initialisations) scores "
         f"**{cell(default)}** here.",
         "",
+        stamp_line(payload.get("stamp")),
+        "",
         "## Principal components x smoothing rounds x covariance",
         "",
         "| n_pcs | " + " | ".join(f"smooth {s} diag | smooth {s} full" for s in SMOOTH) + " |",
@@ -264,12 +267,12 @@ def markdown(payload: dict) -> str:
 
 def main() -> None:
     warnings.filterwarnings("ignore")
-    start = time.perf_counter()
+    start, run_stamp = time.perf_counter(), stamp(__file__)
     part, truth, adjacency = tuning_section()
     k = len(np.unique(truth))
     features = smooth(part, representation(part, "X", seed=0), dom.DEFAULT_SMOOTH)
     default = summary([adjusted_rand_score(truth, mixture(features, k, s).predict(features)) for s in SEEDS])
-    payload = {"default": default, "n_pcs": n_pcs_grid(part, truth, adjacency, k)}
+    payload = {"stamp": run_stamp, "default": default, "n_pcs": n_pcs_grid(part, truth, adjacency, k)}
     payload["potts"] = potts_rows(part, truth, adjacency, k)
     payload["niche"] = niche_rows(part, truth, adjacency, k)
     payload["niche_settings"] = NICHE
