@@ -406,8 +406,8 @@ def _markdown(res: dict) -> str:
         lines.append("")
     lines += ["## Runtime", "", "Synthetic lattices, default model sizes, training + writing outputs (seconds of "
               "ss.tl.superres). 5,041 spots: Visium-like hexagons, K = 7, a fixed number of epochs (batch 256). 50,000 "
-              "spots: a Visium HD-sized square lattice, K = 4 (2 x 2), every default (batch 128, epochs chosen by "
-              "early stopping on 10 % held-out spots), run in a fresh process whose peak resident memory (ru_maxrss, "
+              f"spots: a Visium HD-sized square lattice, K = 4 (2 x 2), every default ({_package_defaults()}, epochs "
+              "chosen by early stopping on 10 % held-out spots), run in a fresh process whose peak resident memory (ru_maxrss, "
               "input data included) is given. The machine is shared: the 1-minute load average (on its CPU count) "
               "shows how busy it was.", "",
               "| spots | genes | K | encoder layers | threads | epochs | seconds | s / epoch | peak RSS (MB) "
