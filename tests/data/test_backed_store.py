@@ -241,11 +241,13 @@ def test_chunk_cache_reads_the_rows_of_the_matrix_and_each_chunk_once_per_pass(t
     ad.io.write_elem(group, "X", matrix, dataset_kwargs={"chunks": (97,)})  # chunk borders inside rows
     reader = TileReader(ad.io.sparse_dataset(group["X"]), cache_chunks=cache_chunks)
     n_chunks = -(-matrix.nnz // 97)
-    for start in range(0, 300, 25):  # in order, overlapping halos: each chunk read once
+    for start in range(0, 300, 25):  # in order, overlapping halos: each chunk read once (given room for two)
         rows = np.arange(max(start - 5, 0), min(start + 30, 300))
         np.testing.assert_array_equal(reader[rows].toarray(), dense[rows])
-    assert reader.chunks_read == 2 * n_chunks
+    if cache_chunks > 1:
+        assert reader.chunks_read == 2 * n_chunks
     for _ in range(20):  # random rows, repeats, any order, evictions
         rows = rng.integers(0, 300, rng.integers(1, 60))
         np.testing.assert_array_equal(reader[rows].toarray(), dense[rows])
-    assert all(len(c) <= max(cache_chunks, n_chunks) for c in reader._cache.values())
+    np.testing.assert_array_equal(reader[np.arange(300)[::-1]].toarray(), dense[::-1])  # every chunk in one call
+    assert all(len(c) <= cache_chunks for c in reader._cache.values())  # memory stays bounded

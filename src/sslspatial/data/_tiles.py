@@ -155,22 +155,31 @@ class TileReader:
         cuts = np.searchsorted(positions, span * size)
         keep = cuts[1:] > cuts[:-1]
         needed, lows, highs = span[:-1][keep], cuts[:-1][keep], cuts[1:][keep]
-        missing = np.array([c for c in needed.tolist() if c not in cache], dtype=np.int64)
-        if missing.size:  # runs of consecutive missing chunks, one slice each
-            breaks = np.flatnonzero(np.diff(missing) > 1) + 1
-            for run in np.split(missing, breaks):
-                first, last = int(run[0]), int(run[-1])
-                values = np.asarray(array[first * size : min((last + 1) * size, array.shape[0])])
-                for c in range(first, last + 1):
-                    cache[c] = values[(c - first) * size : (c - first + 1) * size]
-            self.chunks_read += int(missing.size)
-        for c in needed.tolist():
-            cache.move_to_end(c)
-        while len(cache) > max(self.cache_chunks, needed.size):
-            cache.popitem(last=False)
         out = np.empty(positions.size, dtype=array.dtype)
+        missing = []
         for c, lo, hi in zip(needed.tolist(), lows.tolist(), highs.tolist(), strict=True):
-            out[lo:hi] = cache[c][positions[lo:hi] - c * size]
+            if c in cache:
+                out[lo:hi] = cache[c][positions[lo:hi] - c * size]
+                cache.move_to_end(c)
+            else:
+                missing.append((c, lo, hi))
+        # the missing chunks in runs of consecutive ones (one slice each), at most cache_chunks at a time, so that memory
+        # stays bounded even when the rows are scattered over the whole store (an unsorted store)
+        run: list[tuple[int, int, int]] = []
+        for item in [*missing, None]:
+            if run and (item is None or item[0] != run[-1][0] + 1 or len(run) == self.cache_chunks):
+                first = run[0][0]
+                values = np.asarray(array[first * size : min((run[-1][0] + 1) * size, array.shape[0])])
+                for c, lo, hi in run:
+                    chunk = values[(c - first) * size : (c - first + 1) * size]
+                    out[lo:hi] = chunk[positions[lo:hi] - c * size]
+                    cache[c] = chunk
+                    if len(cache) > self.cache_chunks:
+                        cache.popitem(last=False)
+                self.chunks_read += len(run)
+                run = []
+            if item is not None:
+                run.append(item)
         return out
 
     def _checked(self, values: np.ndarray) -> np.ndarray:
