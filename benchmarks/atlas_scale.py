@@ -53,6 +53,7 @@ def train(path: str, mode: str, threads: int, batch_size: int | None, prefetch: 
     and embedding alone by wrapping the model's ``train`` and ``get_latent_representation``. ``prefetch`` overrides
     the number of minibatches built ahead (``0``: the path without prefetching, for the A/B rows).
     """
+    code = stamp(__file__)  # the code this process imports (taken before the import, not when the row is written)
     import torch
 
     torch.set_num_threads(threads)
@@ -96,6 +97,7 @@ def train(path: str, mode: str, threads: int, batch_size: int | None, prefetch: 
     n = table.n_obs
     degree = float(table.obsp["spatial_connectivities"].getnnz(1).mean())
     return {
+        "stamp": code,
         "path": mode,
         "prefetch": "default" if prefetch is None else prefetch,
         "n_cells": n,
@@ -332,7 +334,7 @@ def compressors(me: list[str], n: int, names: list[str], threads: int) -> None:
                 **_train_subprocess(me, store, "disk"),
                 "X_megabytes": size // 10**6,
             }
-            results.append({**row, "stamp": stamp(__file__)})
+            results.append(row)
             print(json.dumps(results[-1]), flush=True)
             write_results(
                 "atlas_scale_compressors", "Atlas scale: compressors", results, threads, False, COMPRESSOR_TEXT
@@ -389,7 +391,7 @@ def main() -> None:
             for kind in kinds.split(","):
                 mode, prefetch = KINDS[kind]
                 row = {"row": f"{kind}-{label(n)}", **_train_subprocess(me, store, mode, prefetch)}
-                results.append({**row, "stamp": stamp(__file__)})
+                results.append(row)
                 print(json.dumps(results[-1]), flush=True)
                 stem = "atlas_scale_quick" if args.quick else "atlas_scale"  # after every row: a timeout keeps them
                 title = "Atlas scale" + (" (quick)" if args.quick else "")

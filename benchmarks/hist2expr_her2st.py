@@ -474,10 +474,15 @@ def write_full_res_timing(timing: dict) -> None:
         path.with_suffix(".md").write_text(markdown(results))
 
 
+#: The code this process runs: taken once when the script starts (a commit made while it runs does not change it).
+RUN_STAMP = stamp(__file__)
+
+
 def stamp_rows(res: dict) -> dict:
-    """Stamp every row of one fold's ``res`` computed in this run (no ``stamp`` yet) with the code running now."""
+    """Stamp every row of one fold's ``res`` computed in this run (no ``stamp`` yet) with the code this run started
+    with (:data:`RUN_STAMP`)."""
     for row in res.values():
-        row.setdefault("stamp", stamp(__file__))
+        row.setdefault("stamp", RUN_STAMP)
     return res
 
 
