@@ -1,7 +1,7 @@
-"""The backbone, the image encoder and the training of ``ss.tl.hist2expr``, below the SpatialData boundary.
+"""The image encoder and the training of ``ss.tl.hist2expr``, below the SpatialData boundary.
 
-What :func:`sslspatial.tl.hist2expr` needs beside the reader and the writer: the image backbone and the pretrained
-image encoder, checked against the run, and the setup and training of :class:`~sslspatial.model.Hist2Expr` on the
+What :func:`sslspatial.tl.hist2expr` needs beside the reader, the writer and the feature backbone
+(:func:`sslspatial.pp._backbones.load_backbone_for`): the pretrained image encoder, checked against the run, and the setup and training of :class:`~sslspatial.model.Hist2Expr` on the
 sections that :func:`sslspatial.io._hist2expr.read_sections` prepared.
 
 Nothing here sees a SpatialData: the run's arguments arrive as the reader's ``Options`` (read by attribute), the
@@ -17,33 +17,9 @@ from .._logging import info
 from .._provenance import seed_everything
 from .._validate import trainer_options
 from ..data._patch_loader import PatchSource
-from ..pp._backbones import LoadedBackbone, load_backbone
 from ._hist2expr import Hist2Expr
 
-__all__ = ["checked_backbone", "checked_image_encoder", "torch_device", "train_on_sections"]
-
-
-def checked_backbone(
-    features: str | None, weights: str | None, kwargs: dict | None, model: Hist2Expr | None
-) -> LoadedBackbone | None:
-    """The backbone ``features``, built once (None for ``"stats"`` / None); a trained ``model`` checks the weights.
-
-    Raises
-    ------
-    ValueError
-        When ``model`` was trained with another weights file (its SHA-256 is saved in ``model.patch_settings``).
-    """
-    if features is None or features == "stats":
-        return None
-    loaded = load_backbone(features, weights, kwargs)
-    trained = (model.patch_settings if model is not None else {}).get("feature_backbone") or {}
-    saved, now = trained.get("weights_sha256"), loaded.info.get("weights_sha256")
-    if saved is not None and saved != now:
-        raise ValueError(
-            f"The backbone weights {weights!r} are not the file this model was trained with (SHA-256 {now} vs "
-            f"{saved}): its predictions would be meaningless. Put the original file at that path."
-        )
-    return loaded
+__all__ = ["checked_image_encoder", "torch_device", "train_on_sections"]
 
 
 def torch_device(accelerator: str) -> str:
@@ -90,11 +66,12 @@ def checked_image_encoder(opts: Any):
     return enc
 
 
-def train_on_sections(opts: Any, plan: Any, sections: Any, backbone: LoadedBackbone | None) -> Hist2Expr:
+def train_on_sections(opts: Any, plan: Any, sections: Any, backbone: Any) -> Hist2Expr:
     """Set up and train :class:`~sslspatial.model.Hist2Expr` on the training sections' patches and counts.
 
     ``opts``, ``plan`` and ``sections`` are the reader's ``Options``, ``Plan`` and ``Sections``; ``backbone`` the
-    loaded feature backbone (its description is saved in ``patch_settings``).
+    loaded feature backbone (:class:`~sslspatial.pp.LoadedBackbone`, its description is saved in ``patch_settings``)
+    or None.
     """
     view = plan.table[:, plan.genes]
     adata = view.copy()

@@ -143,6 +143,35 @@ def load_backbone(name: str, weights: str | None, backbone_kwargs: Mapping[str, 
     return LoadedBackbone(module.eval(), spec, info)
 
 
+def load_backbone_for(
+    features: str | None,
+    weights: str | None,
+    kwargs: Mapping[str, Any] | None,
+    trained_settings: Mapping[str, Any] | None = None,
+) -> LoadedBackbone | None:
+    """The backbone ``features`` of a run, built once (None for ``"stats"`` / None), checked against a trained model.
+
+    ``trained_settings`` are a trained model's ``patch_settings``: when they record the SHA-256 of the weights it was
+    trained with, another weights file is refused.
+
+    Raises
+    ------
+    ValueError
+        When the weights file is not the one the model was trained with.
+    """
+    if features is None or features == "stats":
+        return None
+    loaded = load_backbone(features, weights, kwargs)
+    trained = (trained_settings or {}).get("feature_backbone") or {}
+    saved, now = trained.get("weights_sha256"), loaded.info.get("weights_sha256")
+    if saved is not None and saved != now:
+        raise ValueError(
+            f"The backbone weights {weights!r} are not the file this model was trained with (SHA-256 {now} vs "
+            f"{saved}): its predictions would be meaningless. Put the original file at that path."
+        )
+    return loaded
+
+
 def file_sha256(path: str) -> str:
     """SHA-256 of a file (read in 1 MiB blocks)."""
     import hashlib

@@ -23,7 +23,8 @@ from ..io._hist2expr import Options, read_sections
 from ..io._hist2expr import Patches as _Patches  # noqa: F401 (its old import path, used by tests)
 from ..io._hist2expr_write import write_predictions as _write
 from ..model._hist2expr import DEFAULT_ENCODER_LR_SCALE, TRAIN_DEFAULTS, Hist2Expr, Hist2ExprLikelihood
-from ..model._hist2expr_setup import checked_backbone, checked_image_encoder, torch_device, train_on_sections
+from ..model._hist2expr_setup import checked_image_encoder, torch_device, train_on_sections
+from ..pp._backbones import load_backbone_for
 
 SIZE_UNITS = get_args(Literal["coords", "px"])
 
@@ -210,7 +211,8 @@ def hist2expr(
         raise ValueError(f"size_unit={opts.size_unit!r} is not one of 'coords', 'px'.")
     if not opts.patch_scale > 0:
         raise ValueError(f"patch_scale={opts.patch_scale} must be positive (patch side in spot diameters).")
-    backbone = checked_backbone(opts.features, opts.feature_weights, opts.feature_kwargs, model)
+    trained = model.patch_settings if model is not None else None
+    backbone = load_backbone_for(opts.features, opts.feature_weights, opts.feature_kwargs, trained)
 
     feats = None if opts.features is None else (backbone or opts.features, torch_device(accelerator))
     plan, sections = read_sections(data, opts, trained=model is not None, features=feats)
