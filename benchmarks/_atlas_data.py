@@ -67,6 +67,12 @@ def generate(path: str, n_cells: int, n_genes: int = 500, mean_degree: float = 6
     zarr.consolidate_metadata(path)
 
 
+def table_lines(keys: list[str], rows: list[dict]) -> list[str]:
+    """A Markdown table of ``rows`` with the columns ``keys``."""
+    return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
+            *("| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows)]  # fmt: skip
+
+
 def store_layout(path: str) -> dict:
     """Chunking and compressor of the stored counts (``X/data``) of an AnnData zarr store."""
     import zarr
@@ -186,9 +192,7 @@ def write_store_options(results: list[dict], threads: int) -> None:
         "`python benchmarks/atlas_scale.py --store-options [--store PATH | --cells N]`; a 1-minute load average above 2 means "
         "other jobs shared the CPUs.",
         "",
-        "| " + " | ".join(keys) + " |",
-        "|" + "---|" * len(keys),
+        *table_lines(keys, results),
     ]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in results]
     (RESULTS / "atlas_scale_store.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

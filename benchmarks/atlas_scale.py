@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _atlas_data import RESULTS, generate, store_layout, store_options, write_store_options
+from _atlas_data import RESULTS, generate, store_layout, store_options, table_lines, write_store_options
 from _stamp import is_current, stamp, stamp_text
 
 
@@ -143,10 +143,8 @@ def batch_sweep(me: list[str], batch_sizes: list[int], n_cells: int) -> None:
         "`sslspatial.data.default_batch_size`. A 1-minute load average above the thread count means other jobs "
         "shared the CPUs.",
         "",
-        "| " + " | ".join(keys) + " |",
-        "|" + "---|" * len(keys),
+        *table_lines(keys, results),
     ]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in results]
     (RESULTS / "atlas_scale_batch.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -251,3 +251,5 @@ def test_chunk_cache_reads_the_rows_of_the_matrix_and_each_chunk_once_per_pass(t
         np.testing.assert_array_equal(reader[rows].toarray(), dense[rows])
     np.testing.assert_array_equal(reader[np.arange(300)[::-1]].toarray(), dense[::-1])  # every chunk in one call
     assert all(len(c) <= cache_chunks for c in reader._cache.values())  # memory stays bounded
+    with pytest.raises(ValueError, match="cache_chunks must be an integer >= 1"):
+        TileReader(ad.io.sparse_dataset(group["X"]), cache_chunks=0)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .._arguments import check_int
 from .._types import is_backed_sparse
 from ._subgraph import _ranges
 
@@ -87,7 +88,7 @@ class TileReader:
         if self._zarr:
             self._indptr = np.asarray(group["indptr"][:], dtype=np.int64)
             self._data, self._indices = group["data"], group["indices"]
-            self.cache_chunks = max(int(cache_chunks), 1)
+            self.cache_chunks = check_int(cache_chunks, "cache_chunks", example=16)
             self._cache: dict[str, OrderedDict] = {"data": OrderedDict(), "indices": OrderedDict()}
             self._lock = threading.Lock()  # the prefetch thread and the caller may read at once
 
@@ -165,21 +166,21 @@ class TileReader:
                 missing.append((c, lo, hi))
         # the missing chunks in runs of consecutive ones (one slice each), at most cache_chunks at a time, so that memory
         # stays bounded even when the rows are scattered over the whole store (an unsorted store)
-        run: list[tuple[int, int, int]] = []
-        for item in [*missing, None]:
-            if run and (item is None or item[0] != run[-1][0] + 1 or len(run) == self.cache_chunks):
-                first = run[0][0]
-                values = np.asarray(array[first * size : min((run[-1][0] + 1) * size, array.shape[0])])
-                for c, lo, hi in run:
-                    chunk = values[(c - first) * size : (c - first + 1) * size]
-                    out[lo:hi] = chunk[positions[lo:hi] - c * size]
-                    cache[c] = chunk
-                    if len(cache) > self.cache_chunks:
-                        cache.popitem(last=False)
-                self.chunks_read += len(run)
-                run = []
-            if item is not None:
-                run.append(item)
+        start = 0
+        while start < len(missing):
+            end = start + 1
+            while end < len(missing) and end - start < self.cache_chunks and missing[end][0] == missing[end - 1][0] + 1:
+                end += 1
+            first, last = missing[start][0], missing[end - 1][0]
+            values = np.asarray(array[first * size : min((last + 1) * size, array.shape[0])])
+            for c, lo, hi in missing[start:end]:
+                chunk = values[(c - first) * size : (c - first + 1) * size]
+                out[lo:hi] = chunk[positions[lo:hi] - c * size]
+                cache[c] = chunk
+                if len(cache) > self.cache_chunks:
+                    cache.popitem(last=False)
+            self.chunks_read += end - start
+            start = end
         return out
 
     def _checked(self, values: np.ndarray) -> np.ndarray:

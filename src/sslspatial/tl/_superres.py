@@ -133,7 +133,8 @@ def superres(
         ``max_epochs=None`` with at least 5,000 spots (a Visium HD-sized run needs a few epochs, not 30), off
         otherwise (small data keep every spot for training); see :meth:`SUPERRES.train`.
     n_hidden, n_latent
-        Model sizes (default 64 and 32, chosen with the training defaults; ``model_kwargs={"image_weight": ...}``: the image-regulariser weight, default 1).
+        Model sizes (default 64 and 32, chosen with the training defaults; ``model_kwargs={"image_weight": ...}``:
+        the image-regulariser weight, default 1).
     count_aware
         Let the sub-spot branch predict absolute rates, explaining each spot's total count as well as its composition
         (learns where the transcripts are, e.g. from nuclear-stain density in the image). False: the branch only
