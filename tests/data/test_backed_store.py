@@ -228,23 +228,28 @@ def _write(adata, path):
     return path
 
 
+@pytest.mark.parametrize("layout", ["files", "zarr", "uncompressed"])
 @pytest.mark.parametrize("cache_chunks", [1, 4])
-def test_chunk_cache_reads_the_rows_of_the_matrix_and_each_chunk_once_per_pass(tmp_path, cache_chunks):
+def test_chunk_cache_reads_the_rows_of_the_matrix_and_each_chunk_once_per_pass(tmp_path, cache_chunks, layout):
     """Rows served from cached whole chunks equal the matrix's rows, over chunk borders, repeats and evictions; walking
-    the store in order (as embedding does) decompresses every stored chunk exactly once."""
+    the store in order (as embedding does) decompresses every stored chunk exactly once. Chunks read from their files
+    (a directory store), through zarr (an in-memory store) and by byte ranges (uncompressed) give the same rows."""
     from sslspatial.data._tiles import TileReader
 
     rng = np.random.default_rng(0)
     dense = rng.poisson(0.4, (300, 20)).astype(np.float32)
     matrix = sp.csr_matrix(dense)
-    group = zarr.open_group(str(tmp_path / "x.zarr"), mode="w")
-    ad.io.write_elem(group, "X", matrix, dataset_kwargs={"chunks": (97,)})  # chunk borders inside rows
+    where = zarr.storage.MemoryStore() if layout == "zarr" else str(tmp_path / "x.zarr")
+    group = zarr.open_group(where, mode="w")
+    kwargs = {"chunks": (97,)} | ({"compressors": None} if layout == "uncompressed" else {})
+    ad.io.write_elem(group, "X", matrix, dataset_kwargs=kwargs)  # chunk borders inside rows
     reader = TileReader(ad.io.sparse_dataset(group["X"]), cache_chunks=cache_chunks)
+    assert (reader._direct["data"] is None) == (layout == "zarr")
     n_chunks = -(-matrix.nnz // 97)
     for start in range(0, 300, 25):  # in order, overlapping halos: each chunk read once (given room for two)
         rows = np.arange(max(start - 5, 0), min(start + 30, 300))
         np.testing.assert_array_equal(reader[rows].toarray(), dense[rows])
-    if cache_chunks > 1:
+    if cache_chunks > 1 and layout != "uncompressed":  # uncompressed: ranges read, nothing cached
         assert reader.chunks_read == 2 * n_chunks
     for _ in range(20):  # random rows, repeats, any order, evictions
         rows = rng.integers(0, 300, rng.integers(1, 60))
