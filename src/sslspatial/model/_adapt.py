@@ -48,8 +48,9 @@ def query_loss(model, batch_size: int = 4096, seed: int = 0) -> float:
     total, count = 0.0, 0
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(seed)
+        device = model.device
         for tensors in loader:
-            tensors = {k: v.to(model.device) for k, v in tensors.items()}
+            tensors = {k: v.to(device) for k, v in tensors.items()}
             n = int(tensors[KEYS.N_SEEDS_KEY])
             total += float(module.adaptation_loss(tensors)) * n
             count += n
@@ -116,9 +117,10 @@ def adapt_query(
         for name, p in module.named_parameters():
             p.requires_grad_(name.startswith("input_adapter."))
         module.eval()  # no dropout, and normalisation statistics of the reference stay as they are
+        device = model.device
         for _ in range(max_epochs):
             for tensors in loader:
-                tensors = {k: v.to(model.device) for k, v in tensors.items()}
+                tensors = {k: v.to(device) for k, v in tensors.items()}
                 loss = module.adaptation_loss(tensors) + penalty * module.input_adapter.penalty()
                 optimiser.zero_grad()
                 loss.backward()

@@ -118,9 +118,9 @@ def per_cell(model, adata: AnnData | None, indices, batch_size: int, compute) ->
         value_check=(layer_name(manager), model.module.likelihood),
     )
     model.module.eval()
-    out, done = None, 0
+    out, done, device = None, 0, model.device  # model.device walks every parameter: once, not per tensor
     for tensors in loader:  # rows written in place: one output array in memory, however many cells
-        rows = compute({k: v.to(model.device) for k, v in tensors.items()}).cpu().numpy()
+        rows = compute({k: v.to(device) for k, v in tensors.items()}).cpu().numpy()
         if out is None:
             out = np.empty((indices.size, *rows.shape[1:]), dtype=rows.dtype)
         out[order[done : done + rows.shape[0]]] = rows  # loader row i belongs to requested cell order[i]

@@ -340,9 +340,9 @@ class SUPERRES(ConsoleMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass
         k, g = self.module.n_subspots, self.module.n_input
         means = np.empty((n_spots * k, g), np.float32)  # filled batch by batch: no second copy from concatenating
         samples = np.empty((n_spots * k, g), np.float32) if sample else None
-        spots, start = [], 0
+        spots, start, device = [], 0, self.device  # the device property walks every parameter: once
         for tensors in self._loader(adata, indices, batch_size):
-            tensors = {key: v.to(self.device) if torch.is_tensor(v) else v for key, v in tensors.items()}
+            tensors = {key: v.to(device) if torch.is_tensor(v) else v for key, v in tensors.items()}
             out = self.module.subspot_means(
                 tensors["X"], tensors[KEYS.X_SUB_KEY], tensors[KEYS.EDGE_INDEX_KEY], tensors[_FEATURES], spot_mean
             )
