@@ -258,3 +258,19 @@ def test_chunk_cache_reads_the_rows_of_the_matrix_and_each_chunk_once_per_pass(t
     assert all(len(c) <= cache_chunks for c in reader._cache.values())  # memory stays bounded
     with pytest.raises(ValueError, match="cache_chunks must be an integer >= 1"):
         TileReader(ad.io.sparse_dataset(group["X"]), cache_chunks=0)
+
+
+def test_prefetch_by_default_only_where_a_thread_can_run_beside_training(monkeypatch):
+    """Counts on disk are prefetched when a core is free of torch's threads or a GPU trains; never for counts in
+    memory (on 2 cores with 2 torch threads a prefetch thread made training from disk slower)."""
+    from sslspatial.data import _loaders
+
+    reader = type("Collate", (), {"x": _loaders.TileReader.__new__(_loaders.TileReader)})()
+    monkeypatch.setattr(_loaders.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(_loaders.torch, "get_num_threads", lambda: 2)
+    for cores, expected in ((2, 0), (1, 0), (3, 2), (16, 2)):
+        monkeypatch.setattr(_loaders, "_cpu_cores", lambda cores=cores: cores)
+        assert _loaders.default_prefetch(reader) == expected
+    monkeypatch.setattr(_loaders.torch.cuda, "is_available", lambda: True)
+    assert _loaders.default_prefetch(reader) == 2  # 2 cores, but the model trains on the GPU
+    assert _loaders.default_prefetch(_loaders.SubgraphCollate(np.zeros((3, 2)))) == 0

@@ -210,8 +210,35 @@ def make_collate(
 
 
 def default_prefetch(collate: Any) -> int:
-    """Minibatches to build ahead: 2 when the collate reads counts from disk (:class:`TileReader`), else 0."""
-    return 2 if isinstance(getattr(collate, "x", None), TileReader) else 0
+    """Minibatches to build ahead: 2 when the collate reads counts from disk and a thread can run beside training.
+
+    That is, when a CPU core is left over by torch's threads, or a GPU is present (training there leaves the CPUs
+    free); else 0. On 2 cores with 2 torch threads a prefetch thread only competes with training: at 1M cells from disk
+    it made an epoch 5% and the embedding 8% slower, two runs each (``python benchmarks/atlas_scale.py``, rows
+    ``disk`` and ``disk-no-prefetch``). Where it can run beside training it overlaps reading and decompressing the next
+    minibatches with the current step (not measured here: no machine with spare cores).
+
+    Examples
+    --------
+    >>> default_prefetch(SubgraphCollate(np.zeros((3, 2))))  # counts in memory: nothing to overlap
+    0
+    """
+    return disk_prefetch() if isinstance(getattr(collate, "x", None), TileReader) else 0
+
+
+def disk_prefetch() -> int:
+    """:func:`default_prefetch` of counts read from disk on this machine: 2 with a free core or a GPU, else 0."""
+    return 2 if _cpu_cores() > torch.get_num_threads() or torch.cuda.is_available() else 0
+
+
+def _cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity where the system reports it)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class SubgraphDataLoader(AnnDataLoader):
@@ -233,8 +260,8 @@ class SubgraphDataLoader(AnnDataLoader):
         consecutive runs of it (:class:`LocalityBatchSampler`) instead of uniformly random seeds.
     prefetch
         Minibatches built ahead in a background thread (:class:`~sslspatial.data._prefetch.Prefetcher`) while the
-        model trains on the current one; ``None``: 2 when the counts stay on disk (reading and decompressing them
-        then overlaps with training), else 0. The batches are the same either way. Ignored with ``num_workers > 0``.
+        model trains on the current one; ``None``: :func:`default_prefetch` (2 when the counts stay on disk and a CPU
+        core is free for the thread, else 0). The batches are the same either way. Ignored with ``num_workers > 0``.
     value_check
         ``(where, likelihood)``: check the values of counts on disk as they are read (see :class:`SubgraphCollate`).
     **kwargs
