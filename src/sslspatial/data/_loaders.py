@@ -191,6 +191,27 @@ def default_batch_size(n_train: int) -> int:
     return 1024 if n_train >= 100_000 else 256
 
 
+#: Input values (cells x genes) of one inference minibatch that :func:`default_inference_batch_size` aims at.
+INFERENCE_VALUES = 2**23
+
+
+def default_inference_batch_size(n_genes: int) -> int:
+    """Seeds per minibatch of embedding and prediction: ``2**23 / n_genes``, in multiples of 1,024 from 1,024 to 8,192.
+
+    Embedding gives the same values at any batch size (each seed on its whole k-hop subgraph); larger batches pay the
+    per-batch costs less often and have a smaller halo per seed. At 1M cells x 500 genes (GAT, 2 CPU threads) 8,192
+    seeds against 1,024: ``python benchmarks/atlas_embed_batch.py`` (``benchmarks/results/atlas_embed_batch.md``;
+    a first scratch run: 12% faster in memory, 5% from disk, identical values). The bound keeps a minibatch's dense
+    input near 32 MB (8,192 x 500 genes in float32 is 16 MB), so wide panels stay at 1,024.
+
+    Examples
+    --------
+    >>> default_inference_batch_size(500), default_inference_batch_size(4_000), default_inference_batch_size(30_000)
+    (8192, 2048, 1024)
+    """
+    return int(np.clip(INFERENCE_VALUES // max(int(n_genes), 1) // 1024 * 1024, 1024, 8192))
+
+
 def make_collate(
     adata_manager,
     n_hops: int = 0,
