@@ -130,20 +130,3 @@ def test_sort_spatially_keeps_sections_contiguous():
     section = out[out.obs["section"] == "a"]
     rank = locality_order(np.asarray(section.obsm["spatial"]))
     assert (np.diff(rank) > 0).all()
-
-
-def test_embedding_batch_size_follows_where_the_counts_are(store, monkeypatch):
-    """Embedding from disk takes the larger default batch, in memory 1,024; the embedding is the same either way."""
-    from sslspatial.model import _pretrain_data
-
-    seen = []
-    real = _pretrain_data.default_inference_batch_size
-    monkeypatch.setattr(
-        _pretrain_data, "default_inference_batch_size", lambda n, on_disk: seen.append(on_disk) or real(n, on_disk)
-    )
-    path, _ = store
-    _, z_disk = _run(ss.io.read_backed(path))
-    _, z_memory = _run(ad.read_zarr(path))
-    assert seen == [True, False]
-    assert real(24, True) == 8192 and real(24, False) == 1024
-    np.testing.assert_allclose(z_disk, z_memory, rtol=1e-5, atol=1e-6)

@@ -19,7 +19,6 @@ __getattr__, __dir__, __all__ = _attach(
         "WindowDataset": "_patch_loader",
         "buffer_split": "_splits",
         "default_batch_size": "_loaders",
-        "default_inference_batch_size": "_loaders",
         "half_split": "_splits",
         "khop_subgraph": "_subgraph",
         "locality_order": "_samplers",

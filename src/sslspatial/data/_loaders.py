@@ -191,32 +191,6 @@ def default_batch_size(n_train: int) -> int:
     return 1024 if n_train >= 100_000 else 256
 
 
-#: Input values (cells x genes) of one inference minibatch from disk that :func:`default_inference_batch_size` aims at.
-INFERENCE_VALUES = 2**23
-
-
-def default_inference_batch_size(n_genes: int, on_disk: bool = False) -> int:
-    """Seeds per minibatch of embedding and prediction: 1,024 in memory, up to 8,192 from disk.
-
-    From disk: ``2**23 / n_genes`` in multiples of 1,024, from 1,024 to 8,192 (8,192 for 500 genes; the bound keeps a
-    minibatch's dense input near 32 MB, so wide panels stay at 1,024). Embedding gives the same values at any batch
-    size (each seed on its whole k-hop subgraph). From disk, larger batches read fewer stored chunks per cell (a
-    smaller halo per seed, neighbouring halos shared); in memory the smaller batch computes faster (its tensors stay
-    in cache). Measured at 1M cells x 500 genes, 8,192 seeds against 1,024, both paths, two passes each: ``python
-    benchmarks/atlas_embed_batch.py`` (``benchmarks/results/atlas_embed_batch.md``).
-
-    Examples
-    --------
-    >>> default_inference_batch_size(500), default_inference_batch_size(500, on_disk=True)
-    (1024, 8192)
-    >>> default_inference_batch_size(4_000, on_disk=True), default_inference_batch_size(30_000, on_disk=True)
-    (2048, 1024)
-    """
-    if not on_disk:
-        return 1024
-    return int(np.clip(INFERENCE_VALUES // max(int(n_genes), 1) // 1024 * 1024, 1024, 8192))
-
-
 def make_collate(
     adata_manager,
     n_hops: int = 0,

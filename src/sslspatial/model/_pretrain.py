@@ -264,7 +264,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
     # ------------------------------------------------------------------ outputs
     @torch.inference_mode()
     def get_latent_representation(
-        self, adata: AnnData | None = None, indices: np.ndarray | None = None, batch_size: int | None = None
+        self, adata: AnnData | None = None, indices: np.ndarray | None = None, batch_size: int = 1024
     ) -> np.ndarray:
         """Embedding of every requested cell (computed on its k-hop subgraph, identical to the full-graph value).
 
@@ -275,7 +275,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
         indices
             Rows to embed (default all).
         batch_size
-            Seeds per minibatch (the values do not depend on it); ``None``: :func:`~sslspatial.data.default_inference_batch_size`.
+            Seeds per minibatch.
 
         Returns
         -------
@@ -294,7 +294,7 @@ class SpatialPretrainModel(ConsoleMixin, UnsupervisedTrainingMixin, BaseModelCla
 
     @torch.inference_mode()
     def predict_proba(
-        self, adata: AnnData | None = None, indices: np.ndarray | None = None, batch_size: int | None = None
+        self, adata: AnnData | None = None, indices: np.ndarray | None = None, batch_size: int = 1024
     ) -> np.ndarray:
         """Class probabilities ``(n_cells, n_classes)`` of a model with objective ``"classify"``.
 

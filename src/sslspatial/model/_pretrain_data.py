@@ -14,8 +14,7 @@ from scvi import REGISTRY_KEYS
 
 from .._constants import Key
 from .._validate import check_counts, check_finite, check_graph, check_graph_connected, check_indices
-from ..data._loaders import SubgraphDataLoader, default_batch_size, default_inference_batch_size, locality_order
-from ..data._tiles import is_backed_sparse
+from ..data._loaders import SubgraphDataLoader, default_batch_size, locality_order
 
 
 def layer_name(manager) -> str:
@@ -99,17 +98,13 @@ def locality(adata: AnnData, manager) -> np.ndarray:
     return locality_order(adjacency=adata.obsp[key])
 
 
-def per_cell(model, adata: AnnData | None, indices, batch_size: int | None, compute) -> np.ndarray:
+def per_cell(model, adata: AnnData | None, indices, batch_size: int, compute) -> np.ndarray:
     """Apply ``compute`` (minibatch tensors -> per-seed rows) to every requested cell, rows in request order.
 
-    The cells are visited in locality order (much smaller subgraphs per batch) and the rows put back afterwards;
-    ``batch_size=None``: :func:`~sslspatial.data.default_inference_batch_size` (genes, counts on disk or not).
+    The cells are visited in locality order (much smaller subgraphs per batch) and the rows put back afterwards.
     """
     adata = model._validate_anndata(adata)
     manager = model.get_anndata_manager(adata, required=True)
-    if batch_size is None:
-        on_disk = is_backed_sparse(manager.get_from_registry(REGISTRY_KEYS.X_KEY))
-        batch_size = default_inference_batch_size(adata.n_vars, on_disk)
     indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
     order = np.arange(indices.size)
     if model.module.n_hops > 0 and indices.size > batch_size and Key.SPATIAL in adata.obsm:
