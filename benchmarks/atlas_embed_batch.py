@@ -6,9 +6,10 @@ a fresh process sets up the default ``pretrain_mask`` model (GAT, 2 layers), tra
 every cell with ``get_latent_representation(batch_size=b)`` for each batch size, twice in alternating order (the
 machine's speed drifts; the table keeps both passes and their mean). ``max_abs_difference`` compares each embedding with
 the one at the first batch size: the values do not depend on the batch size. The measurement behind keeping 1,024
-as ``get_latent_representation``'s batch size: two earlier runs at 1M cells (commits 230d7ea and eba1098) disagreed
-on the sign of the difference from disk (8,192 against 1,024: 10.9 against 12.7 s, then 12.2 against 11.3 s), so no
-default was changed; the results file holds the latest run.
+as ``get_latent_representation``'s batch size. Three runs at 1M cells (commits 230d7ea, eba1098, 5972ef5) did not
+agree: from disk 8,192 against 1,024 took 10.9 against 12.7 s, then 12.2 against 11.3 s, then 11.8 against 12.6 s;
+in memory 9.5 against 8.4, 9.7 against 9.8, 10.2 against 9.4 s. The differences are of the size of the run-to-run
+noise, so no default was changed; the results file holds the third run.
 
 Run: ``python benchmarks/atlas_embed_batch.py [--cells 1000000] [--batch-sizes 1024,8192]``; writes
 ``results/atlas_embed_batch.{json,md}``.

@@ -297,15 +297,16 @@ def write_backed(
     rows_per_chunk
         Cells per stored chunk (the chunk length is this times the mean number of stored values per cell). A
         minibatch of 1,024 seeds and its 2-hop halo touches a few chunks of its own tile plus the halo's chunks.
-        Measured at 1M cells (``--store-options``): 13.2 ms per training minibatch read at 1,024 rows, 14.1 ms at
-        4,096, 28.3 ms at 256.
+        Measured at 1M cells (``--store-options``, ``benchmarks/results/atlas_scale_store.md``): 5.6 ms per training
+        minibatch read at 1,024 rows (845 cells per chunk on that table), 5.9 ms at 256, 9.6 ms at 4,096.
     compressor
         ``"lz4"`` (blosc lz4 with byte shuffle, zarr's default for zarr v2 stores), ``"zstd"`` (blosc zstd) or
-        ``"none"``. Training from each is measured by ``python benchmarks/atlas_scale.py --compressors
-        lz4,zstd,none --cells 200000`` (``benchmarks/results/atlas_scale_compressors.md``), minibatch reads per
-        chunk size and compressor by ``--store-options`` (``benchmarks/results/atlas_scale_store.md``): at 1M cells
-        lz4 reads a minibatch in 13.2 ms from 383 MB, zstd in 20.4 ms from 217 MB, uncompressed in 11.2 ms from
-        1,484 MB.
+        ``"none"``. Minibatch reads per chunk size and compressor are measured by ``python
+        benchmarks/atlas_scale.py --store-options --cells 1000000`` (``benchmarks/results/atlas_scale_store.md``):
+        lz4 reads a minibatch in 5.6 ms from 383 MB, zstd in 15.6 ms from 217 MB, uncompressed in 3.1 ms from
+        1,484 MB (only the byte ranges of the rows are read). A whole epoch from each (``--compressors lz4,none
+        --cells 1000000``, ``benchmarks/results/atlas_scale_compressors.md``) took 29.9 s (lz4) and 30.8 s (none), a
+        difference within the run-to-run noise, so lz4, four times smaller, stays the default.
     block_rows
         Cells read and written at a time (bounds the memory of the rewrite).
 
