@@ -155,7 +155,10 @@ class TileReader:
         return stacked[(unique - starts[run] + offsets[run])[inverse]]
 
     def _gather(self, name: str, array: Any, positions: np.ndarray) -> np.ndarray:
-        """``array[positions]`` (increasing positions) from its stored chunks, read whole and cached (LRU)."""
+        """``array[positions]`` (increasing positions) from its stored chunks, read whole and cached (LRU).
+
+        Uncompressed chunk files: only the byte ranges that hold the positions are read.
+        """
         size, cache = int(array.chunks[0]), self._cache[name]
         if positions.size == 0:
             return np.empty(0, dtype=array.dtype)
@@ -164,11 +167,11 @@ class TileReader:
         cuts = np.searchsorted(positions, span * size)
         keep = cuts[1:] > cuts[:-1]
         needed, lows, highs = span[:-1][keep], cuts[:-1][keep], cuts[1:][keep]
-        out = np.empty(positions.size, dtype=array.dtype)
         direct = self._direct[name]
         if direct is not None and direct.raw:  # uncompressed chunks: read the requested ranges only, nothing cached
             self.chunks_read += needed.size
             return direct.take(positions)
+        out = np.empty(positions.size, dtype=array.dtype)
         missing = []
         for c, lo, hi in zip(needed.tolist(), lows.tolist(), highs.tolist(), strict=True):
             if c in cache:
