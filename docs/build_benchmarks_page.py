@@ -46,8 +46,8 @@ _HEADING = re.compile(r"^(#{1,5})(\s)", flags=re.MULTILINE)
 _FENCE = re.compile(r"^(```|~~~)")
 _LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?![\d.])")
 _ISSUE = re.compile(
-    r"\s*\(\s*[Ii]ssue \d+\s*\)|\s*\b[Ii]ssue \d+(?=\s*$)"
-)  # "(issue 12)" anywhere, or "issue 12" at the end
+    r"\s*\(\s*[Ii]ssue \d+\s*\)|\s*\b(?:of |for )?[Ii]ssue \d+(?=\s*$)"
+)  # "(issue 12)" anywhere, or "issue 12" (with a leading "of" / "for") at the end
 _NUMBER = re.compile(r"^\s*\**([-+]?\d+(?:\.\d+)?)")
 
 

@@ -48,7 +48,7 @@ def test_benchmarks_page_is_generated_from_markdown_results_only(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "alpha.md").write_text(
-        "# Alpha bench (issue 12)\n\n| method | ('osmfish', 'a->b', 0.1) | ('starmap', 'c->d', 1.0) |\n|---|---|---|\n"
+        "# Alpha bench (issue 12)\n\n## Targets of issue 12\n\n| method | ('osmfish', 'a->b', 0.1) | ('starmap', 'c->d', 1.0) |\n|---|---|---|\n"
         '| ours | 0.3123456789 | nan |\n| tuning: x | nan | nan |\n\n```\n{"fit": 1.23456789}\n```\n'
     )
     (results / "alpha.json").write_text(json.dumps({"r": 0.31}))
@@ -61,6 +61,7 @@ def test_benchmarks_page_is_generated_from_markdown_results_only(tmp_path):
     assert sorted(p.name for p in (tmp_path / "results").glob("*.md")) == ["alpha.md"]
     page = (tmp_path / "results" / "alpha.md").read_text()
     assert page.startswith("# Alpha bench\n")  # no issue number in a heading
+    assert "\n## Targets\n" in page  # nor a dangling "of" where one was taken off
     assert "**osmfish**" in page and "| method | a\u2192b, 10% labels |" in page  # readable columns, not tuples
     assert "| ours | 0.3123 |" in page and "nan" not in page and "tuning: x" not in page
     assert "| fit | 1.235 |" in page and "{" not in page  # a JSON block becomes a table

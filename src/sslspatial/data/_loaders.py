@@ -214,9 +214,9 @@ def default_prefetch(collate: Any) -> int:
 
     That is, when a CPU core is left over by torch's threads, or a GPU is present (training there leaves the CPUs
     free); else 0. On 2 cores with 2 torch threads a prefetch thread only competes with training: at 1M cells from disk
-    it made an epoch 5% and the embedding 8% slower, two runs each (``python benchmarks/atlas_scale.py``, rows
-    ``disk`` and ``disk-no-prefetch``). Where it can run beside training it overlaps reading and decompressing the next
-    minibatches with the current step (not measured here: no machine with spare cores).
+    it made the epoch slower in every comparison (``python benchmarks/atlas_scale.py``: row ``disk-prefetch`` against
+    ``disk`` in ``benchmarks/results/atlas_scale.md``). Where it can run beside training it overlaps reading and
+    decompressing the next minibatches with the current step (not measured here: no machine with spare cores).
 
     Examples
     --------
